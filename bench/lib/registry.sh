@@ -1,0 +1,151 @@
+# shellcheck shell=bash
+# Starting and stopping the two registries under test. Sourced by bench/run.sh.
+#
+# A benchmark always runs a pair: side "ref" is CNCF Distribution (the reference),
+# side "cand" is the candidate, berth by default (BENCH_CANDIDATE=distribution runs a
+# second Distribution instead, to check the suite itself). Per side the pair keeps
+# REG_PID, REG_URL and REG_DIR; every started PID is also kept in STARTED_PIDS so the
+# exit trap can stop it.
+
+SIDES=(ref cand)
+declare -A REG_PID=() REG_URL=() REG_DIR=()
+STARTED_PIDS=()
+PAIR_COUNT=0
+
+# side_label SIDE : the name printed in the result table.
+side_label() {
+    case $1:$BENCH_CANDIDATE in
+        ref:*) printf 'reference\n' ;;
+        cand:berth) printf 'berth\n' ;;
+        cand:*) printf 'candidate (%s)\n' "$BENCH_CANDIDATE" ;;
+    esac
+}
+
+# side_kind SIDE : which server a side runs.
+side_kind() {
+    if [[ $1 == ref ]]; then printf 'distribution\n'; else printf '%s\n' "$BENCH_CANDIDATE"; fi
+}
+
+check_candidate() {
+    case $BENCH_CANDIDATE in
+        berth) [[ -x $BERTH_BIN ]] || die "berth binary not found at $BERTH_BIN (build it, set BERTH_BIN, or BENCH_CANDIDATE=distribution)" ;;
+        distribution) ;;
+        *) die "BENCH_CANDIDATE must be berth or distribution, not '$BENCH_CANDIDATE'" ;;
+    esac
+    [[ -x $REFERENCE_BIN ]] || die "reference registry not found at $REFERENCE_BIN"
+}
+
+# write_distribution_config DIR PORT : Distribution config with delete on and no access log.
+write_distribution_config() {
+    local dir=$1 port=$2
+    cat >"$dir/config.yml" <<YAML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+YAML
+}
+
+# launch KIND DIR PORT : starts one server in the background; $! is the server itself.
+launch() {
+    local kind=$1 dir=$2 port=$3
+    case $kind in
+        distribution)
+            write_distribution_config "$dir" "$port"
+            "$REFERENCE_BIN" serve "$dir/config.yml" >"$dir/server.log" 2>&1 &
+            ;;
+        berth)
+            RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --data-dir "$dir/data" \
+                --listen "127.0.0.1:$port" >"$dir/server.log" 2>&1 &
+            ;;
+    esac
+}
+
+# registry_up SIDE : true once GET /v2/ answers 200.
+registry_up() {
+    local code
+    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "${REG_URL[$1]}/v2/") || return 1
+    [[ $code == 200 ]]
+}
+
+# await_side SIDE : polls for up to 30 s; fails at once if the server has exited.
+await_side() {
+    local side=$1 tries
+    for ((tries = 0; tries < 300; tries++)); do
+        pid_gone "${REG_PID[$side]}" && return 1
+        registry_up "$side" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_side SIDE : fresh data dir, free port, server up and answering. A server that
+# exits at startup (say, another process took the port first) is retried on a new port.
+start_side() {
+    local side=$1 dir attempt port
+    dir="$WORK_DIR/registry-$PAIR_COUNT-$side"
+    for attempt in 1 2 3; do
+        rm -rf "$dir"
+        mkdir -p "$dir/data"
+        port=$(pick_port)
+        launch "$(side_kind "$side")" "$dir" "$port"
+        REG_PID[$side]=$!
+        STARTED_PIDS+=("${REG_PID[$side]}")
+        REG_URL[$side]="http://127.0.0.1:$port"
+        REG_DIR[$side]=$dir
+        await_side "$side" && return 0
+        log "$(side_label "$side") failed to start on port $port (attempt $attempt):"
+        tail -n 5 "$dir/server.log" >&2 || true
+        stop_pid "${REG_PID[$side]}"
+    done
+    die "$(side_label "$side") did not come up"
+}
+
+# pair_start : both registries, each on empty storage.
+pair_start() {
+    local side
+    PAIR_COUNT=$((PAIR_COUNT + 1))
+    for side in "${SIDES[@]}"; do
+        start_side "$side"
+    done
+    log "registries up: reference ${REG_URL[ref]} (pid ${REG_PID[ref]}), $(side_label cand) ${REG_URL[cand]} (pid ${REG_PID[cand]})"
+}
+
+# pair_stop : stops both and frees their storage.
+pair_stop() {
+    local side
+    for side in "${SIDES[@]}"; do
+        [[ -n ${REG_PID[$side]:-} ]] || continue
+        stop_pid "${REG_PID[$side]}"
+        rm -rf "${REG_DIR[$side]}"
+        unset 'REG_PID[$side]'
+    done
+}
+
+# peak_rss_mib SIDE : VmHWM of the running server, in MiB.
+peak_rss_mib() {
+    local kib
+    kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/${REG_PID[$1]}/status")
+    calc "$kib / 1024"
+}
+
+# sides_in_turn RUN : both sides, the order alternating with RUN to spread drift evenly.
+sides_in_turn() {
+    if (($1 % 2)); then printf '%s\n' ref cand; else printf '%s\n' cand ref; fi
+}
+
+# stop_everything : exit trap; stops every server this run started.
+stop_everything() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        stop_pid "$pid"
+    done
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# berth benchmark suite: runs berth and the reference registry (CNCF Distribution)
+# side by side in the same run and prints a markdown table of both figures, their
+# ratio and the target. See docs/benchmarks.md.
+#
+# Usage: bench/run.sh [MEASUREMENT...]     (default: all, in the order below)
+#   upload get manifest head skopeo rss
+set -euo pipefail
+shopt -s inherit_errexit
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
+
+: "${BERTH_BIN:=/var/cache/berth/target/release/berth}"
+: "${REFERENCE_BIN:=/usr/bin/docker-registry}"
+: "${BENCH_CANDIDATE:=berth}"
+: "${BENCH_RUST_LOG:=warn}"
+: "${BENCH_SIZE_MIB:=1024}"
+: "${BENCH_RSS_SMALL_MIB:=256}"
+: "${BENCH_REPEAT:=3}"
+: "${BENCH_GET_REPEAT:=5}"
+: "${BENCH_WRK_REPEAT:=1}"
+: "${BENCH_WRK_THREADS:=2}"
+: "${BENCH_WRK_CONNECTIONS:=32}"
+: "${BENCH_WRK_DURATION:=10s}"
+: "${BENCH_TMP:=/var/tmp}"
+: "${BENCH_DATA_DIR:=}"
+: "${BENCH_RESULTS:=}"
+
+# shellcheck source=bench/lib/common.sh
+source "$BENCH_DIR/lib/common.sh"
+# shellcheck source=bench/lib/registry.sh
+source "$BENCH_DIR/lib/registry.sh"
+# shellcheck source=bench/lib/data.sh
+source "$BENCH_DIR/lib/data.sh"
+# shellcheck source=bench/lib/client.sh
+source "$BENCH_DIR/lib/client.sh"
+# shellcheck source=bench/lib/report.sh
+source "$BENCH_DIR/lib/report.sh"
+for measurement_file in "$BENCH_DIR"/measurements/*.sh; do
+    # shellcheck source=/dev/null
+    source "$measurement_file"
+done
+
+usage() {
+    cat <<USAGE
+usage: bench/run.sh [MEASUREMENT...]
+measurements: ${ALL_MEASUREMENTS[*]} (default: all)
+environment:
+  BERTH_BIN            berth binary ($BERTH_BIN)
+  BENCH_CANDIDATE      berth, or distribution to check the suite itself ($BENCH_CANDIDATE)
+  BENCH_SIZE_MIB       large blob and image size in MiB ($BENCH_SIZE_MIB)
+  BENCH_RSS_SMALL_MIB  smaller size for the RSS comparison ($BENCH_RSS_SMALL_MIB)
+  BENCH_REPEAT         runs per upload and skopeo figure ($BENCH_REPEAT)
+  BENCH_GET_REPEAT     runs per GET figure ($BENCH_GET_REPEAT)
+  BENCH_WRK_REPEAT     wrk runs per rate figure ($BENCH_WRK_REPEAT)
+  BENCH_WRK_DURATION   wrk duration ($BENCH_WRK_DURATION)
+  BENCH_TMP            where the run's temp dir goes ($BENCH_TMP)
+  BENCH_DATA_DIR       keep generated inputs here between runs (default: temp, removed)
+  BENCH_RESULTS        also append the table to this file
+USAGE
+}
+
+# check_measurements NAME... : every name must be a known measurement.
+check_measurements() {
+    local name
+    for name in "$@"; do
+        [[ " ${ALL_MEASUREMENTS[*]} " == *" $name "* ]] || { usage >&2; die "unknown measurement '$name'"; }
+    done
+}
+
+# tools_for MEASUREMENT : what a measurement runs besides curl, openssl, jq and ss.
+tools_for() {
+    case $1 in
+        manifest | head) printf 'wrk\n' ;;
+        skopeo) printf 'skopeo\numoci\n' ;;
+    esac
+}
+
+# space_needed_gib : a bound on the disk the inputs and both registries' storage take.
+space_needed_gib() {
+    local copies=$((BENCH_REPEAT > 2 ? BENCH_REPEAT : 2))
+    printf '%s\n' $(((copies * 3 + 2) * BENCH_SIZE_MIB / 1024 + 2))
+}
+
+cleanup() {
+    stop_everything
+    [[ -n ${WORK_DIR:-} ]] && rm -rf "$WORK_DIR"
+}
+
+main() {
+    local measurements name tools=(curl openssl jq ss docker-registry)
+    [[ ${1:-} == -h || ${1:-} == --help ]] && { usage; return 0; }
+    measurements=("${@:-${ALL_MEASUREMENTS[@]}}")
+    check_measurements "${measurements[@]}"
+    for name in "${measurements[@]}"; do
+        mapfile -t -O "${#tools[@]}" tools < <(tools_for "$name")
+    done
+    ensure_tools "${tools[@]}"
+    check_candidate
+
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    WORK_DIR=$(make_work_dir "$BENCH_TMP")
+    DATA_DIR=${BENCH_DATA_DIR:-$WORK_DIR/inputs}
+    mkdir -p "$DATA_DIR"
+    require_free_space "$WORK_DIR" "$(space_needed_gib)"
+    log "reference vs $(side_label cand), work dir $WORK_DIR, measurements: ${measurements[*]}"
+    START_LOAD=$(load_average)
+    warn_if_busy
+
+    for name in "${measurements[@]}"; do
+        log "--- $name"
+        "measure_$name"
+    done
+    publish
+}
+
+main "$@"

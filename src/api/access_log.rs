@@ -1,0 +1,128 @@
+//! One log line per request (method, path, status, bytes sent, duration),
+//! written when the response body has been sent or abandoned, plus the API
+//! version header every response carries.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use http_body::{Frame, SizeHint};
+
+use super::headers::API_VERSION;
+
+pub async fn layer(request: Request, next: Next) -> Response {
+    let entry = Entry {
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        started: Instant::now(),
+        status: StatusCode::OK,
+        expected: None,
+    };
+    let mut resp = next.run(request).await;
+    resp.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    let entry = Entry {
+        status: resp.status(),
+        expected: resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok()),
+        ..entry
+    };
+    resp.map(|body| {
+        Body::new(Counted {
+            inner: body,
+            bytes: 0,
+            entry: Some(entry),
+        })
+    })
+}
+
+struct Entry {
+    method: Method,
+    path: String,
+    started: Instant,
+    status: StatusCode,
+    /// The declared length; hyper stops polling once it has sent that much.
+    expected: Option<u64>,
+}
+
+impl Entry {
+    fn log(self, bytes: u64, complete: bool) {
+        tracing::info!(
+            target: "berth::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            bytes,
+            complete,
+            ms = self.started.elapsed().as_secs_f64() * 1e3,
+        );
+    }
+}
+
+/// A response body that counts what it sends and logs when it ends.
+struct Counted {
+    inner: Body,
+    bytes: u64,
+    entry: Option<Entry>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Counted {
+    fn finish(&mut self, complete: bool) {
+        if let Some(entry) = self.entry.take() {
+            entry.log(self.bytes, complete);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // Bodies hyper never polls (HEAD, empty) or stops polling once the
+        // declared length is sent end here; so do aborted ones.
+        let sent_all = self
+            .entry
+            .as_ref()
+            .and_then(|e| e.expected)
+            .is_some_and(|n| self.bytes >= n);
+        let complete = sent_all || http_body::Body::is_end_stream(&self.inner);
+        self.finish(complete);
+    }
+}

@@ -1,0 +1,128 @@
+//! The HTTP API: `/v2/` routes and thin handlers. Each handler parses the
+//! request, calls one [`Registry`] operation and writes the response; errors
+//! become OCI error JSON in exactly one place ([`error`]).
+
+mod access_log;
+mod blobs;
+mod error;
+pub mod headers;
+mod listings;
+mod manifests;
+mod params;
+pub mod route;
+mod uploads;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use futures_util::TryStreamExt;
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::registry::{Error, Registry};
+use crate::storage::ByteStream;
+use params::Params;
+use route::Route;
+
+/// Request headers larger than this in total are refused (431).
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Builds the application: every `/v2/` route, behind the access log.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .with_state(registry)
+        .layer(axum::middleware::from_fn(access_log::layer))
+}
+
+async fn dispatch(
+    State(reg): State<Arc<Registry>>,
+    route: Route,
+    params: Params,
+    request: Request,
+) -> Result<Response, Error> {
+    let (parts, body) = request.into_parts();
+    let (method, headers) = (parts.method, parts.headers);
+    check_header_size(&headers)?;
+    let body = byte_stream(body);
+    let reg = reg.as_ref();
+    match (route, method) {
+        (Route::Base, Method::GET | Method::HEAD) => Ok(base()),
+        (Route::Manifest { repo, reference }, m @ (Method::GET | Method::HEAD)) => {
+            manifests::get(reg, &repo, &reference, &headers, m == Method::HEAD)
+        }
+        (Route::Manifest { repo, reference }, Method::PUT) => {
+            manifests::put(reg, &repo, &reference, &headers, body).await
+        }
+        (Route::Manifest { repo, reference }, Method::DELETE) => {
+            manifests::delete(reg, &repo, &reference).await
+        }
+        (Route::Blob { repo, digest }, m @ (Method::GET | Method::HEAD)) => {
+            blobs::get(reg, &repo, &digest, &headers, m == Method::HEAD)
+        }
+        (Route::Blob { repo, digest }, Method::DELETE) => blobs::delete(reg, &repo, &digest).await,
+        (Route::UploadStart { repo }, Method::POST) => {
+            uploads::start(reg, &repo, &params, body).await
+        }
+        (Route::Upload { repo, id }, Method::GET) => uploads::status(reg, &repo, id).await,
+        (Route::Upload { repo, id }, Method::PATCH) => {
+            uploads::chunk(reg, &repo, id, &headers, body).await
+        }
+        (Route::Upload { repo, id }, Method::PUT) => {
+            uploads::finish(reg, &repo, id, &params, &headers, body).await
+        }
+        (Route::Upload { repo, id }, Method::DELETE) => uploads::cancel(reg, &repo, id).await,
+        (Route::Tags { repo }, Method::GET) => listings::tags(reg, &repo, &params),
+        (Route::Catalog, Method::GET) => listings::catalog(reg, &params),
+        (Route::Referrers { repo, digest }, Method::GET) => {
+            listings::referrers(reg, &repo, &digest, &params)
+        }
+        (_, method) => Err(Error::MethodNotAllowed {
+            method: method.to_string(),
+        }),
+    }
+}
+
+fn base() -> Response {
+    (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        "{}",
+    )
+        .into_response()
+}
+
+fn check_header_size(headers: &HeaderMap) -> Result<(), Error> {
+    let total: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if total > MAX_HEADER_BYTES {
+        return Err(Error::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn byte_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+/// An empty response with the given status and headers.
+fn empty<const N: usize>(
+    status: StatusCode,
+    headers: [(&'static str, http::HeaderValue); N],
+) -> Response {
+    let mut resp = (status, Body::empty()).into_response();
+    for (name, value) in headers {
+        resp.headers_mut().insert(name, value);
+    }
+    resp.headers_mut().insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from_static("0"),
+    );
+    resp
+}

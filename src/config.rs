@@ -1,0 +1,212 @@
+//! Configuration: command-line flags, `BERTH_*` environment variables and a
+//! YAML file, merged into one resolved struct. Flags win over the
+//! environment, which wins over the file, which wins over defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::registry::DEFAULT_MAX_MANIFEST_SIZE;
+
+const ABOUT: &str = "berth: a container image registry that runs as a replicated cluster";
+const LONG_ABOUT: &str = "\
+berth serves the OCI Distribution API (/v2/) to docker, podman, skopeo, containerd,
+buildah and oras. `berth serve` with no options is a complete single-node registry
+on port 5000 with its data in ./data.";
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log filter, e.g. `info`, `warn`, or `info,berth::access=warn` to drop
+    /// the per-request access log. RUST_LOG is honoured when this is unset.
+    #[arg(long, env = "BERTH_LOG", global = true)]
+    pub log: Option<String>,
+
+    /// Log line format.
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a registry node.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// YAML configuration file. Its keys are the long option names
+    /// (`data-dir`, `listen`, `max-manifest-size`); options given as flags
+    /// or environment variables override it.
+    #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding this node's identity, database, blobs and uploads.
+    /// Created if missing. [default: ./data]
+    #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address and port the registry API listens on. [default: 0.0.0.0:5000]
+    #[arg(long, env = "BERTH_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Largest manifest accepted, in bytes; larger pushes get 413.
+    /// [default: 4194304]
+    #[arg(long, env = "BERTH_MAX_MANIFEST_SIZE", value_name = "BYTES")]
+    pub max_manifest_size: Option<usize>,
+}
+
+/// The keys a configuration file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    max_manifest_size: Option<usize>,
+}
+
+/// Fully resolved settings of a node.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub max_manifest_size: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("max-manifest-size must be at least 1 byte")]
+    ManifestSize,
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let config = ServeConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5000))),
+            max_manifest_size: self
+                .max_manifest_size
+                .or(file.max_manifest_size)
+                .unwrap_or(DEFAULT_MAX_MANIFEST_SIZE),
+        };
+        if config.max_manifest_size == 0 {
+            return Err(ConfigError::ManifestSize);
+        }
+        Ok(config)
+    }
+}
+
+impl ServeConfig {
+    /// A node on an ephemeral loopback port, for tests.
+    pub fn for_test(data_dir: &Path) -> ServeConfig {
+        ServeConfig {
+            data_dir: data_dir.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
+        }
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yml");
+        std::fs::write(&file, "data-dir: /from/file\nlisten: 127.0.0.1:7000\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            listen: Some("127.0.0.1:8000".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.listen.port(), 8000);
+        assert_eq!(c.max_manifest_size, DEFAULT_MAX_MANIFEST_SIZE);
+
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.listen.port(), 5000);
+    }
+
+    #[test]
+    fn bad_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yml");
+        std::fs::write(&file, "data_dir: typo\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let e = args.resolve().unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+        let args = ServeArgs {
+            config: Some(dir.path().join("missing.yml")),
+            ..Default::default()
+        };
+        assert!(matches!(args.resolve(), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn cli_parses_and_documents_every_option() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "berth",
+            "serve",
+            "--data-dir",
+            "/d",
+            "--listen",
+            "[::1]:5000",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.data_dir, Some(PathBuf::from("/d")));
+    }
+}

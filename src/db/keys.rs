@@ -1,0 +1,114 @@
+//! Column families and key encodings of the node's RocksDB.
+//!
+//! ```text
+//! replicated state machine (identical on every node)
+//!   repos       <repo>                          -> RepoRecord
+//!   tags        <repo> 0x00 <tag>               -> digest (utf-8)
+//!   manifests   <repo> 0x00 <digest>            -> ManifestRecord
+//!   referrers   <repo> 0x00 <subject> 0x00 <digest> -> ()
+//!   repo_blobs  <repo> 0x00 <digest>            -> size (u64 big-endian)
+//!   blobs       <digest>                        -> size (u64 big-endian)
+//! node-local
+//!   local_blobs <digest>                        -> LocalBlob
+//!   uploads     <upload id>                     -> UploadRecord
+//! ```
+//! Names, tags and digests never contain 0x00, so `<repo> 0x00` is an exact
+//! prefix for one repository, and keys sort by repository, then by tag or
+//! digest in byte order (which is lexical order for these ASCII strings).
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cf {
+    Repos,
+    Tags,
+    Manifests,
+    Referrers,
+    RepoBlobs,
+    Blobs,
+    LocalBlobs,
+    Uploads,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 8] = [
+        Cf::Repos,
+        Cf::Tags,
+        Cf::Manifests,
+        Cf::Referrers,
+        Cf::RepoBlobs,
+        Cf::Blobs,
+        Cf::LocalBlobs,
+        Cf::Uploads,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Repos => "repos",
+            Cf::Tags => "tags",
+            Cf::Manifests => "manifests",
+            Cf::Referrers => "referrers",
+            Cf::RepoBlobs => "repo_blobs",
+            Cf::Blobs => "blobs",
+            Cf::LocalBlobs => "local_blobs",
+            Cf::Uploads => "uploads",
+        }
+    }
+}
+
+const SEP: u8 = 0;
+
+/// `part0 0x00 part1 0x00 …`
+pub fn join(parts: &[&str]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(SEP);
+        }
+        key.extend_from_slice(p.as_bytes());
+    }
+    key
+}
+
+/// The prefix of every key under `parts`: the joined parts and a separator.
+pub fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut key = join(parts);
+    key.push(SEP);
+    key
+}
+
+/// The last component of a joined key.
+pub fn last_part(key: &[u8]) -> &[u8] {
+    match key.iter().rposition(|&b| b == SEP) {
+        Some(i) => &key[i + 1..],
+        None => key,
+    }
+}
+
+pub fn u64_value(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+pub fn parse_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_repo_then_part() {
+        let mut keys = [
+            join(&["a-b", "x"]),
+            join(&["a", "z"]),
+            join(&["a", "b"]),
+            join(&["a/b", "a"]),
+        ];
+        keys.sort();
+        assert_eq!(keys[0], join(&["a", "b"]));
+        assert_eq!(keys[1], join(&["a", "z"]));
+        assert!(join(&["a", "z"]).starts_with(&prefix(&["a"])));
+        assert!(!join(&["a-b", "x"]).starts_with(&prefix(&["a"])));
+        assert_eq!(last_part(&join(&["r", "s", "t"])), b"t");
+        assert_eq!(parse_u64(&u64_value(42)), Some(42));
+    }
+}

@@ -1,0 +1,106 @@
+//! The node's one RocksDB: opening it and the column families it holds.
+//! Key encodings live in [`keys`], the only place that knows them.
+
+pub mod keys;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+
+pub use keys::Cf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt {what}: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+}
+
+/// A shared handle to the node's database.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<DB>,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // No compression codecs are compiled in; records are small and blob
+        // bytes never enter RocksDB.
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        opts.increase_parallelism(2);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Db {
+            inner: Arc::new(db),
+        })
+    }
+
+    pub fn raw(&self) -> &DB {
+        &self.inner
+    }
+
+    pub fn cf(&self, cf: Cf) -> &ColumnFamily {
+        self.inner
+            .cf_handle(cf.name())
+            .expect("every column family is created at open")
+    }
+
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self.inner.get_cf(self.cf(cf), key)?)
+    }
+
+    /// Writes a batch, waiting for the WAL to reach the disk.
+    pub fn write_durable(&self, batch: rocksdb::WriteBatch) -> Result<(), DbError> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        Ok(self.inner.write_opt(batch, &wo)?)
+    }
+
+    /// Keys and values under `prefix` in key order, starting strictly after
+    /// `after` when given, at most `limit` of them.
+    pub fn scan_prefix(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, DbError> {
+        let start: Vec<u8> = match after {
+            // The smallest key greater than `after` is `after` + 0x00.
+            Some(a) => [a, &[0u8][..]].concat(),
+            None => prefix.to_vec(),
+        };
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.inner.iterator_cf(self.cf(cf), mode) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a postcard record, naming what it is when it is corrupt.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, DbError> {
+    postcard::from_bytes(bytes).map_err(|e| DbError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("records always serialize")
+}

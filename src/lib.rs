@@ -1,0 +1,15 @@
+//! berth: a container image registry that runs as a replicated cluster.
+//!
+//! Layers point one way: [`api`] (HTTP) calls [`registry`] (the operations a
+//! client asks for), which calls [`meta`] (the replicated state machine) and
+//! [`storage`] (this node's bytes). [`oci`] holds the pure types every layer
+//! shares, and [`db`] owns the RocksDB layout.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod meta;
+pub mod oci;
+pub mod registry;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,62 @@
+//! Commands: every change to the replicated metadata.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::oci::{Digest, RepoName, Tag};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// A blob's bytes are stored; make it part of `repo`.
+    LinkBlob {
+        repo: RepoName,
+        digest: Digest,
+        size: u64,
+        at: u64,
+    },
+    /// Remove a blob from `repo` (its bytes go with garbage collection).
+    UnlinkBlob {
+        repo: RepoName,
+        digest: Digest,
+    },
+    PutManifest(PutManifest),
+    /// Remove a manifest and every tag that points at it.
+    DeleteManifest {
+        repo: RepoName,
+        digest: Digest,
+    },
+    DeleteTag {
+        repo: RepoName,
+        tag: Tag,
+    },
+}
+
+/// Store a manifest (exact bytes) and optionally point a tag at it. Rejected
+/// unless every blob and child manifest it names is in the repository.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PutManifest {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub tag: Option<Tag>,
+    pub media_type: String,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    pub blobs: Vec<Digest>,
+    pub manifests: Vec<Digest>,
+    pub subject: Option<Digest>,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Unix seconds on the node that proposed the command.
+    pub at: u64,
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        crate::db::encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, crate::db::DbError> {
+        crate::db::decode("command", bytes)
+    }
+}

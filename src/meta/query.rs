@@ -1,0 +1,284 @@
+//! Read-only queries over the metadata.
+
+use super::state::{manifest_key, tag_key, ManifestRecord, StateMachine};
+use super::MetaError;
+use crate::db::{self, keys, Cf};
+use crate::oci::{Digest, Reference, RepoName, Tag};
+
+/// One page of a sorted listing, and whether more follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+impl StateMachine {
+    pub fn repo_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        Ok(self.db.get(Cf::Repos, repo.as_str().as_bytes())?.is_some())
+    }
+
+    pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError> {
+        let Some(raw) = self.db.get(Cf::Tags, &tag_key(repo, tag))? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(raw).map_err(|e| corrupt("tag target", e))?;
+        Ok(Some(text.parse().map_err(|e| corrupt("tag target", e))?))
+    }
+
+    pub fn manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        let raw = self.db.get(Cf::Manifests, &manifest_key(repo, digest))?;
+        Ok(raw
+            .map(|v| db::decode(Cf::Manifests.name(), &v))
+            .transpose()?)
+    }
+
+    /// The manifest a tag or digest names in `repo`.
+    pub fn resolve(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<(Digest, ManifestRecord)>, MetaError> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => match self.tag(repo, t)? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        Ok(self.manifest(repo, &digest)?.map(|m| (digest, m)))
+    }
+
+    /// The size of a blob if `repo` holds it.
+    pub fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let raw = self.db.get(
+            Cf::RepoBlobs,
+            &keys::join(&[repo.as_str(), digest.as_str()]),
+        )?;
+        raw.map(|v| keys::parse_u64(&v).ok_or_else(|| corrupt("blob link", "bad size")))
+            .transpose()
+    }
+
+    /// The size of a blob if any repository holds it.
+    pub fn blob_known(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let raw = self.db.get(Cf::Blobs, digest.as_str().as_bytes())?;
+        raw.map(|v| keys::parse_u64(&v).ok_or_else(|| corrupt("blob record", "bad size")))
+            .transpose()
+    }
+
+    /// Tags of `repo` in lexical order, after `last`, at most `n`.
+    pub fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+        let prefix = keys::prefix(&[repo.as_str()]);
+        let after = last.map(|l| keys::join(&[repo.as_str(), l]));
+        self.page(Cf::Tags, &prefix, after.as_deref(), n, |k| {
+            keys::last_part(k)
+        })
+    }
+
+    /// Repository names in lexical order, after `last`, at most `n`.
+    pub fn repositories(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+        self.page(Cf::Repos, b"", last.map(str::as_bytes), n, |k| k)
+    }
+
+    fn page(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        n: usize,
+        item: impl Fn(&[u8]) -> &[u8],
+    ) -> Result<Page, MetaError> {
+        let mut rows = self
+            .db
+            .scan_prefix(cf, prefix, after, n.saturating_add(1))?;
+        let more = rows.len() > n;
+        rows.truncate(n);
+        let items = rows
+            .iter()
+            .map(|(k, _)| {
+                String::from_utf8(item(k).to_vec()).map_err(|e| corrupt("listing key", e))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, more })
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, with their records.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<(Digest, ManifestRecord)>, MetaError> {
+        let prefix = keys::prefix(&[repo.as_str(), subject.as_str()]);
+        let mut out = Vec::new();
+        for (key, _) in self
+            .db
+            .scan_prefix(Cf::Referrers, &prefix, None, usize::MAX)?
+        {
+            let digest: Digest = std::str::from_utf8(keys::last_part(&key))
+                .map_err(|e| corrupt("referrer key", e))?
+                .parse()
+                .map_err(|e| corrupt("referrer key", e))?;
+            if let Some(record) = self.manifest(repo, &digest)? {
+                out.push((digest, record));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn corrupt(what: &'static str, e: impl ToString) -> MetaError {
+    MetaError::Db(db::DbError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+    use crate::meta::{Command, PutManifest};
+
+    fn sm() -> (tempfile::TempDir, StateMachine) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        (dir, StateMachine::new(db))
+    }
+
+    fn repo(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    fn put(
+        r: &str,
+        body: &[u8],
+        tag: Option<&str>,
+        blobs: Vec<Digest>,
+        subject: Option<Digest>,
+    ) -> Command {
+        Command::PutManifest(PutManifest {
+            repo: repo(r),
+            digest: Digest::sha256(body),
+            tag: tag.map(|t| t.parse().unwrap()),
+            media_type: crate::oci::media::OCI_MANIFEST.into(),
+            body: body.to_vec(),
+            blobs,
+            manifests: vec![],
+            subject,
+            artifact_type: None,
+            annotations: None,
+            at: 7,
+        })
+    }
+
+    #[test]
+    fn manifests_need_their_blobs_in_the_same_repo() {
+        let (_d, sm) = sm();
+        let blob = Digest::sha256(b"layer");
+        let link = |r: &str| Command::LinkBlob {
+            repo: repo(r),
+            digest: blob.clone(),
+            size: 5,
+            at: 1,
+        };
+        sm.apply(&link("other")).unwrap();
+        let cmd = put("a", b"m1", Some("v1"), vec![blob.clone()], None);
+        assert!(matches!(sm.apply(&cmd), Err(MetaError::ManifestBlobUnknown(d)) if d == blob));
+        assert!(!sm.repo_exists(&repo("a")).unwrap());
+        sm.apply(&link("a")).unwrap();
+        sm.apply(&cmd).unwrap();
+        let (d, m) = sm
+            .resolve(&repo("a"), &"v1".parse().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(d, Digest::sha256(b"m1"));
+        assert_eq!(m.body, b"m1");
+        assert_eq!(sm.blob_known(&blob).unwrap(), Some(5));
+    }
+
+    #[test]
+    fn listings_sort_and_page() {
+        let (_d, sm) = sm();
+        for t in ["b", "a", "c", "B"] {
+            sm.apply(&put("r", t.as_bytes(), Some(t), vec![], None))
+                .unwrap();
+        }
+        let page = sm.tags(&repo("r"), None, 2).unwrap();
+        assert_eq!(
+            page,
+            Page {
+                items: vec!["B".into(), "a".into()],
+                more: true
+            }
+        );
+        let page = sm.tags(&repo("r"), Some("a"), 5).unwrap();
+        assert_eq!(
+            page,
+            Page {
+                items: vec!["b".into(), "c".into()],
+                more: false
+            }
+        );
+        sm.apply(&put("r-x", b"z", Some("z"), vec![], None))
+            .unwrap();
+        sm.apply(&put("q", b"z", Some("z"), vec![], None)).unwrap();
+        assert_eq!(sm.repositories(None, 10).unwrap().items, ["q", "r", "r-x"]);
+        assert_eq!(
+            sm.repositories(Some("q"), 1).unwrap(),
+            Page {
+                items: vec!["r".into()],
+                more: true
+            }
+        );
+        assert_eq!(sm.tags(&repo("r-x"), None, 10).unwrap().items, ["z"]);
+    }
+
+    #[test]
+    fn deleting_a_manifest_drops_its_tags_and_referrer_entry() {
+        let (_d, sm) = sm();
+        let subject = Digest::sha256(b"subject");
+        sm.apply(&put("r", b"base", Some("t1"), vec![], None))
+            .unwrap();
+        sm.apply(&put("r", b"base", Some("t2"), vec![], None))
+            .unwrap();
+        sm.apply(&put("r", b"sig", None, vec![], Some(subject.clone())))
+            .unwrap();
+        assert_eq!(sm.referrers(&repo("r"), &subject).unwrap().len(), 1);
+        let base = Digest::sha256(b"base");
+        sm.apply(&Command::DeleteManifest {
+            repo: repo("r"),
+            digest: base.clone(),
+        })
+        .unwrap();
+        assert!(sm.tags(&repo("r"), None, 10).unwrap().items.is_empty());
+        assert!(matches!(
+            sm.apply(&Command::DeleteManifest {
+                repo: repo("r"),
+                digest: base
+            }),
+            Err(MetaError::ManifestUnknown)
+        ));
+        sm.apply(&Command::DeleteManifest {
+            repo: repo("r"),
+            digest: Digest::sha256(b"sig"),
+        })
+        .unwrap();
+        assert!(sm.referrers(&repo("r"), &subject).unwrap().is_empty());
+    }
+
+    #[test]
+    fn commands_round_trip_through_bytes() {
+        let cmd = put(
+            "a/b",
+            b"{}",
+            Some("x"),
+            vec![Digest::sha256(b"q")],
+            Some(Digest::sha256(b"s")),
+        );
+        assert_eq!(Command::decode(&cmd.encode()).unwrap(), cmd);
+        assert!(Command::decode(b"\xff\xff").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! Deterministic application of commands to the metadata column families.
+
+use std::collections::BTreeMap;
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::command::{Command, PutManifest};
+use super::MetaError;
+use crate::db::{self, keys, Cf, Db};
+use crate::oci::{Digest, RepoName, Tag};
+
+/// A manifest as stored: the exact bytes pushed and what the APIs report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub media_type: String,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    pub subject: Option<Digest>,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub created: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RepoRecord {
+    created: u64,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    pub(super) db: Db,
+}
+
+impl StateMachine {
+    pub fn new(db: Db) -> StateMachine {
+        StateMachine { db }
+    }
+
+    /// Applies one command atomically. Rejections leave the state untouched.
+    pub fn apply(&self, cmd: &Command) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        match cmd {
+            Command::LinkBlob {
+                repo,
+                digest,
+                size,
+                at,
+            } => {
+                self.ensure_repo(&mut batch, repo, *at)?;
+                batch.put_cf(
+                    self.db.cf(Cf::RepoBlobs),
+                    keys::join(&[repo.as_str(), digest.as_str()]),
+                    keys::u64_value(*size),
+                );
+                batch.put_cf(
+                    self.db.cf(Cf::Blobs),
+                    digest.as_str(),
+                    keys::u64_value(*size),
+                );
+            }
+            Command::UnlinkBlob { repo, digest } => {
+                if self.blob_link(repo, digest)?.is_none() {
+                    return Err(MetaError::BlobUnknown);
+                }
+                batch.delete_cf(
+                    self.db.cf(Cf::RepoBlobs),
+                    keys::join(&[repo.as_str(), digest.as_str()]),
+                );
+            }
+            Command::PutManifest(put) => self.put_manifest(&mut batch, put)?,
+            Command::DeleteManifest { repo, digest } => {
+                self.delete_manifest(&mut batch, repo, digest)?
+            }
+            Command::DeleteTag { repo, tag } => {
+                if self.tag(repo, tag)?.is_none() {
+                    return Err(MetaError::ManifestUnknown);
+                }
+                batch.delete_cf(self.db.cf(Cf::Tags), tag_key(repo, tag));
+            }
+        }
+        self.db.write_durable(batch)?;
+        Ok(())
+    }
+
+    fn ensure_repo(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &RepoName,
+        at: u64,
+    ) -> Result<(), MetaError> {
+        if !self.repo_exists(repo)? {
+            batch.put_cf(
+                self.db.cf(Cf::Repos),
+                repo.as_str(),
+                db::encode(&RepoRecord { created: at }),
+            );
+        }
+        Ok(())
+    }
+
+    fn put_manifest(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<(), MetaError> {
+        let repo = &put.repo;
+        for blob in &put.blobs {
+            if self.blob_link(repo, blob)?.is_none() {
+                return Err(MetaError::ManifestBlobUnknown(blob.clone()));
+            }
+        }
+        for child in &put.manifests {
+            if self.manifest(repo, child)?.is_none() {
+                return Err(MetaError::ManifestBlobUnknown(child.clone()));
+            }
+        }
+        self.ensure_repo(batch, repo, put.at)?;
+        let created = match self.manifest(repo, &put.digest)? {
+            Some(existing) => existing.created,
+            None => put.at,
+        };
+        let record = ManifestRecord {
+            media_type: put.media_type.clone(),
+            body: put.body.clone(),
+            subject: put.subject.clone(),
+            artifact_type: put.artifact_type.clone(),
+            annotations: put.annotations.clone(),
+            created,
+        };
+        batch.put_cf(
+            self.db.cf(Cf::Manifests),
+            manifest_key(repo, &put.digest),
+            db::encode(&record),
+        );
+        if let Some(tag) = &put.tag {
+            batch.put_cf(
+                self.db.cf(Cf::Tags),
+                tag_key(repo, tag),
+                put.digest.as_str(),
+            );
+        }
+        if let Some(subject) = &put.subject {
+            batch.put_cf(
+                self.db.cf(Cf::Referrers),
+                referrer_key(repo, subject, &put.digest),
+                [],
+            );
+        }
+        Ok(())
+    }
+
+    fn delete_manifest(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), MetaError> {
+        let record = self
+            .manifest(repo, digest)?
+            .ok_or(MetaError::ManifestUnknown)?;
+        batch.delete_cf(self.db.cf(Cf::Manifests), manifest_key(repo, digest));
+        let prefix = keys::prefix(&[repo.as_str()]);
+        for (key, value) in self.db.scan_prefix(Cf::Tags, &prefix, None, usize::MAX)? {
+            if *value == *digest.as_str().as_bytes() {
+                batch.delete_cf(self.db.cf(Cf::Tags), key);
+            }
+        }
+        if let Some(subject) = &record.subject {
+            batch.delete_cf(
+                self.db.cf(Cf::Referrers),
+                referrer_key(repo, subject, digest),
+            );
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn tag_key(repo: &RepoName, tag: &Tag) -> Vec<u8> {
+    keys::join(&[repo.as_str(), tag.as_str()])
+}
+
+pub(super) fn manifest_key(repo: &RepoName, digest: &Digest) -> Vec<u8> {
+    keys::join(&[repo.as_str(), digest.as_str()])
+}
+
+fn referrer_key(repo: &RepoName, subject: &Digest, digest: &Digest) -> Vec<u8> {
+    keys::join(&[repo.as_str(), subject.as_str(), digest.as_str()])
+}

@@ -1,0 +1,159 @@
+//! The one table of client-visible errors: each variant knows its OCI code,
+//! HTTP status and message. Handlers return these and never pick statuses.
+
+use http::StatusCode;
+
+use crate::meta::MetaError;
+use crate::oci::{Digest, ErrorCode, ManifestError, ParseError};
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NameInvalid(ParseError),
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("{0}")]
+    DigestInvalid(ParseError),
+    #[error("{0}")]
+    TagInvalid(ParseError),
+    /// A read of a reference that cannot be a tag: it names no manifest.
+    #[error("manifest unknown: {0}")]
+    TagUnknown(ParseError),
+    #[error("provided digest did not match uploaded content: expected {expected}, got {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("digest query parameter is required to finish an upload")]
+    DigestMissing,
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("blob upload unknown to registry")]
+    UploadUnknown,
+    #[error("chunk out of order: the upload holds {offset} bytes but the chunk starts at {start}")]
+    UploadOutOfOrder { offset: u64, start: u64 },
+    #[error("blob upload invalid: {0}")]
+    UploadInvalid(String),
+    #[error("requested range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(#[from] ManifestError),
+    #[error("manifest exceeds the {limit} byte limit")]
+    ManifestTooLarge { limit: usize },
+    #[error("manifest references {0}, which is not in the repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("manifest has media type {media_type}, which the Accept header does not admit")]
+    ManifestNotAcceptable { media_type: String },
+    #[error("invalid pagination parameter: {0}")]
+    PaginationInvalid(String),
+    #[error("request headers exceed {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the request body failed before it was complete: {0}")]
+    BodyFailed(String),
+    #[error("{method} is not supported on this endpoint")]
+    MethodNotAllowed { method: String },
+    #[error("no such endpoint")]
+    RouteUnknown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        use Error::*;
+        match self {
+            NameInvalid(_) => ErrorCode::NameInvalid,
+            NameUnknown => ErrorCode::NameUnknown,
+            DigestInvalid(_) | DigestMismatch { .. } | DigestMissing => ErrorCode::DigestInvalid,
+            TagInvalid(_) | ManifestInvalid(_) | ManifestTooLarge { .. } => {
+                ErrorCode::ManifestInvalid
+            }
+            BlobUnknown => ErrorCode::BlobUnknown,
+            UploadUnknown => ErrorCode::BlobUploadUnknown,
+            UploadOutOfOrder { .. } | UploadInvalid(_) | BodyFailed(_) => {
+                ErrorCode::BlobUploadInvalid
+            }
+            RangeNotSatisfiable { .. } | HeadersTooLarge { .. } | BodyTooLarge { .. } => {
+                ErrorCode::SizeInvalid
+            }
+            ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
+            ManifestUnknown | TagUnknown(_) | ManifestNotAcceptable { .. } => {
+                ErrorCode::ManifestUnknown
+            }
+            PaginationInvalid(_) | MethodNotAllowed { .. } | RouteUnknown => ErrorCode::Unsupported,
+            Internal(_) => ErrorCode::Unknown,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use Error::*;
+        match self {
+            NameUnknown
+            | BlobUnknown
+            | UploadUnknown
+            | ManifestUnknown
+            | TagUnknown(_)
+            | ManifestNotAcceptable { .. }
+            | RouteUnknown => StatusCode::NOT_FOUND,
+            UploadOutOfOrder { .. } | RangeNotSatisfiable { .. } => {
+                StatusCode::RANGE_NOT_SATISFIABLE
+            }
+            ManifestTooLarge { .. } | BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            NameInvalid(_)
+            | DigestInvalid(_)
+            | TagInvalid(_)
+            | DigestMismatch { .. }
+            | DigestMissing
+            | UploadInvalid(_)
+            | ManifestInvalid(_)
+            | ManifestBlobUnknown(_)
+            | PaginationInvalid(_)
+            | BodyFailed(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Extra detail for the error body, where a structured one helps clients.
+    pub fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            Error::ManifestBlobUnknown(d) => Some(serde_json::json!({ "digest": d })),
+            Error::DigestMismatch { expected, actual } => {
+                Some(serde_json::json!({ "expected": expected, "actual": actual }))
+            }
+            Error::UploadOutOfOrder { offset, .. } => Some(serde_json::json!({ "offset": offset })),
+            Error::RangeNotSatisfiable { size } => Some(serde_json::json!({ "size": size })),
+            _ => None,
+        }
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Error {
+        match e {
+            StorageError::DigestMismatch { expected, actual } => {
+                Error::DigestMismatch { expected, actual }
+            }
+            StorageError::UploadUnknown => Error::UploadUnknown,
+            StorageError::OutOfOrder { offset, start } => Error::UploadOutOfOrder { offset, start },
+            StorageError::ChunkLength { .. } => Error::UploadInvalid(e.to_string()),
+            StorageError::Body(e) => Error::BodyFailed(e.to_string()),
+            StorageError::TooLarge { limit } => Error::BodyTooLarge { limit },
+            StorageError::Io(_) | StorageError::Db(_) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<MetaError> for Error {
+    fn from(e: MetaError) -> Error {
+        match e {
+            MetaError::ManifestBlobUnknown(d) => Error::ManifestBlobUnknown(d),
+            MetaError::ManifestUnknown => Error::ManifestUnknown,
+            MetaError::BlobUnknown => Error::BlobUnknown,
+            MetaError::Db(_) => Error::Internal(e.to_string()),
+        }
+    }
+}

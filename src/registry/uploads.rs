@@ -1,0 +1,99 @@
+//! Blob uploads: sessions, monolithic pushes, cross-repository mounts, and
+//! the commit that makes a verified blob part of a repository.
+
+use super::{Registry, Result};
+use crate::meta::Command;
+use crate::oci::{Digest, RepoName};
+use crate::storage::{now_secs, ByteStream, LocalBlob, UploadId};
+
+/// How a client opens an upload (`POST …/blobs/uploads/`).
+pub enum StartUpload {
+    /// A session for later chunks.
+    Session,
+    /// The whole blob in this request, with its digest.
+    Monolithic { digest: Digest, body: ByteStream },
+    /// Link a blob that already exists: from `from`, or from anywhere in the
+    /// registry when no source is named. Falls back to a session.
+    Mount {
+        digest: Digest,
+        from: Option<RepoName>,
+    },
+}
+
+pub enum UploadStarted {
+    Session(UploadId),
+    Committed(Digest),
+}
+
+impl Registry {
+    pub async fn start_upload(&self, repo: &RepoName, how: StartUpload) -> Result<UploadStarted> {
+        match how {
+            StartUpload::Session => Ok(UploadStarted::Session(self.uploads.create(repo)?)),
+            StartUpload::Monolithic { digest, body } => {
+                let blob = self.blobs.ingest(&digest, body, None).await?;
+                self.link(repo, &digest, blob).await?;
+                Ok(UploadStarted::Committed(digest))
+            }
+            StartUpload::Mount { digest, from } => {
+                if let Some(blob) = self.mountable(&digest, from.as_ref())? {
+                    self.link(repo, &digest, blob).await?;
+                    return Ok(UploadStarted::Committed(digest));
+                }
+                Ok(UploadStarted::Session(self.uploads.create(repo)?))
+            }
+        }
+    }
+
+    /// The local blob a mount may link, if the source holds it.
+    fn mountable(&self, digest: &Digest, from: Option<&RepoName>) -> Result<Option<LocalBlob>> {
+        let meta = self.meta.read();
+        let known = match from {
+            Some(from) => meta.blob_link(from, digest)?,
+            None => meta.blob_known(digest)?,
+        };
+        if known.is_none() {
+            return Ok(None);
+        }
+        Ok(self.blobs.stat(digest)?)
+    }
+
+    pub async fn upload_chunk(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        Ok(self.uploads.append(repo, id, range, body).await?)
+    }
+
+    pub async fn upload_status(&self, repo: &RepoName, id: UploadId) -> Result<u64> {
+        Ok(self.uploads.status(repo, id).await?)
+    }
+
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        digest: &Digest,
+        body: Option<ByteStream>,
+    ) -> Result<()> {
+        let blob = self.uploads.commit(repo, id, digest, body).await?;
+        self.link(repo, digest, blob).await
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: UploadId) -> Result<()> {
+        Ok(self.uploads.cancel(repo, id).await?)
+    }
+
+    /// Makes a stored, verified blob part of `repo`.
+    async fn link(&self, repo: &RepoName, digest: &Digest, blob: LocalBlob) -> Result<()> {
+        let cmd = Command::LinkBlob {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            size: blob.size,
+            at: now_secs(),
+        };
+        Ok(self.meta.write(cmd).await?)
+    }
+}

@@ -1,0 +1,88 @@
+//! Running a node: bind the listener, serve the API, stop gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::config::ServeConfig;
+use crate::registry::{Registry, RegistryConfig};
+
+/// How long in-flight requests may run on after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the registry: {0}")]
+    Open(#[from] crate::registry::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
+    let registry = Arc::new(Registry::open(&RegistryConfig {
+        data_dir: config.data_dir.clone(),
+        max_manifest_size: config.max_manifest_size,
+    })?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(
+        %addr,
+        node_id = registry.node_id(),
+        data_dir = %config.data_dir.display(),
+        "registry listening (plain HTTP)"
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = api::router(registry.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(Server {
+        addr,
+        registry,
+        stop,
+        task,
+    })
+}
+
+impl Server {
+    /// Stops accepting connections and waits (bounded) for in-flight ones.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
+            Ok(Ok(Ok(()))) => tracing::info!("registry stopped"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!(
+                "in-flight requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"
+            ),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Content-addressed blob files and their index in RocksDB.
+//!
+//! A blob becomes visible only through [`BlobStore::adopt`]: its bytes were
+//! verified against the digest and fsynced, then renamed into place and
+//! indexed. A crash at any point leaves either no blob or a whole one.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::layout::Layout;
+use super::stream::{self, read_range};
+use super::{now_secs, ByteStream, StorageError};
+use crate::db::{self, Cf, Db};
+use crate::oci::Digest;
+
+/// What this node knows about a blob it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalBlob {
+    pub size: u64,
+    /// Unix seconds when this node first stored the blob.
+    pub first_seen: u64,
+}
+
+#[derive(Clone)]
+pub struct BlobStore {
+    layout: Layout,
+    db: Db,
+}
+
+impl BlobStore {
+    pub fn new(layout: Layout, db: Db) -> BlobStore {
+        BlobStore { layout, db }
+    }
+
+    pub fn stat(&self, digest: &Digest) -> Result<Option<LocalBlob>, StorageError> {
+        let raw = self.db.get(Cf::LocalBlobs, digest.as_str().as_bytes())?;
+        Ok(raw
+            .map(|v| db::decode::<LocalBlob>(Cf::LocalBlobs.name(), &v))
+            .transpose()?)
+    }
+
+    /// Streams `len` bytes from `offset` of a blob this node holds.
+    pub fn read(&self, digest: &Digest, offset: u64, len: u64) -> Result<ByteStream, StorageError> {
+        let file = File::open(self.layout.blob(digest))?;
+        Ok(read_range(file, offset, len))
+    }
+
+    /// Receives a whole blob whose digest is known in advance.
+    pub async fn ingest(
+        &self,
+        expected: &Digest,
+        body: ByteStream,
+        limit: Option<u64>,
+    ) -> Result<LocalBlob, StorageError> {
+        let tmp = self.layout.tmp_file();
+        let result = self.ingest_at(&tmp, expected, body, limit).await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    async fn ingest_at(
+        &self,
+        tmp: &Path,
+        expected: &Digest,
+        body: ByteStream,
+        limit: Option<u64>,
+    ) -> Result<LocalBlob, StorageError> {
+        let mut hasher = expected.algorithm().hasher();
+        let written =
+            stream::write_body(File::create(tmp)?, Some(&mut hasher), body, limit).await?;
+        verify(expected, hasher.finish())?;
+        let file = written.file;
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(io::Error::other)??;
+        self.adopt(tmp, expected, written.bytes).await
+    }
+
+    /// Moves a verified, fsynced file into place and indexes it.
+    pub async fn adopt(
+        &self,
+        from: &Path,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<LocalBlob, StorageError> {
+        let target = self.layout.blob(digest);
+        let from = from.to_owned();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let dir = target.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&from, &target)?;
+            // The rename is durable only once the directory entry is.
+            File::open(dir)?.sync_all()
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let blob = match self.stat(digest)? {
+            Some(existing) => existing,
+            None => {
+                let blob = LocalBlob {
+                    size,
+                    first_seen: now_secs(),
+                };
+                let mut batch = rocksdb::WriteBatch::default();
+                batch.put_cf(
+                    self.db.cf(Cf::LocalBlobs),
+                    digest.as_str(),
+                    db::encode(&blob),
+                );
+                self.db.write_durable(batch)?;
+                blob
+            }
+        };
+        Ok(blob)
+    }
+}
+
+pub(crate) fn verify(expected: &Digest, actual: Digest) -> Result<(), StorageError> {
+    if &actual == expected {
+        Ok(())
+    } else {
+        Err(StorageError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+
+    fn store(dir: &Path) -> BlobStore {
+        let layout = Layout::new(dir);
+        layout.create().unwrap();
+        BlobStore::new(layout.clone(), Db::open(&layout.db()).unwrap())
+    }
+
+    fn body(data: &'static [u8]) -> ByteStream {
+        Box::pin(futures_util::stream::once(async move {
+            Ok(Bytes::from_static(data))
+        }))
+    }
+
+    #[tokio::test]
+    async fn ingest_verifies_before_indexing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let good = Digest::sha256(b"hello");
+        let bad = Digest::sha256(b"other");
+        assert!(matches!(
+            s.ingest(&bad, body(b"hello"), None).await,
+            Err(StorageError::DigestMismatch { .. })
+        ));
+        assert!(s.stat(&bad).unwrap().is_none());
+        assert!(!Layout::new(dir.path()).blob(&bad).exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+
+        let blob = s.ingest(&good, body(b"hello"), None).await.unwrap();
+        assert_eq!(blob.size, 5);
+        assert_eq!(s.stat(&good).unwrap(), Some(blob));
+        let mut r = s.read(&good, 1, 3).unwrap();
+        assert_eq!(r.next().await.unwrap().unwrap(), Bytes::from_static(b"ell"));
+    }
+}

@@ -1,0 +1,47 @@
+//! The node's stable identity, created once in the data directory.
+
+use std::io::{self, Write};
+
+use super::layout::Layout;
+
+/// Reads the node id, creating a random one on first start. A restarted node
+/// keeps its id; an id of 0 is never issued.
+pub fn load_or_create(layout: &Layout) -> io::Result<u64> {
+    let path = layout.node_id();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} does not hold a node id: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Ids stay below 2^63 so tools that read JSON numbers as i64 keep them.
+            let id = (rand::random::<u64>() >> 1).max(1);
+            let tmp = layout.tmp_file();
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{id}")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let id = load_or_create(&layout).unwrap();
+        assert!(id > 0);
+        assert_eq!(load_or_create(&layout).unwrap(), id);
+        std::fs::write(layout.node_id(), "junk").unwrap();
+        assert!(load_or_create(&layout).is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! Where everything lives in the data directory. No other module builds paths.
+//!
+//! ```text
+//! <data-dir>/
+//!   node-id                         this node's identity, created once
+//!   db/                             the node's RocksDB (see crate::db::keys)
+//!   blobs/<alg>/<2 hex>/<hex>       verified, fsynced blob content
+//!   uploads/<id>                    bytes of an upload session in progress
+//!   tmp/<random>                    a blob being received before verification
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::oci::Digest;
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    /// Creates the directories that must exist before the node starts.
+    pub fn create(&self) -> std::io::Result<()> {
+        for dir in [self.blobs_root(), self.uploads_dir(), self.tmp_dir()] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn node_id(&self) -> PathBuf {
+        self.root.join("node-id")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+
+    fn blobs_root(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs_root()
+            .join(digest.algorithm().name())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    pub fn upload(&self, id: &str) -> PathBuf {
+        self.uploads_dir().join(id)
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn tmp_file(&self) -> PathBuf {
+        self.tmp_dir()
+            .join(format!("{:016x}", rand::random::<u64>()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_paths_fan_out_by_prefix() {
+        let l = Layout::new("/d");
+        let d = Digest::sha256(b"");
+        assert_eq!(
+            l.blob(&d),
+            PathBuf::from(
+                "/d/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            )
+        );
+    }
+}

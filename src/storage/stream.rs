@@ -1,0 +1,226 @@
+//! Moving bytes between sockets and files without holding a blob in memory.
+//!
+//! Writes hash on the receiving task while a blocking thread writes the
+//! previous batch, so hashing, receiving and disk I/O overlap. Reads run a
+//! blocking read-ahead thread that feeds large chunks to the response.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{ByteStream, StorageError};
+use crate::oci::Hasher;
+
+/// Bytes handed to the writer thread at a time.
+const WRITE_BATCH: usize = 1 << 20;
+/// Batches in flight between the receiving task and the writer thread.
+const WRITE_QUEUE: usize = 4;
+/// Written bytes after which the kernel is asked to start writeback, so the
+/// final fsync finds little left to do.
+const WRITEBACK_WINDOW: u64 = 16 << 20;
+/// Size of each chunk read ahead when serving a blob.
+const READ_CHUNK: usize = 512 << 10;
+const READ_AHEAD: usize = 2;
+
+/// Result of streaming a body into a file.
+pub struct Written {
+    pub file: File,
+    pub bytes: u64,
+}
+
+/// Appends `body` to `file` (positioned at its end), feeding every byte to
+/// `hasher` as it arrives. Stops with [`StorageError::TooLarge`] after `limit`
+/// bytes. On error the file may hold part of the body; callers truncate.
+pub async fn write_body(
+    file: File,
+    mut hasher: Option<&mut Hasher>,
+    mut body: ByteStream,
+    limit: Option<u64>,
+) -> Result<Written, StorageError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let writer = tokio::task::spawn_blocking(move || write_batches(file, rx));
+    let mut batch = BytesMut::with_capacity(WRITE_BATCH);
+    let mut total: u64 = 0;
+    let mut failure = None;
+    while let Some(frame) = body.next().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                failure = Some(StorageError::Body(e));
+                break;
+            }
+        };
+        total += frame.len() as u64;
+        if let Some(limit) = limit.filter(|&l| total > l) {
+            failure = Some(StorageError::TooLarge { limit });
+            break;
+        }
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&frame);
+        }
+        batch.extend_from_slice(&frame);
+        if batch.len() >= WRITE_BATCH && tx.send(batch.split().freeze()).await.is_err() {
+            break; // the writer failed; its error is reported below
+        }
+    }
+    if failure.is_none() && !batch.is_empty() {
+        let _ = tx.send(batch.freeze()).await;
+    }
+    drop(tx);
+    let file = writer
+        .await
+        .map_err(|e| io::Error::other(format!("writer thread: {e}")))??;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Written { file, bytes: total }),
+    }
+}
+
+fn write_batches(mut file: File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<File> {
+    let mut start = file.stream_position()?;
+    let mut pos = start;
+    while let Some(batch) = rx.blocking_recv() {
+        file.write_all(&batch)?;
+        pos += batch.len() as u64;
+        if pos - start >= WRITEBACK_WINDOW {
+            start_writeback(&file, start, pos - start);
+            start = pos;
+        }
+    }
+    Ok(file)
+}
+
+/// Asks the kernel to begin writing a range back without waiting for it.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is
+    // valid for the lifetime of `file`. Failure is harmless: fsync follows.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+/// Hashes a file from the start, for sessions whose running hash was lost
+/// (a restart, a rolled-back chunk) or that end with another algorithm.
+pub async fn hash_file(path: &Path, mut hasher: Hasher) -> io::Result<Hasher> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut file = File::open(path)?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(hasher);
+            }
+            hasher.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Streams `len` bytes of `file` from `offset`. A file that ends early makes
+/// the stream fail, so a truncated blob is never served as a whole one.
+pub fn read_range(mut file: File, offset: u64, len: u64) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let result = (|| -> io::Result<()> {
+            file.seek(SeekFrom::Start(offset))?;
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(READ_CHUNK as u64) as usize;
+                let mut buf = BytesMut::zeroed(want);
+                file.read_exact(&mut buf)?;
+                left -= want as u64;
+                if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                    return Ok(()); // the client went away
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Box::pin(tokio_stream_from(rx))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::{Algorithm, Digest};
+
+    fn body(chunks: Vec<io::Result<Bytes>>) -> ByteStream {
+        Box::pin(futures_util::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn writes_hashes_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let chunks = data
+            .chunks(70_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let mut h = Algorithm::Sha256.hasher();
+        let w = write_body(
+            File::create(&path).unwrap(),
+            Some(&mut h),
+            body(chunks),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(w.bytes, data.len() as u64);
+        assert_eq!(h.finish(), Digest::sha256(&data));
+
+        let mut s = read_range(File::open(&path).unwrap(), 10, 2_000_000);
+        let mut got = Vec::new();
+        while let Some(c) = s.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(got, &data[10..2_000_010]);
+    }
+
+    #[tokio::test]
+    async fn short_file_fails_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let mut s = read_range(File::open(&path).unwrap(), 0, 10);
+        assert!(s.next().await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn limit_and_body_errors_stop_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::create(dir.path().join("f")).unwrap();
+        let r = write_body(
+            f,
+            None,
+            body(vec![Ok(Bytes::from_static(b"12345"))]),
+            Some(4),
+        )
+        .await;
+        assert!(matches!(r, Err(StorageError::TooLarge { limit: 4 })));
+        let f = File::create(dir.path().join("g")).unwrap();
+        let r = write_body(f, None, body(vec![Err(io::Error::other("reset"))]), None).await;
+        assert!(matches!(r, Err(StorageError::Body(_))));
+    }
+}

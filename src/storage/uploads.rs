@@ -1,0 +1,370 @@
+//! Resumable upload sessions.
+//!
+//! A session is a file under `uploads/` plus a record in RocksDB naming its
+//! repository, so sessions survive a restart: the file's length is the offset
+//! to resume from. While a session is live its running hash is kept in memory;
+//! after a restart or a failed chunk it is rebuilt from the file at commit.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::blobs::{verify, BlobStore, LocalBlob};
+use super::layout::Layout;
+use super::stream::{hash_file, write_body};
+use super::{now_secs, ByteStream, StorageError};
+use crate::db::{self, Cf, Db};
+use crate::oci::{Algorithm, Digest, Hasher, RepoName};
+
+/// An upload session id: 32 lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UploadId(u128);
+
+impl UploadId {
+    fn random() -> UploadId {
+        UploadId(rand::random())
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for UploadId {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<Self, StorageError> {
+        if s.len() != 32
+            || !s
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        {
+            return Err(StorageError::UploadUnknown);
+        }
+        u128::from_str_radix(s, 16)
+            .map(UploadId)
+            .map_err(|_| StorageError::UploadUnknown)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct UploadRecord {
+    repo: RepoName,
+    started: u64,
+}
+
+struct Session {
+    repo: RepoName,
+    len: u64,
+    /// sha256 of the bytes so far; `None` when it must be rebuilt from disk.
+    hasher: Option<Hasher>,
+    /// Set once committed or cancelled, for callers that waited on the lock.
+    gone: bool,
+}
+
+type SessionRef = Arc<tokio::sync::Mutex<Session>>;
+
+pub struct Uploads {
+    layout: Layout,
+    db: Db,
+    blobs: BlobStore,
+    live: Mutex<HashMap<UploadId, SessionRef>>,
+}
+
+impl Uploads {
+    pub fn new(layout: Layout, db: Db, blobs: BlobStore) -> Uploads {
+        Uploads {
+            layout,
+            db,
+            blobs,
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn create(&self, repo: &RepoName) -> Result<UploadId, StorageError> {
+        let id = UploadId::random();
+        File::create(self.path(id))?;
+        let record = UploadRecord {
+            repo: repo.clone(),
+            started: now_secs(),
+        };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.db.cf(Cf::Uploads), id.to_string(), db::encode(&record));
+        self.db.write_durable(batch)?;
+        let session = Session {
+            repo: repo.clone(),
+            len: 0,
+            hasher: Some(Algorithm::Sha256.hasher()),
+            gone: false,
+        };
+        self.live_map()
+            .insert(id, Arc::new(tokio::sync::Mutex::new(session)));
+        Ok(id)
+    }
+
+    /// Bytes received so far.
+    pub async fn status(&self, repo: &RepoName, id: UploadId) -> Result<u64, StorageError> {
+        let session = self.session(id)?;
+        let s = session.lock().await;
+        check(&s, repo)?;
+        Ok(s.len)
+    }
+
+    /// Appends a chunk. `range` is the chunk's declared first and last byte
+    /// (`Content-Range`); it must start where the upload ends.
+    pub async fn append(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        let session = self.session(id)?;
+        let mut s = session.lock().await;
+        check(&s, repo)?;
+        if let Some((start, _)) = range {
+            if start != s.len {
+                return Err(StorageError::OutOfOrder {
+                    offset: s.len,
+                    start,
+                });
+            }
+        }
+        let declared = range.map(|(start, end)| end - start + 1);
+        self.append_locked(id, &mut s, declared, body).await?;
+        Ok(s.len)
+    }
+
+    async fn append_locked(
+        &self,
+        id: UploadId,
+        s: &mut Session,
+        declared: Option<u64>,
+        body: ByteStream,
+    ) -> Result<(), StorageError> {
+        let mut file = OpenOptions::new().write(true).open(self.path(id))?;
+        file.seek(SeekFrom::Start(s.len))?;
+        let before = s.hasher.clone();
+        let result = write_body(file, s.hasher.as_mut(), body, None).await;
+        let written = match (result, declared) {
+            (Ok(w), Some(declared)) if w.bytes != declared => Err(StorageError::ChunkLength {
+                declared,
+                actual: w.bytes,
+            }),
+            (result, _) => result.map(|w| w.bytes),
+        };
+        match written {
+            Ok(n) => {
+                s.len += n;
+                Ok(())
+            }
+            Err(e) => {
+                // Roll the session back to the last whole chunk.
+                OpenOptions::new()
+                    .write(true)
+                    .open(self.path(id))?
+                    .set_len(s.len)?;
+                s.hasher = before;
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends an optional last chunk, verifies the whole upload against
+    /// `digest` and stores it as a blob.
+    pub async fn commit(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        digest: &Digest,
+        body: Option<ByteStream>,
+    ) -> Result<LocalBlob, StorageError> {
+        let session = self.session(id)?;
+        let mut s = session.lock().await;
+        check(&s, repo)?;
+        if let Some(body) = body {
+            self.append_locked(id, &mut s, None, body).await?;
+        }
+        let path = self.path(id);
+        let hasher = match &s.hasher {
+            Some(h) if h.algorithm() == digest.algorithm() => h.clone(),
+            _ => hash_file(&path, digest.algorithm().hasher()).await?,
+        };
+        verify(digest, hasher.finish())?;
+        let file = File::open(&path)?;
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(io::Error::other)??;
+        let blob = self.blobs.adopt(&path, digest, s.len).await?;
+        self.forget(id, &mut s)?;
+        Ok(blob)
+    }
+
+    pub async fn cancel(&self, repo: &RepoName, id: UploadId) -> Result<(), StorageError> {
+        let session = self.session(id)?;
+        let mut s = session.lock().await;
+        check(&s, repo)?;
+        match std::fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        self.forget(id, &mut s)
+    }
+
+    fn forget(&self, id: UploadId, s: &mut Session) -> Result<(), StorageError> {
+        s.gone = true;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(self.db.cf(Cf::Uploads), id.to_string());
+        self.db.write_durable(batch)?;
+        self.live_map().remove(&id);
+        Ok(())
+    }
+
+    /// The live session, loading it from the database after a restart.
+    fn session(&self, id: UploadId) -> Result<SessionRef, StorageError> {
+        if let Some(s) = self.live_map().get(&id) {
+            return Ok(s.clone());
+        }
+        let record = self
+            .db
+            .get(Cf::Uploads, id.to_string().as_bytes())?
+            .ok_or(StorageError::UploadUnknown)?;
+        let record: UploadRecord = db::decode(Cf::Uploads.name(), &record)?;
+        let len = match std::fs::metadata(self.path(id)) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::UploadUnknown)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let session = Session {
+            repo: record.repo,
+            len,
+            hasher: None,
+            gone: false,
+        };
+        // Another request may have loaded it meanwhile; keep the first.
+        Ok(self
+            .live_map()
+            .entry(id)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(session)))
+            .clone())
+    }
+
+    fn path(&self, id: UploadId) -> std::path::PathBuf {
+        self.layout.upload(&id.to_string())
+    }
+
+    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<UploadId, SessionRef>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn check(s: &Session, repo: &RepoName) -> Result<(), StorageError> {
+    if s.gone || &s.repo != repo {
+        return Err(StorageError::UploadUnknown);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn body(data: &[u8]) -> ByteStream {
+        let b = Bytes::copy_from_slice(data);
+        Box::pin(futures_util::stream::once(async move { Ok(b) }))
+    }
+
+    fn open(dir: &std::path::Path) -> Uploads {
+        let layout = Layout::new(dir);
+        layout.create().unwrap();
+        let db = Db::open(&layout.db()).unwrap();
+        Uploads::new(layout.clone(), db.clone(), BlobStore::new(layout, db))
+    }
+
+    #[tokio::test]
+    async fn chunks_in_order_resume_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: RepoName = "a/b".parse().unwrap();
+        let id = {
+            let u = open(dir.path());
+            let id = u.create(&repo).unwrap();
+            assert_eq!(
+                u.append(&repo, id, Some((0, 2)), body(b"abc"))
+                    .await
+                    .unwrap(),
+                3
+            );
+            let e = u
+                .append(&repo, id, Some((5, 6)), body(b"xy"))
+                .await
+                .unwrap_err();
+            assert!(matches!(
+                e,
+                StorageError::OutOfOrder {
+                    offset: 3,
+                    start: 5
+                }
+            ));
+            let e = u
+                .append(&repo, id, Some((3, 9)), body(b"xy"))
+                .await
+                .unwrap_err();
+            assert!(matches!(
+                e,
+                StorageError::ChunkLength {
+                    declared: 7,
+                    actual: 2
+                }
+            ));
+            assert_eq!(u.status(&repo, id).await.unwrap(), 3);
+            id
+        };
+        // A new instance over the same directory is a restarted node.
+        let u = open(dir.path());
+        let other: RepoName = "other".parse().unwrap();
+        assert!(matches!(
+            u.status(&other, id).await,
+            Err(StorageError::UploadUnknown)
+        ));
+        assert_eq!(u.status(&repo, id).await.unwrap(), 3);
+        let d = Digest::sha256(b"abcdef");
+        let blob = u.commit(&repo, id, &d, Some(body(b"def"))).await.unwrap();
+        assert_eq!(blob.size, 6);
+        assert!(matches!(
+            u.status(&repo, id).await,
+            Err(StorageError::UploadUnknown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn wrong_digest_keeps_session_and_sha512_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = open(dir.path());
+        let repo: RepoName = "r".parse().unwrap();
+        let id = u.create(&repo).unwrap();
+        u.append(&repo, id, None, body(b"data")).await.unwrap();
+        let wrong = Digest::sha256(b"nope");
+        assert!(matches!(
+            u.commit(&repo, id, &wrong, None).await,
+            Err(StorageError::DigestMismatch { .. })
+        ));
+        let d = Digest::of(Algorithm::Sha512, b"data");
+        assert_eq!(u.commit(&repo, id, &d, None).await.unwrap().size, 4);
+        assert!("xyz".parse::<UploadId>().is_err());
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian 12, as root) and runs the whole suite:
+# formatting and lints, unit and integration tests, then the end-to-end tests
+# with real clients against the built binary. One build profile serves all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/berth/target}"
+export CARGO_TERM_COLOR=never
+
+packages=(
+  clang libclang-dev protobuf-compiler pkg-config   # building rocksdb and protos
+  curl jq openssl                                    # test plumbing
+  skopeo podman buildah containerd umoci             # real clients
+  docker-registry                                    # the reference registry
+)
+
+install_packages() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+step() { echo; echo "=== $* ==="; }
+
+install_packages
+
+step "format"
+cargo fmt --check
+
+step "lint"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "unit and integration tests"
+cargo test --locked 2>&1 | tee /tmp/berth-cargo-test.log
+cargo_summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' /tmp/berth-cargo-test.log)
+
+step "end-to-end tests with real clients"
+export BERTH_BIN="$CARGO_TARGET_DIR/debug/berth"
+bash tests/e2e/run.sh
+
+echo
+echo "cargo tests: $cargo_summary"
