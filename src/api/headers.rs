@@ -24,7 +24,7 @@ pub fn upload_range(len: u64) -> HeaderValue {
     value(format!("0-{}", len.saturating_sub(1)))
 }
 
-fn text<'a>(headers: &'a HeaderMap, name: impl http::header::AsHeaderName) -> Option<&'a str> {
+fn text(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

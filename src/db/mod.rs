@@ -18,6 +18,9 @@ pub enum DbError {
     Corrupt { what: &'static str, reason: String },
 }
 
+/// A key and its value as read from RocksDB.
+pub type Row = (Box<[u8]>, Box<[u8]>);
+
 /// A shared handle to the node's database.
 #[derive(Clone)]
 pub struct Db {
@@ -71,7 +74,7 @@ impl Db {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, DbError> {
+    ) -> Result<Vec<Row>, DbError> {
         let start: Vec<u8> = match after {
             // The smallest key greater than `after` is `after` + 0x00.
             Some(a) => [a, &[0u8][..]].concat(),
