@@ -49,7 +49,7 @@ pub enum Command {
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
     /// YAML configuration file. Its keys are the long option names
-    /// (`data-dir`, `listen`, `max-manifest-size`); options given as flags
+    /// (`data-dir`, `listen`, `max-manifest-size`, `upload-ttl`); options given as flags
     /// or environment variables override it.
     #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// [default: 4194304]
     #[arg(long, env = "BERTH_MAX_MANIFEST_SIZE", value_name = "BYTES")]
     pub max_manifest_size: Option<usize>,
+
+    /// Upload sessions older than this many seconds are removed (checked
+    /// hourly). [default: 86400]
+    #[arg(long, env = "BERTH_UPLOAD_TTL", value_name = "SECONDS")]
+    pub upload_ttl: Option<u64>,
 }
 
 /// The keys a configuration file may hold.
@@ -76,6 +81,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     max_manifest_size: Option<usize>,
+    upload_ttl: Option<u64>,
 }
 
 /// Fully resolved settings of a node.
@@ -84,7 +90,10 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub max_manifest_size: usize,
+    pub upload_ttl: u64,
 }
+
+const DEFAULT_UPLOAD_TTL: u64 = 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -121,6 +130,10 @@ impl ServeArgs {
                 .max_manifest_size
                 .or(file.max_manifest_size)
                 .unwrap_or(DEFAULT_MAX_MANIFEST_SIZE),
+            upload_ttl: self
+                .upload_ttl
+                .or(file.upload_ttl)
+                .unwrap_or(DEFAULT_UPLOAD_TTL),
         };
         if config.max_manifest_size == 0 {
             return Err(ConfigError::ManifestSize);
@@ -136,6 +149,7 @@ impl ServeConfig {
             data_dir: data_dir.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
+            upload_ttl: DEFAULT_UPLOAD_TTL,
         }
     }
 }

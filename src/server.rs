@@ -55,6 +55,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         data_dir = %config.data_dir.display(),
         "registry listening (plain HTTP)"
     );
+    tokio::spawn(purge_uploads(registry.clone(), config.upload_ttl));
     let (stop, stopped) = oneshot::channel::<()>();
     let app = api::router(registry.clone());
     let task = tokio::spawn(async move {
@@ -70,6 +71,21 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         stop,
         task,
     })
+}
+
+/// Hourly removal of abandoned upload sessions.
+async fn purge_uploads(registry: Arc<Registry>, ttl: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let reg = registry.clone();
+        match tokio::task::spawn_blocking(move || reg.purge_stale_uploads(ttl)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "removed abandoned upload sessions"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not purge upload sessions"),
+            Err(e) => tracing::warn!(error = %e, "upload purge task failed"),
+        }
+    }
 }
 
 impl Server {

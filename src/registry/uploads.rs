@@ -86,6 +86,13 @@ impl Registry {
         Ok(self.uploads.cancel(repo, id).await?)
     }
 
+    /// Removes upload sessions older than `max_age` seconds: clients that
+    /// gave up never come back for them.
+    pub fn purge_stale_uploads(&self, max_age: u64) -> Result<usize> {
+        let cutoff = now_secs().saturating_sub(max_age);
+        Ok(self.uploads.purge_started_before(cutoff)?)
+    }
+
     /// Makes a stored, verified blob part of `repo`.
     async fn link(&self, repo: &RepoName, digest: &Digest, blob: LocalBlob) -> Result<()> {
         let cmd = Command::LinkBlob {

@@ -23,8 +23,10 @@ impl Layout {
         Layout { root: root.into() }
     }
 
-    /// Creates the directories that must exist before the node starts.
+    /// Creates the directories that must exist before the node starts, and
+    /// empties `tmp/`: what a crash left there was never acknowledged.
     pub fn create(&self) -> std::io::Result<()> {
+        let _ = std::fs::remove_dir_all(self.tmp_dir());
         for dir in [self.blobs_root(), self.uploads_dir(), self.tmp_dir()] {
             std::fs::create_dir_all(dir)?;
         }

@@ -223,6 +223,30 @@ impl Uploads {
         self.forget(id, &mut s)
     }
 
+    /// Removes sessions started before `cutoff` (unix seconds) that are not
+    /// in use right now. Returns how many were removed.
+    pub fn purge_started_before(&self, cutoff: u64) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        for (key, value) in self.db.scan_prefix(Cf::Uploads, b"", None, usize::MAX)? {
+            let record: UploadRecord = db::decode(Cf::Uploads.name(), &value)?;
+            let id = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|k| k.parse::<UploadId>().ok());
+            let Some(id) = id.filter(|_| record.started < cutoff) else {
+                continue;
+            };
+            let session = self.session(id);
+            // A session someone is writing to right now is not abandoned.
+            let Some(mut s) = session.as_ref().ok().and_then(|s| s.try_lock().ok()) else {
+                continue;
+            };
+            let _ = std::fs::remove_file(self.path(id));
+            self.forget(id, &mut s)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     fn forget(&self, id: UploadId, s: &mut Session) -> Result<(), StorageError> {
         s.gone = true;
         let mut batch = rocksdb::WriteBatch::default();
@@ -366,5 +390,21 @@ mod tests {
         let d = Digest::of(Algorithm::Sha512, b"data");
         assert_eq!(u.commit(&repo, id, &d, None).await.unwrap().size, 4);
         assert!("xyz".parse::<UploadId>().is_err());
+    }
+
+    #[tokio::test]
+    async fn purge_removes_only_old_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = open(dir.path());
+        let repo: RepoName = "r".parse().unwrap();
+        let id = u.create(&repo).unwrap();
+        assert_eq!(u.purge_started_before(0).unwrap(), 0);
+        assert_eq!(u.status(&repo, id).await.unwrap(), 0);
+        assert_eq!(u.purge_started_before(now_secs() + 10).unwrap(), 1);
+        assert!(matches!(
+            u.status(&repo, id).await,
+            Err(StorageError::UploadUnknown)
+        ));
+        assert!(!u.path(id).exists());
     }
 }
