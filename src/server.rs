@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::config::ServeConfig;
@@ -30,8 +30,9 @@ pub enum ServeError {
 pub struct Server {
     pub addr: SocketAddr,
     pub registry: Arc<Registry>,
-    stop: oneshot::Sender<()>,
+    stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
+    purge: JoinHandle<()>,
 }
 
 pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
@@ -55,14 +56,17 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         data_dir = %config.data_dir.display(),
         "registry listening (plain HTTP)"
     );
-    tokio::spawn(purge_uploads(registry.clone(), config.upload_ttl));
-    let (stop, stopped) = oneshot::channel::<()>();
+    let stop = CancellationToken::new();
+    let purge = tokio::spawn(purge_uploads(
+        registry.clone(),
+        config.upload_ttl,
+        stop.clone(),
+    ));
     let app = api::router(registry.clone());
+    let stopped = stop.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
+            .with_graceful_shutdown(stopped.cancelled_owned())
             .await
     });
     Ok(Server {
@@ -70,14 +74,18 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         registry,
         stop,
         task,
+        purge,
     })
 }
 
-/// Hourly removal of abandoned upload sessions.
-async fn purge_uploads(registry: Arc<Registry>, ttl: u64) {
+/// Hourly removal of abandoned upload sessions, until the node stops.
+async fn purge_uploads(registry: Arc<Registry>, ttl: u64, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
         let reg = registry.clone();
         match tokio::task::spawn_blocking(move || reg.purge_stale_uploads(ttl)).await {
             Ok(Ok(0)) => {}
@@ -90,8 +98,11 @@ async fn purge_uploads(registry: Arc<Registry>, ttl: u64) {
 
 impl Server {
     /// Stops accepting connections and waits (bounded) for in-flight ones.
+    /// Once it returns, nothing holds the registry open but `self.registry`'s
+    /// other owners, so the data directory can be opened again.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(());
+        self.stop.cancel();
+        let _ = self.purge.await;
         match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
             Ok(Ok(Ok(()))) => tracing::info!("registry stopped"),
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),

@@ -34,7 +34,16 @@ pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
         .fallback(dispatch)
         .with_state(registry)
+        .layer(axum::middleware::from_fn(limit_headers))
         .layer(axum::middleware::from_fn(access_log::layer))
+}
+
+/// Refuses oversized headers before anything else reads the request.
+async fn limit_headers(request: Request, next: axum::middleware::Next) -> Response {
+    match check_header_size(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn dispatch(
@@ -45,7 +54,6 @@ async fn dispatch(
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method, parts.headers);
-    check_header_size(&headers)?;
     let body = byte_stream(body);
     let reg = reg.as_ref();
     match (route, method) {

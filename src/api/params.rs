@@ -2,6 +2,7 @@
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
+use percent_encoding::percent_decode_str;
 
 use crate::oci::{Digest, RepoName};
 use crate::registry::Error;
@@ -14,6 +15,21 @@ pub const DEFAULT_PAGE: usize = 1_000;
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// Splits `k=v&…` and percent-decodes each part. `+` stays `+`: media
+    /// types such as `application/vnd.x+json` arrive unescaped.
+    pub fn parse(query: &str) -> Params {
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let pairs = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (decode(k), decode(v)),
+                None => (decode(p), String::new()),
+            })
+            .collect();
+        Params(pairs)
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
@@ -52,11 +68,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Params, Error> {
-        let query = parts.uri.query().unwrap_or("");
-        Ok(Params(
-            form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect(),
-        ))
+        Ok(Params::parse(parts.uri.query().unwrap_or("")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding_keeps_plus() {
+        let p = Params::parse("artifactType=application/vnd.x+json&last=a%2Fb&flag&n=");
+        assert_eq!(p.get("artifactType"), Some("application/vnd.x+json"));
+        assert_eq!(p.get("last"), Some("a/b"));
+        assert_eq!(p.get("flag"), Some(""));
+        assert_eq!(p.page().unwrap(), (DEFAULT_PAGE, Some("a/b")));
+        assert!(Params::parse("n=-1").page().is_err());
+        assert_eq!(Params::parse("n=99999999").page().unwrap().0, MAX_PAGE);
     }
 }

@@ -1,0 +1,15 @@
+//! Integration tests: each test starts a berth node in process on a loopback
+//! port with its own temporary data directory and talks HTTP to it.
+
+mod common;
+mod raw;
+
+mod bad_input;
+mod base;
+mod blobs;
+mod listings;
+mod manifests;
+mod mount;
+mod referrers;
+mod restart;
+mod uploads;

@@ -1,0 +1,151 @@
+//! A node restarted on the same data directory keeps everything, including
+//! upload sessions in progress.
+
+use reqwest::header::{CONTENT_RANGE, LOCATION, RANGE};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn pushed_content_survives_restart() {
+    let mut node = TestNode::start().await;
+    let image = node.push_image("persist/app", "v1").await;
+    node.push_manifest("persist/app", "stable", OCI_MANIFEST, &image.manifest)
+        .await;
+    let other = random_blob(9000);
+    let other_digest = node.push_blob("persist/other", &other).await;
+    let deleted = node.push_image("persist/app", "gone").await;
+    let resp = send(node.delete(&format!("/v2/persist/app/manifests/{}", deleted.digest))).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+
+    node.restart().await;
+
+    for reference in ["v1", "stable", image.digest.as_str()] {
+        let resp = send(node.get(&format!("/v2/persist/app/manifests/{reference}"))).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{reference}");
+        assert_eq!(header(&resp, "content-type"), OCI_MANIFEST);
+        assert_eq!(header(&resp, "docker-content-digest"), image.digest);
+        assert!(resp.bytes().await.unwrap().as_ref() == image.manifest.as_slice());
+    }
+    for (blob, bytes) in &image.layers {
+        let resp = send(node.get(&format!("/v2/persist/app/blobs/{}", blob.digest))).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), &bytes[..]);
+    }
+    let resp = send(node.get(&format!("/v2/persist/other/blobs/{other_digest}"))).await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &other[..]);
+    let resp = send(node.get(&format!("/v2/persist/app/manifests/{}", deleted.digest))).await;
+    assert_oci_error(resp, 404, "MANIFEST_UNKNOWN").await;
+
+    let tags = json_body(send(node.get("/v2/persist/app/tags/list")).await).await;
+    assert_eq!(tags["tags"], json!(["stable", "v1"]));
+    let catalog = json_body(send(node.get("/v2/_catalog")).await).await;
+    assert_eq!(
+        catalog["repositories"],
+        json!(["persist/app", "persist/other"])
+    );
+
+    // Still writable after the restart.
+    let again = node.push_image("persist/app", "v2").await;
+    let resp = send(node.get("/v2/persist/app/manifests/v2")).await;
+    assert_eq!(header(&resp, "docker-content-digest"), again.digest);
+}
+
+#[tokio::test]
+async fn chunked_upload_resumes_after_restart() {
+    let mut node = TestNode::start().await;
+    let bytes = random_blob(200_000);
+    let digest = sha256(&bytes);
+    let location = node.start_upload("resume").await;
+    let resp = send(
+        node.patch(&location)
+            .header(CONTENT_RANGE, "0-79999")
+            .body(bytes[..80_000].to_vec()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let location = header(&resp, LOCATION.as_str());
+    // A second session, in another repository, that will be cancelled.
+    let cancelled = node.start_upload("resume-other").await;
+
+    node.restart().await;
+
+    let resp = send(node.get(&location)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&resp, RANGE.as_str()), "0-79999");
+    let location = header(&resp, LOCATION.as_str());
+
+    // The session keeps its repository.
+    let id = location
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let resp = send(node.get(&format!("/v2/resume-other/blobs/uploads/{id}"))).await;
+    assert_oci_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+
+    // Resume where it stands; a chunk from the wrong offset is still refused.
+    let resp = send(
+        node.patch(&location)
+            .header(CONTENT_RANGE, "0-79999")
+            .body(bytes[..80_000].to_vec()),
+    )
+    .await;
+    assert_eq!(header(&resp, RANGE.as_str()), "0-79999");
+    assert_oci_error(resp, 416, "BLOB_UPLOAD_INVALID").await;
+    let resp = send(
+        node.patch(&location)
+            .header(CONTENT_RANGE, "80000-149999")
+            .body(bytes[80_000..150_000].to_vec()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&resp, RANGE.as_str()), "0-149999");
+    let location = header(&resp, LOCATION.as_str());
+
+    // The digest is checked over bytes from before and after the restart:
+    // a digest of the later bytes alone is refused, and the refusal keeps the
+    // session as it was.
+    let wrong = sha256(&bytes[80_000..150_000]);
+    let resp = send(node.put(&with_digest(&location, &wrong))).await;
+    assert_oci_error(resp, 400, "DIGEST_INVALID").await;
+    let resp = send(node.get(&location)).await;
+    assert_eq!(header(&resp, RANGE.as_str()), "0-149999");
+    let resp = send(
+        node.put(&with_digest(&location, &digest))
+            .body(bytes[150_000..].to_vec()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    let resp = send(node.get(&format!("/v2/resume/blobs/{digest}"))).await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &bytes[..]);
+
+    // The other session also survived and can be cancelled.
+    let resp = send(node.delete(&cancelled)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_oci_error(send(node.get(&cancelled)).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn sha512_upload_resumes_after_restart() {
+    let mut node = TestNode::start().await;
+    let bytes = random_blob(30_000);
+    let digest = sha512(&bytes);
+    let location = node.start_upload("resume512").await;
+    let resp = send(node.patch(&location).body(bytes[..10_000].to_vec())).await;
+    let location = header(&resp, LOCATION.as_str());
+    node.restart().await;
+    let resp = send(node.patch(&location).body(bytes[10_000..].to_vec())).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&resp, RANGE.as_str()), "0-29999");
+    let location = header(&resp, LOCATION.as_str());
+    let resp = send(node.put(&with_digest(&location, &digest))).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = send(node.get(&format!("/v2/resume512/blobs/{digest}"))).await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &bytes[..]);
+}

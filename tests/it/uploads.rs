@@ -1,0 +1,310 @@
+//! Blob uploads: monolithic, sessions with whole, ranged and chunked-encoded
+//! chunks, status, cancel, and digest verification.
+
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
+use reqwest::{Body, StatusCode};
+
+use crate::common::*;
+
+/// Fetches a blob and checks its bytes and digest header.
+async fn assert_blob(node: &TestNode, repo: &str, digest: &str, want: &[u8]) {
+    let resp = send(node.get(&format!("/v2/{repo}/blobs/{digest}"))).await;
+    assert_eq!(resp.status(), StatusCode::OK, "GET {repo} blob {digest}");
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(body.len(), want.len());
+    assert!(
+        body.as_ref() == want,
+        "blob bytes differ from what was pushed"
+    );
+}
+
+/// Checks a 202 session response and returns its Location.
+fn session_location(resp: &reqwest::Response, want_len: usize) -> String {
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        header(resp, RANGE.as_str()),
+        format!("0-{}", want_len.saturating_sub(1))
+    );
+    let location = header(resp, LOCATION.as_str());
+    assert!(location.contains("/blobs/uploads/"), "{location}");
+    location
+}
+
+#[tokio::test]
+async fn monolithic_post_with_digest() {
+    let node = TestNode::start().await;
+    let bytes = random_blob(100_000);
+    let digest = sha256(&bytes);
+    let resp = send(
+        node.post(&format!("/v2/mono/blobs/uploads/?digest={digest}"))
+            .body(bytes.clone()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    let location = header(&resp, LOCATION.as_str());
+    assert!(
+        location.ends_with(&format!("/v2/mono/blobs/{digest}")),
+        "{location}"
+    );
+    let resp = send(node.get(&location)).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "Location of a new blob serves it"
+    );
+    assert_blob(&node, "mono", &digest, &bytes).await;
+}
+
+#[tokio::test]
+async fn session_with_one_patch_then_empty_put() {
+    // What skopeo does: one PATCH with the whole blob and no Content-Range,
+    // then a PUT with the digest and an empty body.
+    let node = TestNode::start().await;
+    let bytes = random_blob(300_000);
+    let digest = sha256(&bytes);
+    let resp = send(node.post("/v2/sko/peo/blobs/uploads/")).await;
+    let location = session_location(&resp, 0);
+    assert!(!header(&resp, "docker-upload-uuid").is_empty());
+    let resp = send(node.patch(&location).body(bytes.clone())).await;
+    let location = session_location(&resp, bytes.len());
+    let resp = send(node.put(&with_digest(&location, &digest))).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert!(header(&resp, LOCATION.as_str()).ends_with(&format!("/v2/sko/peo/blobs/{digest}")));
+    assert_blob(&node, "sko/peo", &digest, &bytes).await;
+    // The session is gone once committed.
+    assert_oci_error(send(node.get(&location)).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn ranged_chunks_in_order_and_out_of_order() {
+    let node = TestNode::start().await;
+    let bytes = random_blob(30_000);
+    let digest = sha256(&bytes);
+    let mut location = node.start_upload("chunks").await;
+    let cuts = [(0, 10_000), (10_000, 25_000), (25_000, 30_000)];
+    for (i, &(from, to)) in cuts.iter().enumerate() {
+        if i > 0 {
+            // A repeat of the previous chunk starts before the offset: 416,
+            // and the Range header says where the upload stands.
+            let (pfrom, pto) = cuts[i - 1];
+            let resp = send(
+                node.patch(&location)
+                    .header(CONTENT_RANGE, format!("{pfrom}-{}", pto - 1))
+                    .body(bytes[pfrom..pto].to_vec()),
+            )
+            .await;
+            assert_eq!(header(&resp, RANGE.as_str()), format!("0-{}", from - 1));
+            assert_oci_error(resp, 416, "BLOB_UPLOAD_INVALID").await;
+        }
+        // A chunk that skips ahead is refused the same way.
+        let resp = send(
+            node.patch(&location)
+                .header(CONTENT_RANGE, format!("{}-{}", from + 1, to))
+                .body(bytes[from..to].to_vec()),
+        )
+        .await;
+        assert_eq!(
+            header(&resp, RANGE.as_str()),
+            format!("0-{}", from.max(1) - 1)
+        );
+        assert_oci_error(resp, 416, "BLOB_UPLOAD_INVALID").await;
+
+        let resp = send(
+            node.patch(&location)
+                .header(CONTENT_RANGE, format!("{from}-{}", to - 1))
+                .header(CONTENT_LENGTH, to - from)
+                .body(bytes[from..to].to_vec()),
+        )
+        .await;
+        location = session_location(&resp, to);
+    }
+    let resp = send(node.put(&with_digest(&location, &digest))).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_blob(&node, "chunks", &digest, &bytes).await;
+}
+
+#[tokio::test]
+async fn chunked_transfer_encoding_patch() {
+    // podman and buildah stream PATCH bodies with Transfer-Encoding: chunked.
+    let node = TestNode::start().await;
+    let bytes = random_blob(2 * 1024 * 1024 + 17);
+    let digest = sha256(&bytes);
+    let location = node.start_upload("pod/man").await;
+    let pieces: Vec<Vec<u8>> = bytes.chunks(64 * 1024 + 3).map(<[u8]>::to_vec).collect();
+    let stream = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+    let resp = send(node.patch(&location).body(Body::wrap_stream(stream))).await;
+    let location = session_location(&resp, bytes.len());
+    let resp = send(node.put(&with_digest(&location, &digest))).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_blob(&node, "pod/man", &digest, &bytes).await;
+}
+
+#[tokio::test]
+async fn single_put_with_whole_body() {
+    // What ctr does: POST, then one PUT carrying the whole blob.
+    let node = TestNode::start().await;
+    let bytes = random_blob(123_457);
+    let digest = sha256(&bytes);
+    let location = node.start_upload("ctr").await;
+    let resp = send(
+        node.put(&with_digest(&location, &digest))
+            .body(bytes.clone()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert_blob(&node, "ctr", &digest, &bytes).await;
+}
+
+#[tokio::test]
+async fn patches_then_put_with_final_chunk() {
+    let node = TestNode::start().await;
+    let bytes = random_blob(50_000);
+    let digest = sha256(&bytes);
+    let location = node.start_upload("final").await;
+    let resp = send(node.patch(&location).body(bytes[..20_000].to_vec())).await;
+    let location = session_location(&resp, 20_000);
+    let resp = send(node.patch(&location).body(bytes[20_000..40_000].to_vec())).await;
+    let location = session_location(&resp, 40_000);
+    let resp = send(
+        node.put(&with_digest(&location, &digest))
+            .body(bytes[40_000..].to_vec()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_blob(&node, "final", &digest, &bytes).await;
+
+    // The final chunk may also declare its range.
+    let location = node.start_upload("final").await;
+    let resp = send(node.patch(&location).body(bytes[..10].to_vec())).await;
+    let location = session_location(&resp, 10);
+    let other = sha256(&bytes[..30]);
+    let resp = send(
+        node.put(&with_digest(&location, &other))
+            .header(CONTENT_RANGE, "10-29")
+            .body(bytes[10..30].to_vec()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_blob(&node, "final", &other, &bytes[..30]).await;
+}
+
+#[tokio::test]
+async fn upload_status_reports_offset_and_location() {
+    let node = TestNode::start().await;
+    let location = node.start_upload("status").await;
+    let resp = send(node.get(&location)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&resp, RANGE.as_str()), "0-0");
+    let resp = send(node.patch(&location).body(random_blob(4096))).await;
+    let location = session_location(&resp, 4096);
+    let resp = send(node.get(&location)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&resp, RANGE.as_str()), "0-4095");
+    let again = header(&resp, LOCATION.as_str());
+    assert_eq!(node.url(&again), node.url(&location));
+    let uuid = header(&resp, "docker-upload-uuid");
+    assert!(location.contains(&uuid), "{location} names {uuid}");
+}
+
+#[tokio::test]
+async fn cancelled_upload_is_gone() {
+    let node = TestNode::start().await;
+    let location = node.start_upload("cancel").await;
+    let bytes = random_blob(1000);
+    let resp = send(node.patch(&location).body(bytes.clone())).await;
+    let location = session_location(&resp, 1000);
+    let resp = send(node.delete(&location)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_oci_error(send(node.get(&location)).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    let resp = send(node.patch(&location).body(bytes.clone())).await;
+    assert_oci_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    let resp = send(node.put(&with_digest(&location, &sha256(&bytes)))).await;
+    assert_oci_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_oci_error(
+        send(node.delete(&location)).await,
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    )
+    .await;
+    let resp = send(node.get(&format!("/v2/cancel/blobs/{}", sha256(&bytes)))).await;
+    assert_oci_error(resp, 404, "BLOB_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn wrong_digest_stores_nothing() {
+    let node = TestNode::start().await;
+    let bytes = random_blob(10_000);
+    let actual = sha256(&bytes);
+    let claimed = sha256(b"something else");
+
+    let resp = send(
+        node.post(&format!("/v2/wrong/blobs/uploads/?digest={claimed}"))
+            .body(bytes.clone()),
+    )
+    .await;
+    assert_oci_error(resp, 400, "DIGEST_INVALID").await;
+
+    let location = node.start_upload("wrong").await;
+    let resp = send(node.patch(&location).body(bytes.clone())).await;
+    let location = session_location(&resp, bytes.len());
+    let resp = send(node.put(&with_digest(&location, &claimed))).await;
+    assert_oci_error(resp, 400, "DIGEST_INVALID").await;
+
+    let resp = send(
+        node.put(&with_digest(&node.start_upload("wrong").await, &claimed))
+            .body(bytes.clone()),
+    )
+    .await;
+    assert_oci_error(resp, 400, "DIGEST_INVALID").await;
+
+    for digest in [&claimed, &actual] {
+        let resp = send(node.get(&format!("/v2/wrong/blobs/{digest}"))).await;
+        assert_oci_error(resp, 404, "BLOB_UNKNOWN").await;
+        let resp = send(node.head(&format!("/v2/wrong/blobs/{digest}"))).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+    let dir = node.data_dir();
+    assert_eq!(
+        files_under(&dir.join("blobs")),
+        Vec::<std::path::PathBuf>::new(),
+        "no blob file is kept"
+    );
+    assert_eq!(
+        files_under(&dir.join("tmp")),
+        Vec::<std::path::PathBuf>::new(),
+        "no temporary file is left"
+    );
+}
+
+#[tokio::test]
+async fn sha512_digests_work() {
+    let node = TestNode::start().await;
+    let bytes = random_blob(77_777);
+    let digest = sha512(&bytes);
+
+    let resp = send(
+        node.post(&format!("/v2/five/twelve/blobs/uploads/?digest={digest}"))
+            .body(bytes.clone()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(header(&resp, "docker-content-digest"), digest);
+    assert_blob(&node, "five/twelve", &digest, &bytes).await;
+
+    let other = random_blob(5000);
+    let other_digest = sha512(&other);
+    let location = node.start_upload("five/twelve").await;
+    let resp = send(node.patch(&location).body(other.clone())).await;
+    let location = session_location(&resp, other.len());
+    let resp = send(node.put(&with_digest(&location, &other_digest))).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(header(&resp, "docker-content-digest"), other_digest);
+    assert_blob(&node, "five/twelve", &other_digest, &other).await;
+    // The sha256 name of the same bytes was never pushed.
+    let resp = send(node.get(&format!("/v2/five/twelve/blobs/{}", sha256(&other)))).await;
+    assert_oci_error(resp, 404, "BLOB_UNKNOWN").await;
+}
