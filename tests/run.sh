@@ -41,6 +41,9 @@ step "unit and integration tests"
 cargo test --locked 2>&1 | tee /tmp/berth-cargo-test.log
 cargo_summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' /tmp/berth-cargo-test.log)
 
+step "fuzzing (bounded)"
+bash tests/fuzz/run.sh "${BERTH_FUZZ_SECONDS:-30}"
+
 step "end-to-end tests with real clients"
 export BERTH_BIN="$CARGO_TARGET_DIR/debug/berth"
 bash tests/e2e/run.sh
