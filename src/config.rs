@@ -4,10 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::cluster::discovery::parse_peers;
+use crate::cluster::PeerSpec;
 use crate::registry::DEFAULT_MAX_MANIFEST_SIZE;
 
 const ABOUT: &str = "berth: a container image registry that runs as a replicated cluster";
@@ -44,12 +47,40 @@ pub enum LogFormat {
 pub enum Command {
     /// Run a registry node.
     Serve(ServeArgs),
+    /// Inspect or change the cluster through any node.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show every member: id, addresses, voter or learner, leader, term, log,
+    /// commit and applied indexes, lag and when each was last heard from.
+    Status {
+        /// The node to ask (its client API URL).
+        #[arg(long, env = "BERTH_NODE", default_value = "http://127.0.0.1:5000")]
+        node: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member from the cluster (its blobs are re-replicated elsewhere).
+    Remove {
+        /// Id of the node to remove, as `cluster status` shows it.
+        node_id: u64,
+        /// The node to ask (its client API URL).
+        #[arg(long, env = "BERTH_NODE", default_value = "http://127.0.0.1:5000")]
+        node: String,
+        /// File holding the cluster secret, which authorizes the change.
+        #[arg(long, env = "BERTH_CLUSTER_SECRET_FILE", value_name = "FILE")]
+        cluster_secret_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
     /// YAML configuration file. Its keys are the long option names
-    /// (`data-dir`, `listen`, `max-manifest-size`, `upload-ttl`); options given as flags
+    /// (`data-dir`, `listen`, `peers`, …); options given as flags
     /// or environment variables override it.
     #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -72,6 +103,38 @@ pub struct ServeArgs {
     /// hourly). [default: 86400]
     #[arg(long, env = "BERTH_UPLOAD_TTL", value_name = "SECONDS")]
     pub upload_ttl: Option<u64>,
+
+    /// Address and port the peer (gRPC) listener binds. [default: 0.0.0.0:5001]
+    #[arg(long, env = "BERTH_PEER_LISTEN", value_name = "ADDR:PORT")]
+    pub peer_listen: Option<SocketAddr>,
+
+    /// Host and peer port other members use to reach this node. The client
+    /// API is advertised on the same host. [default: this host's name, or the
+    /// peer listen address when it names one]
+    #[arg(long, env = "BERTH_ADVERTISE", value_name = "HOST:PEERPORT")]
+    pub advertise: Option<String>,
+
+    /// Other members to find: `host:port,host:port` or `dns:NAME:PORT`, a name
+    /// resolved again every few seconds (Swarm `tasks.<service>`, a Kubernetes
+    /// headless Service). Without peers the node is a one-node cluster.
+    #[arg(long, env = "BERTH_PEERS", value_name = "LIST")]
+    pub peers: Option<String>,
+
+    /// Form a new cluster once this many nodes (this one included) see each
+    /// other; the one with the lowest node id initializes it. Without it a
+    /// node only joins a cluster that already exists.
+    #[arg(long, env = "BERTH_BOOTSTRAP_EXPECT", value_name = "N")]
+    pub bootstrap_expect: Option<usize>,
+
+    /// File holding the shared secret every peer call must carry (at least
+    /// 16 characters). Required with --peers.
+    #[arg(long, env = "BERTH_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+
+    /// Seconds a write may wait for the cluster to commit it before the
+    /// client gets 503. [default: 10]
+    #[arg(long, env = "BERTH_WRITE_TIMEOUT", value_name = "SECONDS")]
+    pub write_timeout: Option<u64>,
 }
 
 /// The keys a configuration file may hold.
@@ -82,6 +145,12 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     max_manifest_size: Option<usize>,
     upload_ttl: Option<u64>,
+    peer_listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    peers: Option<String>,
+    bootstrap_expect: Option<usize>,
+    cluster_secret_file: Option<PathBuf>,
+    write_timeout: Option<u64>,
 }
 
 /// Fully resolved settings of a node.
@@ -91,9 +160,16 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub max_manifest_size: usize,
     pub upload_ttl: u64,
+    pub peer_listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub peers: Vec<PeerSpec>,
+    pub bootstrap_expect: Option<usize>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub write_timeout: Duration,
 }
 
 const DEFAULT_UPLOAD_TTL: u64 = 24 * 3600;
+const DEFAULT_WRITE_TIMEOUT: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -109,6 +185,8 @@ pub enum ConfigError {
     },
     #[error("max-manifest-size must be at least 1 byte")]
     ManifestSize,
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl ServeArgs {
@@ -134,9 +212,36 @@ impl ServeArgs {
                 .upload_ttl
                 .or(file.upload_ttl)
                 .unwrap_or(DEFAULT_UPLOAD_TTL),
+            peer_listen: self
+                .peer_listen
+                .or(file.peer_listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5001))),
+            advertise: self.advertise.or(file.advertise),
+            peers: match self.peers.or(file.peers) {
+                Some(list) => parse_peers(&list).map_err(ConfigError::Invalid)?,
+                None => Vec::new(),
+            },
+            bootstrap_expect: self.bootstrap_expect.or(file.bootstrap_expect),
+            cluster_secret_file: self.cluster_secret_file.or(file.cluster_secret_file),
+            write_timeout: Duration::from_secs(
+                self.write_timeout
+                    .or(file.write_timeout)
+                    .unwrap_or(DEFAULT_WRITE_TIMEOUT)
+                    .max(1),
+            ),
         };
         if config.max_manifest_size == 0 {
             return Err(ConfigError::ManifestSize);
+        }
+        if !config.peers.is_empty() && config.cluster_secret_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "--peers needs --cluster-secret-file: peers authenticate each other with it".into(),
+            ));
+        }
+        if config.bootstrap_expect == Some(0) {
+            return Err(ConfigError::Invalid(
+                "--bootstrap-expect must be at least 1".into(),
+            ));
         }
         Ok(config)
     }
@@ -150,6 +255,12 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
             upload_ttl: DEFAULT_UPLOAD_TTL,
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            peers: Vec::new(),
+            bootstrap_expect: None,
+            cluster_secret_file: None,
+            write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }
@@ -190,6 +301,28 @@ mod tests {
     }
 
     #[test]
+    fn peers_need_a_secret() {
+        let args = ServeArgs {
+            peers: Some("a:5001,dns:tasks.berth:5001".into()),
+            ..Default::default()
+        };
+        let e = args.resolve().unwrap_err().to_string();
+        assert!(e.contains("--cluster-secret-file"), "{e}");
+        let args = ServeArgs {
+            peers: Some("a:5001,dns:tasks.berth:5001".into()),
+            cluster_secret_file: Some("/s".into()),
+            ..Default::default()
+        };
+        assert_eq!(args.resolve().unwrap().peers.len(), 2);
+        let args = ServeArgs {
+            peers: Some("nonsense".into()),
+            cluster_secret_file: Some("/s".into()),
+            ..Default::default()
+        };
+        assert!(args.resolve().is_err());
+    }
+
+    #[test]
     fn bad_files_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.yml");
@@ -220,7 +353,14 @@ mod tests {
             "[::1]:5000",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve parses as serve")
+        };
         assert_eq!(args.data_dir, Some(PathBuf::from("/d")));
+        let cli = Cli::try_parse_from(["berth", "cluster", "remove", "42"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(ClusterCommand::Remove { node_id: 42, .. })
+        ));
     }
 }

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use berth::config::{Cli, Command, LogFormat};
+use berth::cluster::status::{render, StatusReport};
+use berth::config::{Cli, ClusterCommand, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Cluster(cmd) => cluster(cmd).await,
         }
     });
     match result {
@@ -36,6 +38,47 @@ async fn serve(args: berth::config::ServeArgs) -> Result<(), Box<dyn std::error:
     shutdown_signal().await;
     tracing::info!("shutdown signal received; draining in-flight requests");
     server.shutdown().await;
+    Ok(())
+}
+
+async fn cluster(cmd: ClusterCommand) -> Result<(), Box<dyn std::error::Error>> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    match cmd {
+        ClusterCommand::Status { node, json } => {
+            let url = format!("{}/_berth/cluster/status", node.trim_end_matches('/'));
+            let resp = http.get(&url).send().await?.error_for_status()?;
+            let report: StatusReport = resp.json().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render(&report));
+            }
+        }
+        ClusterCommand::Remove {
+            node_id,
+            node,
+            cluster_secret_file,
+        } => {
+            let url = format!(
+                "{}/_berth/cluster/members/{node_id}",
+                node.trim_end_matches('/')
+            );
+            let mut req = http.delete(&url);
+            if let Some(path) = cluster_secret_file {
+                let secret = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                req = req.header(berth::api::admin::SECRET_HEADER, secret.trim());
+            }
+            let resp = req.send().await?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                return Err(format!("{status}: {}", resp.text().await.unwrap_or_default()).into());
+            }
+            println!("node {node_id} removed");
+        }
+    }
     Ok(())
 }
 

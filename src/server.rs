@@ -1,4 +1,5 @@
-//! Running a node: bind the listener, serve the API, stop gracefully.
+//! Running a node: open the data directory, start consensus and the peer
+//! listener, serve the API, stop gracefully.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,50 +10,140 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::cluster::peer::Secret;
+use crate::cluster::types::NodeAddr;
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::config::ServeConfig;
-use crate::registry::{Registry, RegistryConfig};
+use crate::db::Db;
+use crate::registry::Registry;
+use crate::storage::{identity, Layout};
 
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot open the registry: {0}")]
-    Open(#[from] crate::registry::Error),
+    #[error("cannot set up the data directory {dir}: {reason}")]
+    DataDir { dir: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot read the cluster secret: {0}")]
+    Secret(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A running node.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The peer listener's address; `None` for a standalone node.
+    pub peer_addr: Option<SocketAddr>,
     pub registry: Arc<Registry>,
+    cluster: Arc<Cluster>,
+    db: Db,
     stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
     purge: JoinHandle<()>,
 }
 
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let bind_err = |source| ServeError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, local))
+}
+
+fn load_secret(config: &ServeConfig) -> Result<Secret, ServeError> {
+    match &config.cluster_secret_file {
+        None => Ok(Secret::none()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ServeError::Secret(format!("{}: {e}", path.display())))?;
+            Secret::new(&text).map_err(|e| ServeError::Secret(format!("{}: {e}", path.display())))
+        }
+    }
+}
+
+/// How other members reach this node.
+fn advertise(config: &ServeConfig, api: SocketAddr, peer: SocketAddr) -> NodeAddr {
+    if let Some(adv) = &config.advertise {
+        let host = adv.rsplit_once(':').map(|(h, _)| h).unwrap_or(adv);
+        return NodeAddr {
+            peer: adv.clone(),
+            api: format!("{host}:{}", api.port()),
+        };
+    }
+    let host = if peer.ip().is_unspecified() {
+        hostname()
+    } else {
+        match peer {
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            SocketAddr::V4(a) => a.ip().to_string(),
+        }
+    };
+    NodeAddr {
+        peer: format!("{host}:{}", peer.port()),
+        api: format!("{host}:{}", api.port()),
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match rc {
+        0 if end > 0 => String::from_utf8_lossy(&buf[..end]).into_owned(),
+        _ => "localhost".into(),
+    }
+}
+
 pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
-    let registry = Arc::new(Registry::open(&RegistryConfig {
-        data_dir: config.data_dir.clone(),
-        max_manifest_size: config.max_manifest_size,
-    })?);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let layout = Layout::new(&config.data_dir);
+    let setup = |reason: String| ServeError::DataDir {
+        dir: config.data_dir.display().to_string(),
+        reason,
+    };
+    layout.create().map_err(|e| setup(e.to_string()))?;
+    let node_id = identity::load_or_create(&layout).map_err(|e| setup(e.to_string()))?;
+    let db = Db::open(&layout.db()).map_err(|e| setup(e.to_string()))?;
+    let secret = load_secret(config)?;
+    let (listener, addr) = bind(config.listen).await?;
+    // A node with neither peers nor a secret is standalone: it has no peer
+    // port at all, so nothing unauthenticated can reach its consensus.
+    let (peer_listener, peer_addr) = if secret.is_set() {
+        let (l, a) = bind(config.peer_listen).await?;
+        (Some(l), Some(a))
+    } else {
+        (None, None)
+    };
+    let cluster_config = ClusterConfig {
+        node_id,
+        advertise: advertise(config, addr, peer_addr.unwrap_or(config.peer_listen)),
+        peers: config.peers.clone(),
+        bootstrap_expect: config.bootstrap_expect,
+        write_timeout: config.write_timeout,
+    };
+    let cluster = Cluster::start(
+        db.clone(),
+        layout.clone(),
+        cluster_config,
+        peer_listener,
+        secret,
+    )
+    .await?;
+    let registry = Arc::new(Registry::new(
+        layout,
+        db.clone(),
+        cluster.clone(),
+        config.max_manifest_size,
+    ));
     tracing::info!(
         %addr,
-        node_id = registry.node_id(),
+        node_id,
         data_dir = %config.data_dir.display(),
         "registry listening (plain HTTP)"
     );
@@ -71,7 +162,10 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     });
     Ok(Server {
         addr,
+        peer_addr,
         registry,
+        cluster,
+        db,
         stop,
         task,
         purge,
@@ -97,19 +191,35 @@ async fn purge_uploads(registry: Arc<Registry>, ttl: u64, stop: CancellationToke
 }
 
 impl Server {
-    /// Stops accepting connections and waits (bounded) for in-flight ones.
-    /// Once it returns, nothing holds the registry open but `self.registry`'s
-    /// other owners, so the data directory can be opened again.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Stops accepting connections, waits (bounded) for in-flight requests,
+    /// then stops consensus. Once it returns the data directory can be opened
+    /// again.
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.purge.await;
         match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
-            Ok(Ok(Ok(()))) => tracing::info!("registry stopped"),
+            Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => tracing::warn!(
                 "in-flight requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"
             ),
         }
+        self.cluster.shutdown().await;
+        let Server {
+            registry,
+            cluster,
+            db,
+            ..
+        } = self;
+        drop((registry, cluster));
+        if !db.wait_last_handle(Duration::from_secs(10)).await {
+            tracing::warn!("the database is still in use 10s after shutdown");
+        }
+        tracing::info!("node stopped");
     }
 }

@@ -12,7 +12,7 @@ use super::headers::{blob_range, value, RangeRequest, DOCKER_CONTENT_DIGEST};
 use crate::oci::{media, Digest, RepoName};
 use crate::registry::{Error, Registry};
 
-pub fn get(
+pub async fn get(
     reg: &Registry,
     repo: &RepoName,
     digest: &Digest,
@@ -23,15 +23,15 @@ pub fn get(
         RangeRequest::Whole => None,
         RangeRequest::Range(r) => Some(r),
         RangeRequest::Unsatisfiable => {
-            let size = reg.stat_blob(repo, digest)?;
+            let size = reg.stat_blob(repo, digest).await?;
             return Err(Error::RangeNotSatisfiable { size });
         }
     };
     let (status, size, body, content_range) = if head {
-        let size = reg.stat_blob(repo, digest)?;
+        let size = reg.stat_blob(repo, digest).await?;
         (StatusCode::OK, size, Body::empty(), None)
     } else {
-        let read = reg.read_blob(repo, digest, range)?;
+        let read = reg.read_blob(repo, digest, range).await?;
         match read.range {
             Some((first, last)) => (
                 StatusCode::PARTIAL_CONTENT,

@@ -2,7 +2,7 @@
 //! `{"errors":[{"code","message","detail"}]}` with the variant's status.
 
 use axum::response::{IntoResponse, Response};
-use http::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use http::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER};
 use http::HeaderValue;
 
 use crate::registry::Error;
@@ -31,6 +31,10 @@ impl IntoResponse for Error {
                     CONTENT_RANGE,
                     super::headers::value(format!("bytes */{size}")),
                 );
+            }
+            // Leader elections take a second or two.
+            Error::Unavailable(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
             }
             _ => {}
         }
@@ -81,6 +85,9 @@ mod tests {
                 method: "PATCH".into(),
             },
             Error::RouteUnknown,
+            Error::NodeUnknown("node 3".into()),
+            Error::Denied("wrong secret".into()),
+            Error::Unavailable("no quorum".into()),
             Error::Internal("disk".into()),
         ]
     }
@@ -93,7 +100,7 @@ mod tests {
             // Only server faults may be 5xx; everything a client can cause is 4xx.
             assert_eq!(
                 status.is_server_error(),
-                matches!(err, Error::Internal(_)),
+                matches!(err, Error::Internal(_) | Error::Unavailable(_)),
                 "{err:?}"
             );
             assert!(status.is_client_error() || status.is_server_error());
@@ -110,13 +117,7 @@ mod tests {
         }
         // Every spec code that a request can provoke is reachable from the table.
         for code in ErrorCode::ALL {
-            let reachable = !matches!(
-                code,
-                ErrorCode::Unauthorized
-                    | ErrorCode::Denied
-                    | ErrorCode::TooManyRequests
-                    | ErrorCode::Unavailable
-            );
+            let reachable = !matches!(code, ErrorCode::Unauthorized | ErrorCode::TooManyRequests);
             assert_eq!(codes.contains(&code), reachable, "{code}");
         }
     }

@@ -10,17 +10,17 @@ use crate::meta::Page;
 use crate::oci::{media, Digest, RepoName};
 use crate::registry::{Error, Registry};
 
-pub fn tags(reg: &Registry, repo: &RepoName, params: &Params) -> Result<Response, Error> {
+pub async fn tags(reg: &Registry, repo: &RepoName, params: &Params) -> Result<Response, Error> {
     let (n, last) = params.page()?;
-    let page = reg.tags(repo, last, n)?;
+    let page = reg.tags(repo, last, n).await?;
     let link = next_link(&format!("/v2/{repo}/tags/list"), n, &page);
     let body = serde_json::json!({ "name": repo, "tags": page.items });
     Ok(json(body, link))
 }
 
-pub fn catalog(reg: &Registry, params: &Params) -> Result<Response, Error> {
+pub async fn catalog(reg: &Registry, params: &Params) -> Result<Response, Error> {
     let (n, last) = params.page()?;
-    let page = reg.catalog(last, n)?;
+    let page = reg.catalog(last, n).await?;
     let link = next_link("/v2/_catalog", n, &page);
     Ok(json(
         serde_json::json!({ "repositories": page.items }),
@@ -28,14 +28,14 @@ pub fn catalog(reg: &Registry, params: &Params) -> Result<Response, Error> {
     ))
 }
 
-pub fn referrers(
+pub async fn referrers(
     reg: &Registry,
     repo: &RepoName,
     subject: &Digest,
     params: &Params,
 ) -> Result<Response, Error> {
     let filter = params.get("artifactType").filter(|t| !t.is_empty());
-    let manifests = reg.referrers(repo, subject, filter)?;
+    let manifests = reg.referrers(repo, subject, filter).await?;
     let body = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_INDEX,

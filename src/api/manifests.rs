@@ -11,14 +11,14 @@ use crate::oci::{Reference, RepoName};
 use crate::registry::{Error, Registry};
 use crate::storage::ByteStream;
 
-pub fn get(
+pub async fn get(
     reg: &Registry,
     repo: &RepoName,
     reference: &Reference,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, Error> {
-    let found = reg.get_manifest(repo, reference, accept(headers))?;
+    let found = reg.get_manifest(repo, reference, accept(headers)).await?;
     let len = found.record.body.len();
     let body = if head {
         Body::empty()

@@ -3,6 +3,7 @@
 //! become OCI error JSON in exactly one place ([`error`]).
 
 mod access_log;
+pub mod admin;
 mod blobs;
 mod error;
 pub mod headers;
@@ -32,6 +33,11 @@ pub const MAX_HEADER_BYTES: usize = 64 << 10;
 /// Builds the application: every `/v2/` route, behind the access log.
 pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
+        .route("/_berth/cluster/status", axum::routing::get(admin::status))
+        .route(
+            "/_berth/cluster/members/{id}",
+            axum::routing::delete(admin::remove),
+        )
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::middleware::from_fn(limit_headers))
@@ -59,7 +65,7 @@ async fn dispatch(
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(base()),
         (Route::Manifest { repo, reference }, m @ (Method::GET | Method::HEAD)) => {
-            manifests::get(reg, &repo, &reference, &headers, m == Method::HEAD)
+            manifests::get(reg, &repo, &reference, &headers, m == Method::HEAD).await
         }
         (Route::Manifest { repo, reference }, Method::PUT) => {
             manifests::put(reg, &repo, &reference, &headers, body).await
@@ -68,7 +74,7 @@ async fn dispatch(
             manifests::delete(reg, &repo, &reference).await
         }
         (Route::Blob { repo, digest }, m @ (Method::GET | Method::HEAD)) => {
-            blobs::get(reg, &repo, &digest, &headers, m == Method::HEAD)
+            blobs::get(reg, &repo, &digest, &headers, m == Method::HEAD).await
         }
         (Route::Blob { repo, digest }, Method::DELETE) => blobs::delete(reg, &repo, &digest).await,
         (Route::UploadStart { repo }, Method::POST) => {
@@ -82,10 +88,10 @@ async fn dispatch(
             uploads::finish(reg, &repo, id, &params, &headers, body).await
         }
         (Route::Upload { repo, id }, Method::DELETE) => uploads::cancel(reg, &repo, id).await,
-        (Route::Tags { repo }, Method::GET) => listings::tags(reg, &repo, &params),
-        (Route::Catalog, Method::GET) => listings::catalog(reg, &params),
+        (Route::Tags { repo }, Method::GET) => listings::tags(reg, &repo, &params).await,
+        (Route::Catalog, Method::GET) => listings::catalog(reg, &params).await,
         (Route::Referrers { repo, digest }, Method::GET) => {
-            listings::referrers(reg, &repo, &digest, &params)
+            listings::referrers(reg, &repo, &digest, &params).await
         }
         (_, method) => Err(Error::MethodNotAllowed {
             method: method.to_string(),

@@ -8,9 +8,12 @@
 //!   referrers   <repo> 0x00 <subject> 0x00 <digest> -> ()
 //!   repo_blobs  <repo> 0x00 <digest>            -> size (u64 big-endian)
 //!   blobs       <digest>                        -> size (u64 big-endian)
+//!   sm_meta     "last_applied" | "membership" | "installing" -> openraft state
 //! node-local
 //!   local_blobs <digest>                        -> LocalBlob
 //!   uploads     <upload id>                     -> UploadRecord
+//!   raft_log    <index u64 big-endian>          -> log entry
+//!   raft_meta   "vote" | "committed" | "last_purged" -> openraft state
 //! ```
 //! Names, tags and digests never contain 0x00, so `<repo> 0x00` is an exact
 //! prefix for one repository, and keys sort by repository, then by tag or
@@ -24,20 +27,37 @@ pub enum Cf {
     Referrers,
     RepoBlobs,
     Blobs,
+    SmMeta,
     LocalBlobs,
     Uploads,
+    RaftLog,
+    RaftMeta,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 8] = [
+    pub const ALL: [Cf; 11] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
         Cf::Referrers,
         Cf::RepoBlobs,
         Cf::Blobs,
+        Cf::SmMeta,
         Cf::LocalBlobs,
         Cf::Uploads,
+        Cf::RaftLog,
+        Cf::RaftMeta,
+    ];
+
+    /// The families whose content is the replicated state (what a snapshot
+    /// carries), not counting `sm_meta`, which the snapshot's metadata replaces.
+    pub const REPLICATED: [Cf; 6] = [
+        Cf::Repos,
+        Cf::Tags,
+        Cf::Manifests,
+        Cf::Referrers,
+        Cf::RepoBlobs,
+        Cf::Blobs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,8 +68,11 @@ impl Cf {
             Cf::Referrers => "referrers",
             Cf::RepoBlobs => "repo_blobs",
             Cf::Blobs => "blobs",
+            Cf::SmMeta => "sm_meta",
             Cf::LocalBlobs => "local_blobs",
             Cf::Uploads => "uploads",
+            Cf::RaftLog => "raft_log",
+            Cf::RaftMeta => "raft_meta",
         }
     }
 }

@@ -45,6 +45,20 @@ impl Db {
         })
     }
 
+    /// Waits (bounded) until this is the last handle to the database, so
+    /// that dropping it closes RocksDB. Tasks that held handles may still be
+    /// finishing when a node stops.
+    pub async fn wait_last_handle(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while Arc::strong_count(&self.inner) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     pub fn raw(&self) -> &DB {
         &self.inner
     }

@@ -1,8 +1,7 @@
 //! Read-only queries over the metadata.
 
 use super::state::{manifest_key, tag_key, ManifestRecord, StateMachine};
-use super::MetaError;
-use crate::db::{self, keys, Cf};
+use crate::db::{self, keys, Cf, DbError};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
 /// One page of a sorted listing, and whether more follow it.
@@ -13,11 +12,11 @@ pub struct Page {
 }
 
 impl StateMachine {
-    pub fn repo_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
+    pub fn repo_exists(&self, repo: &RepoName) -> Result<bool, DbError> {
         Ok(self.db.get(Cf::Repos, repo.as_str().as_bytes())?.is_some())
     }
 
-    pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError> {
+    pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, DbError> {
         let Some(raw) = self.db.get(Cf::Tags, &tag_key(repo, tag))? else {
             return Ok(None);
         };
@@ -29,11 +28,10 @@ impl StateMachine {
         &self,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<Option<ManifestRecord>, MetaError> {
+    ) -> Result<Option<ManifestRecord>, DbError> {
         let raw = self.db.get(Cf::Manifests, &manifest_key(repo, digest))?;
-        Ok(raw
-            .map(|v| db::decode(Cf::Manifests.name(), &v))
-            .transpose()?)
+        raw.map(|v| db::decode(Cf::Manifests.name(), &v))
+            .transpose()
     }
 
     /// The manifest a tag or digest names in `repo`.
@@ -41,7 +39,7 @@ impl StateMachine {
         &self,
         repo: &RepoName,
         reference: &Reference,
-    ) -> Result<Option<(Digest, ManifestRecord)>, MetaError> {
+    ) -> Result<Option<(Digest, ManifestRecord)>, DbError> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => match self.tag(repo, t)? {
@@ -53,7 +51,7 @@ impl StateMachine {
     }
 
     /// The size of a blob if `repo` holds it.
-    pub fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+    pub fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, DbError> {
         let raw = self.db.get(
             Cf::RepoBlobs,
             &keys::join(&[repo.as_str(), digest.as_str()]),
@@ -63,14 +61,14 @@ impl StateMachine {
     }
 
     /// The size of a blob if any repository holds it.
-    pub fn blob_known(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
+    pub fn blob_known(&self, digest: &Digest) -> Result<Option<u64>, DbError> {
         let raw = self.db.get(Cf::Blobs, digest.as_str().as_bytes())?;
         raw.map(|v| keys::parse_u64(&v).ok_or_else(|| corrupt("blob record", "bad size")))
             .transpose()
     }
 
     /// Tags of `repo` in lexical order, after `last`, at most `n`.
-    pub fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+    pub fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Page, DbError> {
         let prefix = keys::prefix(&[repo.as_str()]);
         let after = last.map(|l| keys::join(&[repo.as_str(), l]));
         self.page(Cf::Tags, &prefix, after.as_deref(), n, |k| {
@@ -79,7 +77,7 @@ impl StateMachine {
     }
 
     /// Repository names in lexical order, after `last`, at most `n`.
-    pub fn repositories(&self, last: Option<&str>, n: usize) -> Result<Page, MetaError> {
+    pub fn repositories(&self, last: Option<&str>, n: usize) -> Result<Page, DbError> {
         self.page(Cf::Repos, b"", last.map(str::as_bytes), n, |k| k)
     }
 
@@ -90,7 +88,7 @@ impl StateMachine {
         after: Option<&[u8]>,
         n: usize,
         item: impl Fn(&[u8]) -> &[u8],
-    ) -> Result<Page, MetaError> {
+    ) -> Result<Page, DbError> {
         let mut rows = self
             .db
             .scan_prefix(cf, prefix, after, n.saturating_add(1))?;
@@ -110,7 +108,7 @@ impl StateMachine {
         &self,
         repo: &RepoName,
         subject: &Digest,
-    ) -> Result<Vec<(Digest, ManifestRecord)>, MetaError> {
+    ) -> Result<Vec<(Digest, ManifestRecord)>, DbError> {
         let prefix = keys::prefix(&[repo.as_str(), subject.as_str()]);
         let mut out = Vec::new();
         for (key, _) in self
@@ -129,23 +127,27 @@ impl StateMachine {
     }
 }
 
-fn corrupt(what: &'static str, e: impl ToString) -> MetaError {
-    MetaError::Db(db::DbError::Corrupt {
+fn corrupt(what: &'static str, e: impl ToString) -> DbError {
+    DbError::Corrupt {
         what,
         reason: e.to_string(),
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::db::Db;
-    use crate::meta::{Command, PutManifest};
+    use crate::meta::{Command, PutManifest, Rejection};
 
     fn sm() -> (tempfile::TempDir, StateMachine) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         (dir, StateMachine::new(db))
+    }
+
+    fn ok(sm: &StateMachine, cmd: Command) {
+        assert_eq!(sm.apply(&cmd).unwrap(), Ok(()));
     }
 
     fn repo(s: &str) -> RepoName {
@@ -184,12 +186,15 @@ mod tests {
             size: 5,
             at: 1,
         };
-        sm.apply(&link("other")).unwrap();
+        ok(&sm, link("other"));
         let cmd = put("a", b"m1", Some("v1"), vec![blob.clone()], None);
-        assert!(matches!(sm.apply(&cmd), Err(MetaError::ManifestBlobUnknown(d)) if d == blob));
+        assert_eq!(
+            sm.apply(&cmd).unwrap(),
+            Err(Rejection::ManifestBlobUnknown(blob.clone()))
+        );
         assert!(!sm.repo_exists(&repo("a")).unwrap());
-        sm.apply(&link("a")).unwrap();
-        sm.apply(&cmd).unwrap();
+        ok(&sm, link("a"));
+        ok(&sm, cmd);
         let (d, m) = sm
             .resolve(&repo("a"), &"v1".parse().unwrap())
             .unwrap()
@@ -203,8 +208,7 @@ mod tests {
     fn listings_sort_and_page() {
         let (_d, sm) = sm();
         for t in ["b", "a", "c", "B"] {
-            sm.apply(&put("r", t.as_bytes(), Some(t), vec![], None))
-                .unwrap();
+            ok(&sm, put("r", t.as_bytes(), Some(t), vec![], None));
         }
         let page = sm.tags(&repo("r"), None, 2).unwrap();
         assert_eq!(
@@ -222,9 +226,8 @@ mod tests {
                 more: false
             }
         );
-        sm.apply(&put("r-x", b"z", Some("z"), vec![], None))
-            .unwrap();
-        sm.apply(&put("q", b"z", Some("z"), vec![], None)).unwrap();
+        ok(&sm, put("r-x", b"z", Some("z"), vec![], None));
+        ok(&sm, put("q", b"z", Some("z"), vec![], None));
         assert_eq!(sm.repositories(None, 10).unwrap().items, ["q", "r", "r-x"]);
         assert_eq!(
             sm.repositories(Some("q"), 1).unwrap(),
@@ -240,32 +243,31 @@ mod tests {
     fn deleting_a_manifest_drops_its_tags_and_referrer_entry() {
         let (_d, sm) = sm();
         let subject = Digest::sha256(b"subject");
-        sm.apply(&put("r", b"base", Some("t1"), vec![], None))
-            .unwrap();
-        sm.apply(&put("r", b"base", Some("t2"), vec![], None))
-            .unwrap();
-        sm.apply(&put("r", b"sig", None, vec![], Some(subject.clone())))
-            .unwrap();
+        ok(&sm, put("r", b"base", Some("t1"), vec![], None));
+        ok(&sm, put("r", b"base", Some("t2"), vec![], None));
+        ok(&sm, put("r", b"sig", None, vec![], Some(subject.clone())));
         assert_eq!(sm.referrers(&repo("r"), &subject).unwrap().len(), 1);
         let base = Digest::sha256(b"base");
-        sm.apply(&Command::DeleteManifest {
-            repo: repo("r"),
-            digest: base.clone(),
-        })
-        .unwrap();
-        assert!(sm.tags(&repo("r"), None, 10).unwrap().items.is_empty());
-        assert!(matches!(
-            sm.apply(&Command::DeleteManifest {
+        ok(
+            &sm,
+            Command::DeleteManifest {
                 repo: repo("r"),
-                digest: base
-            }),
-            Err(MetaError::ManifestUnknown)
-        ));
-        sm.apply(&Command::DeleteManifest {
+                digest: base.clone(),
+            },
+        );
+        assert!(sm.tags(&repo("r"), None, 10).unwrap().items.is_empty());
+        let again = Command::DeleteManifest {
             repo: repo("r"),
-            digest: Digest::sha256(b"sig"),
-        })
-        .unwrap();
+            digest: base,
+        };
+        assert_eq!(sm.apply(&again).unwrap(), Err(Rejection::ManifestUnknown));
+        ok(
+            &sm,
+            Command::DeleteManifest {
+                repo: repo("r"),
+                digest: Digest::sha256(b"sig"),
+            },
+        );
         assert!(sm.referrers(&repo("r"), &subject).unwrap().is_empty());
     }
 

@@ -6,8 +6,8 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, PutManifest};
-use super::MetaError;
-use crate::db::{self, keys, Cf, Db};
+use super::{Applied, Rejection};
+use crate::db::{self, keys, Cf, Db, DbError};
 use crate::oci::{Digest, RepoName, Tag};
 
 /// A manifest as stored: the exact bytes pushed and what the APIs report.
@@ -37,9 +37,29 @@ impl StateMachine {
         StateMachine { db }
     }
 
-    /// Applies one command atomically. Rejections leave the state untouched.
-    pub fn apply(&self, cmd: &Command) -> Result<(), MetaError> {
+    /// Applies one command atomically and durably. Rejections leave the
+    /// state untouched.
+    pub fn apply(&self, cmd: &Command) -> Result<Applied, DbError> {
         let mut batch = WriteBatch::default();
+        let applied = self.stage(cmd, &mut batch)?;
+        if applied.is_ok() {
+            self.db.write_durable(batch)?;
+        }
+        Ok(applied)
+    }
+
+    /// Checks a command against the current state and adds its writes to
+    /// `batch`. A rejected command adds nothing. The outcome depends only on
+    /// the state and the command, never on the node or the clock.
+    pub fn stage(&self, cmd: &Command, batch: &mut WriteBatch) -> Result<Applied, DbError> {
+        match self.stage_inner(cmd, batch) {
+            Ok(()) => Ok(Ok(())),
+            Err(Staged::Rejected(r)) => Ok(Err(r)),
+            Err(Staged::Db(e)) => Err(e),
+        }
+    }
+
+    fn stage_inner(&self, cmd: &Command, batch: &mut WriteBatch) -> Result<(), Staged> {
         match cmd {
             Command::LinkBlob {
                 repo,
@@ -47,7 +67,7 @@ impl StateMachine {
                 size,
                 at,
             } => {
-                self.ensure_repo(&mut batch, repo, *at)?;
+                self.ensure_repo(batch, repo, *at)?;
                 batch.put_cf(
                     self.db.cf(Cf::RepoBlobs),
                     keys::join(&[repo.as_str(), digest.as_str()]),
@@ -61,34 +81,28 @@ impl StateMachine {
             }
             Command::UnlinkBlob { repo, digest } => {
                 if self.blob_link(repo, digest)?.is_none() {
-                    return Err(MetaError::BlobUnknown);
+                    return Err(Rejection::BlobUnknown.into());
                 }
                 batch.delete_cf(
                     self.db.cf(Cf::RepoBlobs),
                     keys::join(&[repo.as_str(), digest.as_str()]),
                 );
             }
-            Command::PutManifest(put) => self.put_manifest(&mut batch, put)?,
+            Command::PutManifest(put) => self.put_manifest(batch, put)?,
             Command::DeleteManifest { repo, digest } => {
-                self.delete_manifest(&mut batch, repo, digest)?
+                self.delete_manifest(batch, repo, digest)?
             }
             Command::DeleteTag { repo, tag } => {
                 if self.tag(repo, tag)?.is_none() {
-                    return Err(MetaError::ManifestUnknown);
+                    return Err(Rejection::ManifestUnknown.into());
                 }
                 batch.delete_cf(self.db.cf(Cf::Tags), tag_key(repo, tag));
             }
         }
-        self.db.write_durable(batch)?;
         Ok(())
     }
 
-    fn ensure_repo(
-        &self,
-        batch: &mut WriteBatch,
-        repo: &RepoName,
-        at: u64,
-    ) -> Result<(), MetaError> {
+    fn ensure_repo(&self, batch: &mut WriteBatch, repo: &RepoName, at: u64) -> Result<(), Staged> {
         if !self.repo_exists(repo)? {
             batch.put_cf(
                 self.db.cf(Cf::Repos),
@@ -99,16 +113,16 @@ impl StateMachine {
         Ok(())
     }
 
-    fn put_manifest(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<(), MetaError> {
+    fn put_manifest(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<(), Staged> {
         let repo = &put.repo;
         for blob in &put.blobs {
             if self.blob_link(repo, blob)?.is_none() {
-                return Err(MetaError::ManifestBlobUnknown(blob.clone()));
+                return Err(Rejection::ManifestBlobUnknown(blob.clone()).into());
             }
         }
         for child in &put.manifests {
             if self.manifest(repo, child)?.is_none() {
-                return Err(MetaError::ManifestBlobUnknown(child.clone()));
+                return Err(Rejection::ManifestBlobUnknown(child.clone()).into());
             }
         }
         self.ensure_repo(batch, repo, put.at)?;
@@ -151,10 +165,10 @@ impl StateMachine {
         batch: &mut WriteBatch,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<(), MetaError> {
+    ) -> Result<(), Staged> {
         let record = self
             .manifest(repo, digest)?
-            .ok_or(MetaError::ManifestUnknown)?;
+            .ok_or(Rejection::ManifestUnknown)?;
         batch.delete_cf(self.db.cf(Cf::Manifests), manifest_key(repo, digest));
         let prefix = keys::prefix(&[repo.as_str()]);
         for (key, value) in self.db.scan_prefix(Cf::Tags, &prefix, None, usize::MAX)? {
@@ -169,6 +183,24 @@ impl StateMachine {
             );
         }
         Ok(())
+    }
+}
+
+/// Why staging stopped: a deterministic rejection or a database fault.
+enum Staged {
+    Rejected(Rejection),
+    Db(DbError),
+}
+
+impl From<Rejection> for Staged {
+    fn from(r: Rejection) -> Staged {
+        Staged::Rejected(r)
+    }
+}
+
+impl From<DbError> for Staged {
+    fn from(e: DbError) -> Staged {
+        Staged::Db(e)
     }
 }
 

@@ -3,7 +3,9 @@
 
 use http::StatusCode;
 
-use crate::meta::MetaError;
+use crate::cluster::ClusterError;
+use crate::db::DbError;
+use crate::meta::Rejection;
 use crate::oci::{Digest, ErrorCode, ManifestError, ParseError};
 use crate::storage::StorageError;
 
@@ -56,6 +58,12 @@ pub enum Error {
     MethodNotAllowed { method: String },
     #[error("no such endpoint")]
     RouteUnknown,
+    #[error("{0}")]
+    NodeUnknown(String),
+    #[error("access denied: {0}")]
+    Denied(String),
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -83,6 +91,9 @@ impl Error {
                 ErrorCode::ManifestUnknown
             }
             PaginationInvalid(_) | MethodNotAllowed { .. } | RouteUnknown => ErrorCode::Unsupported,
+            NodeUnknown(_) => ErrorCode::NameUnknown,
+            Denied(_) => ErrorCode::Denied,
+            Unavailable(_) => ErrorCode::Unavailable,
             Internal(_) => ErrorCode::Unknown,
         }
     }
@@ -103,6 +114,9 @@ impl Error {
             ManifestTooLarge { .. } | BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            NodeUnknown(_) => StatusCode::NOT_FOUND,
+            Denied(_) => StatusCode::FORBIDDEN,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             NameInvalid(_)
             | DigestInvalid(_)
@@ -147,13 +161,27 @@ impl From<StorageError> for Error {
     }
 }
 
-impl From<MetaError> for Error {
-    fn from(e: MetaError) -> Error {
+impl From<Rejection> for Error {
+    fn from(r: Rejection) -> Error {
+        match r {
+            Rejection::ManifestBlobUnknown(d) => Error::ManifestBlobUnknown(d),
+            Rejection::ManifestUnknown => Error::ManifestUnknown,
+            Rejection::BlobUnknown => Error::BlobUnknown,
+        }
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Error {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<ClusterError> for Error {
+    fn from(e: ClusterError) -> Error {
         match e {
-            MetaError::ManifestBlobUnknown(d) => Error::ManifestBlobUnknown(d),
-            MetaError::ManifestUnknown => Error::ManifestUnknown,
-            MetaError::BlobUnknown => Error::BlobUnknown,
-            MetaError::Db(_) => Error::Internal(e.to_string()),
+            ClusterError::NotMember(_) => Error::NodeUnknown(e.to_string()),
+            e => Error::Unavailable(e.to_string()),
         }
     }
 }

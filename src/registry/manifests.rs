@@ -56,7 +56,7 @@ impl Registry {
             annotations: parsed.annotations,
             at: now_secs(),
         });
-        self.meta.write(cmd).await?;
+        self.write(cmd).await?;
         Ok(ManifestPushed { digest, subject })
     }
 
@@ -76,15 +76,19 @@ impl Registry {
     }
 
     /// The manifest a reference names, if the client's `Accept` admits it.
-    pub fn get_manifest<'a>(
+    pub async fn get_manifest<'a>(
         &self,
         repo: &RepoName,
         reference: &Reference,
         accept: impl IntoIterator<Item = &'a str>,
     ) -> Result<ResolvedManifest> {
+        let need = match reference {
+            Reference::Digest(_) => super::Freshness::ContentAddressed,
+            Reference::Tag(_) => super::Freshness::Required,
+        };
         let (digest, record) = self
-            .meta
-            .read()
+            .fresh(need)
+            .await?
             .resolve(repo, reference)?
             .ok_or(Error::ManifestUnknown)?;
         if !media::accepts(accept, &record.media_type) {
@@ -107,6 +111,6 @@ impl Registry {
                 tag: tag.clone(),
             },
         };
-        Ok(self.meta.write(cmd).await?)
+        self.write(cmd).await
     }
 }

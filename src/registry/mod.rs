@@ -6,34 +6,39 @@ mod error;
 mod manifests;
 mod uploads;
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use error::Error;
 pub use manifests::{ManifestPushed, ResolvedManifest};
 pub use uploads::{StartUpload, UploadStarted};
 
+use crate::cluster::Cluster;
 use crate::db::Db;
-use crate::meta::{Command, Meta, Page};
+use crate::meta::{Command, Page, StateMachine};
 use crate::oci::{Descriptor, Digest, RepoName};
-use crate::storage::{identity, BlobStore, ByteStream, Layout, Uploads};
+use crate::storage::{BlobStore, ByteStream, Layout, Uploads};
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// What the registry needs to open.
-#[derive(Clone, Debug)]
-pub struct RegistryConfig {
-    pub data_dir: PathBuf,
-    pub max_manifest_size: usize,
-}
 
 pub const DEFAULT_MAX_MANIFEST_SIZE: usize = 4 << 20;
 
 pub struct Registry {
-    node_id: u64,
     blobs: BlobStore,
     uploads: Uploads,
-    meta: Meta,
+    /// Reads of the replicated state; writes go through `cluster`.
+    meta: StateMachine,
+    cluster: Arc<Cluster>,
     max_manifest_size: usize,
+}
+
+/// Whether a read must be provably fresh, or may fall back to what this
+/// node holds when the cluster cannot confirm it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Tags and listings change; without a quorum they get 503.
+    Required,
+    /// Content named by digest never changes: serve it if held here.
+    ContentAddressed,
 }
 
 /// A byte range of a blob as the client asked for it.
@@ -70,45 +75,69 @@ pub struct BlobRead {
 }
 
 impl Registry {
-    pub fn open(config: &RegistryConfig) -> Result<Registry> {
-        let layout = Layout::new(&config.data_dir);
-        let setup = |e: std::io::Error| {
-            Error::Internal(format!("cannot set up {}: {e}", config.data_dir.display()))
-        };
-        layout.create().map_err(setup)?;
-        let node_id = identity::load_or_create(&layout).map_err(setup)?;
-        let db = Db::open(&layout.db()).map_err(|e| Error::Internal(e.to_string()))?;
+    pub fn new(
+        layout: Layout,
+        db: Db,
+        cluster: Arc<Cluster>,
+        max_manifest_size: usize,
+    ) -> Registry {
         let blobs = BlobStore::new(layout.clone(), db.clone());
-        Ok(Registry {
-            node_id,
+        Registry {
             uploads: Uploads::new(layout, db.clone(), blobs.clone()),
             blobs,
-            meta: Meta::new(db),
-            max_manifest_size: config.max_manifest_size,
-        })
+            meta: StateMachine::new(db),
+            cluster,
+            max_manifest_size,
+        }
     }
 
-    pub fn node_id(&self) -> u64 {
-        self.node_id
+    pub fn cluster_status(&self) -> crate::cluster::status::StatusReport {
+        self.cluster.status()
+    }
+
+    /// Removes a member; `secret` must be the cluster secret.
+    pub async fn remove_node(&self, id: u64, secret: Option<&str>) -> Result<()> {
+        if !self.cluster.admits_secret(secret) {
+            return Err(Error::Denied(
+                "removing a node needs the cluster secret".into(),
+            ));
+        }
+        Ok(self.cluster.remove(id, 0).await?)
+    }
+
+    /// Applies a command through the cluster; returns once this node has
+    /// applied it.
+    async fn write(&self, cmd: Command) -> Result<()> {
+        Ok(self.cluster.write(cmd).await??)
+    }
+
+    /// Waits until this node's metadata includes every write completed
+    /// anywhere before the call.
+    async fn fresh(&self, need: Freshness) -> Result<&StateMachine> {
+        match self.cluster.linearize().await {
+            Ok(()) => Ok(&self.meta),
+            Err(_) if need == Freshness::ContentAddressed => Ok(&self.meta),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The size of a blob the repository holds.
-    pub fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        self.meta
-            .read()
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        self.fresh(Freshness::ContentAddressed)
+            .await?
             .blob_link(repo, digest)?
             .ok_or(Error::BlobUnknown)?;
         let local = self.blobs.stat(digest)?.ok_or(Error::BlobUnknown)?;
         Ok(local.size)
     }
 
-    pub fn read_blob(
+    pub async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobRead> {
-        let size = self.stat_blob(repo, digest)?;
+        let size = self.stat_blob(repo, digest).await?;
         let range = range
             .map(|r| r.resolve(size).ok_or(Error::RangeNotSatisfiable { size }))
             .transpose()?;
@@ -125,30 +154,36 @@ impl Registry {
             repo: repo.clone(),
             digest: digest.clone(),
         };
-        Ok(self.meta.write(cmd).await?)
+        self.write(cmd).await
     }
 
-    pub fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Page> {
-        let meta = self.meta.read();
+    pub async fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Page> {
+        let meta = self.fresh(Freshness::Required).await?;
         if !meta.repo_exists(repo)? {
             return Err(Error::NameUnknown);
         }
         Ok(meta.tags(repo, last, n)?)
     }
 
-    pub fn catalog(&self, last: Option<&str>, n: usize) -> Result<Page> {
-        Ok(self.meta.read().repositories(last, n)?)
+    pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Page> {
+        Ok(self
+            .fresh(Freshness::Required)
+            .await?
+            .repositories(last, n)?)
     }
 
     /// Descriptors of the manifests whose subject is `subject`, optionally
     /// only those of one artifact type.
-    pub fn referrers(
+    pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>> {
-        let found = self.meta.read().referrers(repo, subject)?;
+        let found = self
+            .fresh(Freshness::Required)
+            .await?
+            .referrers(repo, subject)?;
         Ok(found
             .into_iter()
             .filter(|(_, m)| artifact_type.is_none() || m.artifact_type.as_deref() == artifact_type)

@@ -35,7 +35,7 @@ impl Registry {
                 Ok(UploadStarted::Committed(digest))
             }
             StartUpload::Mount { digest, from } => {
-                if let Some(blob) = self.mountable(&digest, from.as_ref())? {
+                if let Some(blob) = self.mountable(&digest, from.as_ref()).await? {
                     self.link(repo, &digest, blob).await?;
                     return Ok(UploadStarted::Committed(digest));
                 }
@@ -45,8 +45,12 @@ impl Registry {
     }
 
     /// The local blob a mount may link, if the source holds it.
-    fn mountable(&self, digest: &Digest, from: Option<&RepoName>) -> Result<Option<LocalBlob>> {
-        let meta = self.meta.read();
+    async fn mountable(
+        &self,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<LocalBlob>> {
+        let meta = self.fresh(super::Freshness::Required).await?;
         let known = match from {
             Some(from) => meta.blob_link(from, digest)?,
             None => meta.blob_known(digest)?,
@@ -101,6 +105,6 @@ impl Registry {
             size: blob.size,
             at: now_secs(),
         };
-        Ok(self.meta.write(cmd).await?)
+        self.write(cmd).await
     }
 }

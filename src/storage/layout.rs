@@ -7,6 +7,8 @@
 //!   blobs/<alg>/<2 hex>/<hex>       verified, fsynced blob content
 //!   uploads/<id>                    bytes of an upload session in progress
 //!   tmp/<random>                    a blob being received before verification
+//!   snapshots/<id>.snap             the latest state-machine snapshot
+//!   snapshots/<id>.meta             its Raft metadata
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -27,7 +29,12 @@ impl Layout {
     /// empties `tmp/`: what a crash left there was never acknowledged.
     pub fn create(&self) -> std::io::Result<()> {
         let _ = std::fs::remove_dir_all(self.tmp_dir());
-        for dir in [self.blobs_root(), self.uploads_dir(), self.tmp_dir()] {
+        for dir in [
+            self.blobs_root(),
+            self.uploads_dir(),
+            self.tmp_dir(),
+            self.snapshots_dir(),
+        ] {
             std::fs::create_dir_all(dir)?;
         }
         Ok(())
@@ -63,6 +70,10 @@ impl Layout {
 
     pub fn upload(&self, id: &str) -> PathBuf {
         self.uploads_dir().join(id)
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
     }
 
     pub fn tmp_dir(&self) -> PathBuf {

@@ -1,0 +1,229 @@
+//! Finding the other members and forming or joining the cluster.
+//!
+//! Peers come from a static list (`host:port`) or from DNS (`dns:NAME:PORT`,
+//! resolved again every round: Swarm's `tasks.<service>` or a Kubernetes
+//! headless Service). Each round asks every peer who it is. Once a peer
+//! belongs to an initialized cluster, this node asks it to be added; if none
+//! does and `bootstrap_expect` nodes see each other, the one with the lowest
+//! id initializes the cluster with all of them.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::peer::DEFAULT_RPC_TIMEOUT;
+use super::types::{NodeAddr, NodeId};
+use super::{pb, Cluster};
+
+const ROUND: Duration = Duration::from_secs(2);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where to look for peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerSpec {
+    /// A `host:port` to call directly.
+    Addr(String),
+    /// Every address `name` resolves to, at `port`.
+    Dns { name: String, port: u16 },
+}
+
+impl FromStr for PeerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PeerSpec, String> {
+        let s = s.trim();
+        let split = |t: &str| -> Result<(String, u16), String> {
+            let (host, port) = t
+                .rsplit_once(':')
+                .ok_or_else(|| format!("peer {s:?} must be HOST:PORT or dns:NAME:PORT"))?;
+            let port = port
+                .parse()
+                .map_err(|_| format!("peer {s:?} has a bad port"))?;
+            if host.is_empty() {
+                return Err(format!("peer {s:?} has no host"));
+            }
+            Ok((host.to_owned(), port))
+        };
+        match s.strip_prefix("dns:") {
+            Some(rest) => split(rest).map(|(name, port)| PeerSpec::Dns { name, port }),
+            None => split(s).map(|_| PeerSpec::Addr(s.to_owned())),
+        }
+    }
+}
+
+/// Parses a comma-separated peer list.
+pub fn parse_peers(list: &str) -> Result<Vec<PeerSpec>, String> {
+    list.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+async fn resolve(specs: &[PeerSpec]) -> Vec<String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        match spec {
+            PeerSpec::Addr(a) => out.push(a.clone()),
+            PeerSpec::Dns { name, port } => match tokio::net::lookup_host((name.as_str(), *port))
+                .await
+            {
+                Ok(addrs) => out.extend(addrs.map(|a| a.to_string())),
+                Err(e) => tracing::debug!(%name, error = %e, "peer name does not resolve (yet)"),
+            },
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
+    if cluster.config.peers.is_empty() {
+        initialize(
+            &cluster,
+            BTreeMap::from([(cluster.id, cluster.addr.clone())]),
+        )
+        .await;
+        return;
+    }
+    loop {
+        if let Err(e) = round(&cluster).await {
+            tracing::info!("cluster forming: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ROUND) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn initialize(cluster: &Cluster, members: BTreeMap<NodeId, NodeAddr>) {
+    if cluster.raft.is_initialized().await.unwrap_or(true) {
+        return;
+    }
+    let ids: Vec<NodeId> = members.keys().copied().collect();
+    match cluster.raft.initialize(members).await {
+        Ok(()) => tracing::info!(members = ?ids, "initialized a new cluster"),
+        Err(e) => tracing::warn!(error = %e, "could not initialize the cluster"),
+    }
+}
+
+/// One discovery round. Nothing to do once this node is a voter.
+async fn round(cluster: &Cluster) -> Result<(), String> {
+    let is_voter = {
+        let m = cluster.raft.metrics().borrow().membership_config.clone();
+        let voter = m.membership().voter_ids().any(|v| v == cluster.id);
+        voter
+    };
+    if is_voter {
+        return Ok(());
+    }
+    let mut hellos = Vec::new();
+    for addr in resolve(&cluster.config.peers).await {
+        if addr == cluster.addr.peer {
+            continue;
+        }
+        match hello(cluster, &addr).await {
+            Ok(h) if h.node_id != cluster.id => hellos.push(h),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%addr, error = %e, "peer did not answer"),
+        }
+    }
+    if let Some(member) = hellos.iter().find(|h| h.initialized) {
+        return join_via(cluster, member).await;
+    }
+    let Some(expect) = cluster.config.bootstrap_expect else {
+        return Err(format!(
+            "waiting for an initialized cluster ({} peers seen, none initialized; no --bootstrap-expect)",
+            hellos.len()
+        ));
+    };
+    let mut members: BTreeMap<NodeId, NodeAddr> = hellos
+        .iter()
+        .map(|h| {
+            let addr = NodeAddr {
+                peer: h.peer_addr.clone(),
+                api: h.api_addr.clone(),
+            };
+            (h.node_id, addr)
+        })
+        .collect();
+    members.insert(cluster.id, cluster.addr.clone());
+    if members.len() < expect {
+        return Err(format!(
+            "{} of {expect} expected nodes see each other",
+            members.len()
+        ));
+    }
+    let lowest = *members.keys().next().expect("members include this node");
+    if lowest != cluster.id {
+        return Err(format!(
+            "waiting for node {lowest} (lowest id) to initialize"
+        ));
+    }
+    initialize(cluster, members).await;
+    Ok(())
+}
+
+async fn hello(cluster: &Cluster, addr: &str) -> Result<pb::NodeHello, String> {
+    let client = cluster.pool.client(addr).map_err(|e| e.to_string())?;
+    let req = client.request(pb::Empty {}, HELLO_TIMEOUT);
+    let reply = client
+        .cluster()
+        .hello(req)
+        .await
+        .map_err(|s| s.message().to_owned())?;
+    Ok(reply.into_inner())
+}
+
+async fn join_via(cluster: &Cluster, member: &pb::NodeHello) -> Result<(), String> {
+    tracing::info!(via = member.node_id, "asking the cluster to add this node");
+    let client = cluster
+        .pool
+        .client(&member.peer_addr)
+        .map_err(|e| e.to_string())?;
+    let req = client.request(
+        pb::JoinRequest {
+            node_id: cluster.id,
+            peer_addr: cluster.addr.peer.clone(),
+            api_addr: cluster.addr.api.clone(),
+            hops: 0,
+        },
+        Duration::from_secs(180) + DEFAULT_RPC_TIMEOUT,
+    );
+    client
+        .cluster()
+        .join(req)
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("join refused: {}", s.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_specs() {
+        assert_eq!(
+            parse_peers("a:5001, dns:tasks.registry:5001,").unwrap(),
+            vec![
+                PeerSpec::Addr("a:5001".into()),
+                PeerSpec::Dns {
+                    name: "tasks.registry".into(),
+                    port: 5001
+                }
+            ]
+        );
+        assert_eq!(
+            parse_peers("[::1]:5001").unwrap(),
+            vec![PeerSpec::Addr("[::1]:5001".into())]
+        );
+        for bad in ["a", "a:b", ":5001", "dns:x", "dns::1"] {
+            assert!(parse_peers(bad).is_err(), "{bad}");
+        }
+    }
+}

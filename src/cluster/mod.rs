@@ -1,0 +1,319 @@
+//! Consensus: openraft over gRPC, with RocksDB for the log and the state
+//! machine.
+//!
+//! - [`types`]: openraft's type configuration.
+//! - [`log_store`] and [`state_machine`] (with [`snapshot`]): storage.
+//! - [`network`] (client) and [`service`] (server): the peer protocol in
+//!   `proto/peer.proto`; [`peer`] holds the connections and the secret.
+//! - [`discovery`]: finding peers, bootstrapping and joining.
+//! - [`reads`]: linearizable reads, batched.
+//!
+//! [`Cluster`] is what the registry uses: [`Cluster::write`] from any node
+//! (followers forward to the leader) and [`Cluster::linearize`] before reads.
+
+// openraft's error types are large and its trait signatures dictate them.
+#![allow(clippy::result_large_err)]
+
+mod codec;
+pub mod discovery;
+mod log_store;
+mod membership;
+mod network;
+mod pb;
+pub mod peer;
+mod reads;
+mod service;
+mod snapshot;
+mod state_machine;
+pub mod status;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Db;
+use crate::meta::{Applied, Command};
+use crate::storage::Layout;
+pub use discovery::PeerSpec;
+use peer::{PeerPool, Secret, DEFAULT_RPC_TIMEOUT};
+use types::{NodeAddr, NodeId, Raft};
+
+/// How many times a write may be forwarded while leadership moves.
+const MAX_HOPS: u32 = 3;
+
+/// Settings of this node's membership in a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// How other members reach this node.
+    pub advertise: NodeAddr,
+    /// Where to look for other members; empty for a single-node cluster.
+    pub peers: Vec<PeerSpec>,
+    /// Form a new cluster once this many nodes (this one included) see each other.
+    pub bootstrap_expect: Option<usize>,
+    /// Longest a write waits to be committed before the client gets 503.
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no leader is known right now ({0}); retry shortly")]
+    NoLeader(String),
+    #[error("the write was not committed within {0:?}: a quorum of nodes is not reachable")]
+    NoQuorum(Duration),
+    #[error("leader {leader} at {addr} could not be reached: {reason}")]
+    LeaderUnreachable {
+        leader: NodeId,
+        addr: String,
+        reason: String,
+    },
+    #[error("consensus error: {0}")]
+    Raft(String),
+    #[error("cannot start the cluster: {0}")]
+    Start(String),
+    #[error("node {0} is not a member of the cluster")]
+    NotMember(NodeId),
+}
+
+/// This node's view of and access to the cluster.
+pub struct Cluster {
+    id: NodeId,
+    addr: NodeAddr,
+    raft: Raft,
+    pool: PeerPool,
+    committed: log_store::Committed,
+    reads: reads::ReadBarrier,
+    config: ClusterConfig,
+    secret: Secret,
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Starts Raft on `db`, the peer listener and the discovery loop.
+    pub async fn start(
+        db: Db,
+        layout: Layout,
+        config: ClusterConfig,
+        listener: Option<tokio::net::TcpListener>,
+        secret: Secret,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let raft_config = openraft::Config {
+            cluster_name: "berth".into(),
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            install_snapshot_timeout: 60_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 1000,
+            // Bounds a replication message: entries can hold manifests.
+            max_payload_entries: 32,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Start(e.to_string()))?;
+        let pool = PeerPool::new(secret.clone());
+        let committed = log_store::Committed::default();
+        let sm = state_machine::StateMachineStore::open(db.clone(), layout.clone())
+            .map_err(|e| ClusterError::Start(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network::Network::new(pool.clone()),
+            log_store::LogStore::new(db, committed.clone()),
+            sm,
+        )
+        .await
+        .map_err(|e| ClusterError::Start(e.to_string()))?;
+        let stop = CancellationToken::new();
+        let cluster = Arc::new(Cluster {
+            id: config.node_id,
+            addr: config.advertise.clone(),
+            reads: reads::ReadBarrier::new(),
+            raft,
+            pool,
+            committed,
+            config,
+            secret: secret.clone(),
+            stop: stop.clone(),
+            tasks: Default::default(),
+        });
+        let mut tasks = vec![
+            tokio::spawn(reads::run(cluster.clone(), stop.clone())),
+            tokio::spawn(discovery::run(cluster.clone(), stop.clone())),
+        ];
+        match listener {
+            Some(listener) => {
+                tracing::info!(
+                    node_id = cluster.id,
+                    peer_addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                    advertise = %cluster.addr,
+                    "peer listener up (cluster secret required)"
+                );
+                let serve = service::serve(cluster.clone(), listener, secret, layout, stop.clone());
+                tasks.push(tokio::spawn(serve));
+            }
+            None => tracing::info!(
+                node_id = cluster.id,
+                "standalone node: no peers, no peer listener"
+            ),
+        }
+        *cluster.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+        Ok(cluster)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Whether `presented` is the cluster secret (administrative calls on
+    /// the client port carry it).
+    pub fn admits_secret(&self, presented: Option<&str>) -> bool {
+        let value = presented.and_then(|p| p.parse().ok());
+        self.secret.admits(value.as_ref())
+    }
+
+    /// Applies a command through the leader. Returns once it is committed
+    /// and applied on this node, so reads here see it.
+    pub async fn write(&self, cmd: Command) -> Result<Applied, ClusterError> {
+        let (index, applied) = self.write_forwarding(cmd, 0).await?;
+        self.wait_applied(index).await?;
+        Ok(applied)
+    }
+
+    /// Applies `cmd` here if this node leads, else on the leader. Returns the
+    /// entry's log index and the command's result.
+    pub(crate) async fn write_forwarding(
+        &self,
+        cmd: Command,
+        hops: u32,
+    ) -> Result<(u64, Applied), ClusterError> {
+        let leader = self.leader().await?;
+        if leader.0 == self.id {
+            let write = self.raft.client_write(cmd);
+            return match tokio::time::timeout(self.config.write_timeout, write).await {
+                Err(_) => Err(ClusterError::NoQuorum(self.config.write_timeout)),
+                Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
+                    ClusterError::NoLeader("leadership moved during the write".into()),
+                ),
+                Ok(Err(e)) => Err(ClusterError::Raft(e.to_string())),
+            };
+        }
+        if hops >= MAX_HOPS {
+            return Err(ClusterError::NoLeader("forwarded too many times".into()));
+        }
+        let (leader, node) = leader;
+        let client = self
+            .pool
+            .client(&node.peer)
+            .map_err(|e| unreachable_leader(leader, &node, e))?;
+        let req = client.request(
+            service::forward_request(&cmd, hops + 1),
+            self.config.write_timeout + DEFAULT_RPC_TIMEOUT,
+        );
+        let reply = client
+            .cluster()
+            .forward(req)
+            .await
+            .map_err(|s| service::status_to_error(s, leader, &node))?;
+        service::decode_forward_reply(&reply.into_inner())
+    }
+
+    /// The current leader, waiting a little for an election to finish.
+    async fn leader(&self) -> Result<(NodeId, NodeAddr), ClusterError> {
+        let wait = self.raft.wait(Some(self.config.write_timeout));
+        let metrics = wait
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|_| {
+                ClusterError::NoLeader(format!(
+                    "no leader elected within {:?}",
+                    self.config.write_timeout
+                ))
+            })?;
+        let id = metrics.current_leader.expect("waited for a leader");
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+            .ok_or_else(|| {
+                ClusterError::NoLeader(format!("leader {id} is not in the membership"))
+            })?;
+        Ok((id, node))
+    }
+
+    /// Waits until this node has applied the log up to `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), ClusterError> {
+        self.raft
+            .wait(Some(self.config.write_timeout))
+            .applied_index_at_least(Some(index), "apply")
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::Raft(format!("not applied locally: {e}")))
+    }
+
+    /// Returns once every write that completed before the call is visible
+    /// on this node (a Raft read index, confirmed by the leader's quorum).
+    pub async fn linearize(&self) -> Result<(), ClusterError> {
+        self.reads.wait().await
+    }
+
+    /// The read index from the leader, for [`reads`].
+    pub(crate) async fn read_index(&self) -> Result<Option<u64>, ClusterError> {
+        let (leader, node) = self.leader().await?;
+        if leader == self.id {
+            let fut = self.raft.ensure_linearizable();
+            return match tokio::time::timeout(self.config.write_timeout, fut).await {
+                Err(_) => Err(ClusterError::NoQuorum(self.config.write_timeout)),
+                Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index)),
+                Ok(Err(e)) => Err(ClusterError::NoLeader(e.to_string())),
+            };
+        }
+        let client = self
+            .pool
+            .client(&node.peer)
+            .map_err(|e| unreachable_leader(leader, &node, e))?;
+        let req = client.request(pb::Empty {}, self.config.write_timeout);
+        let reply = client
+            .cluster()
+            .read_index(req)
+            .await
+            .map_err(|s| service::status_to_error(s, leader, &node))?
+            .into_inner();
+        let index = reply.has_index.then_some(reply.index);
+        if let Some(i) = index {
+            self.wait_applied(i).await?;
+        }
+        Ok(index)
+    }
+
+    /// Stops Raft, the peer listener and the background loops.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn unreachable_leader(leader: NodeId, node: &NodeAddr, e: impl ToString) -> ClusterError {
+    ClusterError::LeaderUnreachable {
+        leader,
+        addr: node.peer.clone(),
+        reason: e.to_string(),
+    }
+}

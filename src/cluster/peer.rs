@@ -1,0 +1,162 @@
+//! gRPC clients to other nodes: one lazily connected channel per address,
+//! with timeouts and the cluster secret on every call. tonic reconnects a
+//! channel by itself after a peer restarts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use super::pb::cluster_client::ClusterClient;
+use super::pb::raft_client::RaftClient;
+use super::types::NodeId;
+
+pub const SECRET_HEADER: &str = "x-berth-cluster-secret";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of calls that name none of their own.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The shared secret every peer call carries.
+#[derive(Clone)]
+pub struct Secret(Option<AsciiMetadataValue>);
+
+impl Secret {
+    pub fn none() -> Secret {
+        Secret(None)
+    }
+
+    pub fn new(text: &str) -> Result<Secret, String> {
+        let text = text.trim();
+        if text.len() < 16 {
+            return Err("the cluster secret must be at least 16 characters".into());
+        }
+        text.parse()
+            .map(|v| Secret(Some(v)))
+            .map_err(|_| "the cluster secret must be printable ASCII".into())
+    }
+
+    /// Whether `presented` is this secret, compared in constant time.
+    pub fn admits(&self, presented: Option<&AsciiMetadataValue>) -> bool {
+        match (&self.0, presented) {
+            (None, _) => true,
+            (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
+            (Some(_), None) => false,
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A client to one peer address.
+#[derive(Clone)]
+pub struct PeerClient {
+    pub addr: String,
+    channel: Channel,
+    secret: Secret,
+}
+
+impl PeerClient {
+    /// Wraps `message` with the secret and a deadline.
+    pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        req.set_timeout(timeout);
+        if let Some(s) = &self.secret.0 {
+            req.metadata_mut().insert(SECRET_HEADER, s.clone());
+        }
+        req
+    }
+
+    pub fn raft(&self) -> RaftClient<Channel> {
+        RaftClient::new(self.channel.clone())
+            .max_decoding_message_size(super::service::MAX_MESSAGE)
+            .max_encoding_message_size(super::service::MAX_MESSAGE)
+    }
+
+    pub fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel.clone())
+            .max_decoding_message_size(super::service::MAX_MESSAGE)
+            .max_encoding_message_size(super::service::MAX_MESSAGE)
+    }
+}
+
+/// Clients by address, and when each member last answered.
+#[derive(Clone)]
+pub struct PeerPool {
+    secret: Secret,
+    clients: Arc<Mutex<HashMap<String, PeerClient>>>,
+    heard: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+impl PeerPool {
+    pub fn new(secret: Secret) -> PeerPool {
+        PeerPool {
+            secret,
+            clients: Arc::default(),
+            heard: Arc::default(),
+        }
+    }
+
+    pub fn client(&self, addr: &str) -> Result<PeerClient, tonic::transport::Error> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let client = PeerClient {
+            addr: addr.to_owned(),
+            channel,
+            secret: self.secret.clone(),
+        };
+        clients.insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    pub fn heard_from(&self, id: NodeId) {
+        self.heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Instant::now());
+    }
+
+    pub fn last_heard(&self, id: NodeId) -> Option<Duration> {
+        self.heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|t| t.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets() {
+        assert!(Secret::new("short").is_err());
+        assert!(Secret::new("has\u{7f}control-chars-x").is_err());
+        let s = Secret::new("  0123456789abcdef  ").unwrap();
+        let good: AsciiMetadataValue = "0123456789abcdef".parse().unwrap();
+        let bad: AsciiMetadataValue = "0123456789abcdeX".parse().unwrap();
+        assert!(s.admits(Some(&good)));
+        assert!(!s.admits(Some(&bad)));
+        assert!(!s.admits(None));
+        assert!(Secret::none().admits(None));
+    }
+}

@@ -1,0 +1,163 @@
+//! Snapshot files: the replicated column families written out record by
+//! record from a consistent RocksDB view, and read back record by record.
+//! Neither side ever holds a whole snapshot in memory.
+//!
+//! ```text
+//! file   := MAGIC record* END
+//! record := cf:u8 key_len:u32be key val_len:u32be val
+//! ```
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
+
+use crate::db::{Cf, Db};
+
+const MAGIC: &[u8; 8] = b"BERTHSN1";
+const END: u8 = 0xff;
+/// Records per write batch when loading a snapshot.
+const LOAD_BATCH: usize = 1024;
+
+fn cf_code(cf: Cf) -> u8 {
+    Cf::REPLICATED
+        .iter()
+        .position(|c| *c == cf)
+        .expect("only replicated families are snapshotted") as u8
+}
+
+/// Writes every replicated family, as seen by `snapshot`, to `path`.
+pub fn write(db: &Db, snapshot: &rocksdb::Snapshot<'_>, path: &Path) -> io::Result<u64> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    out.write_all(MAGIC)?;
+    let mut records = 0;
+    for cf in Cf::REPLICATED {
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(snapshot);
+        for item in db
+            .raw()
+            .iterator_cf_opt(db.cf(cf), opts, IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(io::Error::other)?;
+            out.write_all(&[cf_code(cf)])?;
+            for part in [&k, &v] {
+                out.write_all(&(part.len() as u32).to_be_bytes())?;
+                out.write_all(part)?;
+            }
+            records += 1;
+        }
+    }
+    out.write_all(&[END])?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(records)
+}
+
+/// Replaces every replicated family with the records in `path`.
+pub fn load(db: &Db, path: &Path) -> io::Result<u64> {
+    let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a berth snapshot",
+        ));
+    }
+    let mut clear = WriteBatch::default();
+    for cf in Cf::REPLICATED {
+        // Every key of these families starts with an ASCII character.
+        clear.delete_range_cf(db.cf(cf), [0u8].as_slice(), [0xffu8; 4].as_slice());
+    }
+    db.raw().write(clear).map_err(io::Error::other)?;
+    let mut batch = WriteBatch::default();
+    let mut records = 0u64;
+    loop {
+        let mut code = [0u8];
+        input.read_exact(&mut code)?;
+        if code[0] == END {
+            break;
+        }
+        let cf = *Cf::REPLICATED.get(code[0] as usize).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unknown column family in snapshot",
+            )
+        })?;
+        let key = read_part(&mut input)?;
+        let value = read_part(&mut input)?;
+        batch.put_cf(db.cf(cf), key, value);
+        records += 1;
+        if batch.len() >= LOAD_BATCH {
+            db.raw()
+                .write(std::mem::take(&mut batch))
+                .map_err(io::Error::other)?;
+        }
+    }
+    db.raw().write(batch).map_err(io::Error::other)?;
+    Ok(records)
+}
+
+/// Largest key or value a snapshot may carry: a manifest is capped well below.
+const MAX_PART: usize = 64 << 20;
+
+fn read_part(input: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_PART {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "snapshot record too large",
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    input.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_replaces_replicated_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Db::open(&dir.path().join("a")).unwrap();
+        let b = Db::open(&dir.path().join("b")).unwrap();
+        for (cf, k, v) in [
+            (Cf::Repos, "r1", "x"),
+            (Cf::Tags, "r1\0t", "d"),
+            (Cf::Blobs, "sha256:1", "8"),
+        ] {
+            a.raw().put_cf(a.cf(cf), k, v).unwrap();
+        }
+        a.raw()
+            .put_cf(a.cf(Cf::LocalBlobs), "local", "only")
+            .unwrap();
+        b.raw().put_cf(b.cf(Cf::Repos), "stale", "y").unwrap();
+        b.raw()
+            .put_cf(b.cf(Cf::LocalBlobs), "mine", "kept")
+            .unwrap();
+
+        let path = dir.path().join("s.snap");
+        let snap = a.raw().snapshot();
+        assert_eq!(write(&a, &snap, &path).unwrap(), 3);
+        assert_eq!(load(&b, &path).unwrap(), 3);
+        assert_eq!(b.get(Cf::Repos, b"r1").unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(b.get(Cf::Repos, b"stale").unwrap(), None);
+        assert_eq!(
+            b.get(Cf::Tags, b"r1\0t").unwrap().as_deref(),
+            Some(&b"d"[..])
+        );
+        assert_eq!(
+            b.get(Cf::LocalBlobs, b"mine").unwrap().as_deref(),
+            Some(&b"kept"[..])
+        );
+        assert_eq!(b.get(Cf::LocalBlobs, b"local").unwrap(), None);
+
+        std::fs::write(&path, b"garbage!").unwrap();
+        assert!(load(&b, &path).is_err());
+    }
+}

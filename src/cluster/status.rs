@@ -1,0 +1,215 @@
+//! What a node reports about the cluster: for `berth cluster status`, the
+//! HTTP status endpoint and the peer `Status` call.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::pb;
+use super::Cluster;
+
+/// One node's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub node_id: u64,
+    pub state: String,
+    pub term: u64,
+    pub leader_id: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub members: Vec<MemberReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub node_id: u64,
+    pub peer_addr: String,
+    pub api_addr: String,
+    pub voter: bool,
+    pub leader: bool,
+    /// Highest log index known to be on this member (reported by the leader).
+    pub matched_index: Option<u64>,
+    /// Entries this member is behind the leader's log (reported by the leader).
+    pub lag: Option<u64>,
+    /// Milliseconds since the leader last heard from this member.
+    pub last_heard_ms: Option<u64>,
+}
+
+impl Cluster {
+    pub fn status(&self) -> StatusReport {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned())
+                    .map(|l| l.map(|l| l.index).unwrap_or(0));
+                let matched = if *id == m.id && m.current_leader == Some(m.id) {
+                    m.last_log_index
+                } else {
+                    matched
+                };
+                MemberReport {
+                    node_id: *id,
+                    peer_addr: node.peer.clone(),
+                    api_addr: node.api.clone(),
+                    voter: voters.contains(id),
+                    leader: m.current_leader == Some(*id),
+                    matched_index: matched,
+                    lag: matched
+                        .zip(m.last_log_index)
+                        .map(|(have, last)| last.saturating_sub(have)),
+                    last_heard_ms: if *id == m.id {
+                        Some(0)
+                    } else {
+                        self.pool.last_heard(*id).map(|d| d.as_millis() as u64)
+                    },
+                }
+            })
+            .collect();
+        StatusReport {
+            node_id: m.id,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed_index: self.committed.get(),
+            applied_index: m.last_applied.map(|l| l.index),
+            members,
+        }
+    }
+
+    pub async fn hello(&self) -> pb::NodeHello {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader.unwrap_or(0);
+        let leader_peer = m
+            .current_leader
+            .and_then(|id| {
+                m.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.peer.clone())
+            })
+            .unwrap_or_default();
+        pb::NodeHello {
+            node_id: self.id,
+            peer_addr: self.addr.peer.clone(),
+            api_addr: self.addr.api.clone(),
+            initialized: self.raft.is_initialized().await.unwrap_or(false),
+            leader_id: leader,
+            leader_peer_addr: leader_peer,
+        }
+    }
+}
+
+/// A human-readable table of a status report.
+pub fn render(report: &StatusReport) -> String {
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "node {} is {} in term {}; leader {}; log {} committed {} applied {}",
+        report.node_id,
+        report.state.to_lowercase(),
+        report.term,
+        opt(report.leader_id),
+        opt(report.last_log_index),
+        opt(report.committed_index),
+        opt(report.applied_index),
+    );
+    let _ = writeln!(
+        out,
+        "{:<20} {:<8} {:<6} {:<24} {:<24} {:>8} {:>6} {:>10}",
+        "NODE", "ROLE", "LEADER", "PEER", "API", "MATCHED", "LAG", "HEARD"
+    );
+    for m in &report.members {
+        let heard = m
+            .last_heard_ms
+            .map(|ms| format!("{:.1}s ago", ms as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<20} {:<8} {:<6} {:<24} {:<24} {:>8} {:>6} {:>10}",
+            m.node_id,
+            if m.voter { "voter" } else { "learner" },
+            if m.leader { "*" } else { "" },
+            m.peer_addr,
+            m.api_addr,
+            opt(m.matched_index),
+            opt(m.lag),
+            heard,
+        );
+    }
+    out
+}
+
+impl From<&StatusReport> for pb::ClusterStatus {
+    fn from(r: &StatusReport) -> pb::ClusterStatus {
+        pb::ClusterStatus {
+            node_id: r.node_id,
+            term: r.term,
+            leader_id: r.leader_id.unwrap_or(0),
+            state: r.state.clone(),
+            has_last_log: r.last_log_index.is_some(),
+            last_log_index: r.last_log_index.unwrap_or(0),
+            has_committed: r.committed_index.is_some(),
+            committed_index: r.committed_index.unwrap_or(0),
+            has_applied: r.applied_index.is_some(),
+            applied_index: r.applied_index.unwrap_or(0),
+            members: r
+                .members
+                .iter()
+                .map(|m| pb::MemberStatus {
+                    node_id: m.node_id,
+                    peer_addr: m.peer_addr.clone(),
+                    api_addr: m.api_addr.clone(),
+                    voter: m.voter,
+                    leader: m.leader,
+                    has_matched: m.matched_index.is_some(),
+                    matched_index: m.matched_index.unwrap_or(0),
+                    has_heard: m.last_heard_ms.is_some(),
+                    heard_ms_ago: m.last_heard_ms.unwrap_or(0),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_member() {
+        let report = StatusReport {
+            node_id: 7,
+            state: "Leader".into(),
+            term: 3,
+            leader_id: Some(7),
+            last_log_index: Some(10),
+            committed_index: Some(10),
+            applied_index: Some(9),
+            members: vec![MemberReport {
+                node_id: 7,
+                peer_addr: "a:5001".into(),
+                api_addr: "a:5000".into(),
+                voter: true,
+                leader: true,
+                matched_index: Some(10),
+                lag: Some(0),
+                last_heard_ms: Some(0),
+            }],
+        };
+        let text = render(&report);
+        assert!(text.contains("node 7 is leader in term 3"), "{text}");
+        assert!(text.contains("a:5001"));
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), report);
+    }
+}
