@@ -44,6 +44,8 @@ use types::{NodeAddr, NodeId, Raft};
 
 /// How many times a write may be forwarded while leadership moves.
 const MAX_HOPS: u32 = 3;
+/// Pause before retrying a write or read that reached no leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Settings of this node's membership in a cluster.
 #[derive(Clone, Debug)]
@@ -70,6 +72,8 @@ pub enum ClusterError {
         leader: NodeId,
         addr: String,
         reason: String,
+        /// Whether the request may have reached the leader.
+        sent: bool,
     },
     #[error("consensus error: {0}")]
     Raft(String),
@@ -196,6 +200,21 @@ impl Cluster {
         cmd: Command,
         hops: u32,
     ) -> Result<(u64, Applied), ClusterError> {
+        let deadline = tokio::time::Instant::now() + self.config.write_timeout;
+        loop {
+            match self.write_once(cmd.clone(), hops).await {
+                // Not applied anywhere (no leader yet, or the leader could
+                // not be reached): try again while the election settles.
+                Err(e) if e.retryable() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "write not delivered yet; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn write_once(&self, cmd: Command, hops: u32) -> Result<(u64, Applied), ClusterError> {
         let leader = self.leader().await?;
         if leader.0 == self.id {
             let write = self.raft.client_write(cmd);
@@ -268,8 +287,21 @@ impl Cluster {
         self.reads.wait().await
     }
 
-    /// The read index from the leader, for [`reads`].
+    /// The read index from the leader, for [`reads`], retried while no
+    /// leader can be reached (reads have no side effects).
     pub(crate) async fn read_index(&self) -> Result<Option<u64>, ClusterError> {
+        let deadline = tokio::time::Instant::now() + self.config.write_timeout;
+        loop {
+            match self.read_index_once().await {
+                Err(e) if e.retryable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn read_index_once(&self) -> Result<Option<u64>, ClusterError> {
         let (leader, node) = self.leader().await?;
         if leader == self.id {
             let fut = self.raft.ensure_linearizable();
@@ -315,5 +347,17 @@ fn unreachable_leader(leader: NodeId, node: &NodeAddr, e: impl ToString) -> Clus
         leader,
         addr: node.peer.clone(),
         reason: e.to_string(),
+        sent: false,
+    }
+}
+
+impl ClusterError {
+    /// Whether the operation certainly did not take effect and may be tried
+    /// again as it is.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::NoLeader(_) | ClusterError::LeaderUnreachable { sent: false, .. }
+        )
     }
 }

@@ -164,11 +164,11 @@ impl ClusterRpc for Handler {
     async fn forward(&self, req: Request<pb::ForwardRequest>) -> Result<Response<Payload>, Status> {
         let req = req.into_inner();
         let cmd: Command = decode("forwarded command", &req.command)?;
-        let result: Result<(u64, Applied), String> = self
+        let result: Result<(u64, Applied), (bool, String)> = self
             .cluster
             .write_forwarding(cmd, req.hops)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| (e.retryable(), e.to_string()));
         payload(&result)
     }
 
@@ -226,9 +226,12 @@ pub(super) fn forward_request(cmd: &Command, hops: u32) -> pb::ForwardRequest {
 }
 
 pub(super) fn decode_forward_reply(reply: &Payload) -> Result<(u64, Applied), ClusterError> {
-    let result: Result<(u64, Applied), String> =
+    let result: Result<(u64, Applied), (bool, String)> =
         decode("forward reply", &reply.data).map_err(|e| ClusterError::Raft(e.to_string()))?;
-    result.map_err(ClusterError::Raft)
+    result.map_err(|(retryable, reason)| match retryable {
+        true => ClusterError::NoLeader(reason),
+        false => ClusterError::Raft(reason),
+    })
 }
 
 pub(super) fn status_to_error(s: Status, leader: NodeId, node: &NodeAddr) -> ClusterError {
@@ -239,10 +242,13 @@ pub(super) fn status_to_error(s: Status, leader: NodeId, node: &NodeAddr) -> Clu
         {
             ClusterError::NoLeader(s.message().to_owned())
         }
-        _ => ClusterError::LeaderUnreachable {
+        // tonic reports a connection that never formed as Unavailable: the
+        // request did not reach the leader.
+        code => ClusterError::LeaderUnreachable {
             leader,
             addr: node.peer.clone(),
             reason: format!("{}: {}", s.code(), s.message()),
+            sent: code != tonic::Code::Unavailable,
         },
     }
 }

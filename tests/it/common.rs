@@ -23,6 +23,7 @@ pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzi
 /// temporary directory that lives as long as the node.
 pub struct TestNode {
     dir: TempDir,
+    config: berth::config::ServeConfig,
     server: Option<berth::server::Server>,
     pub http: reqwest::Client,
 }
@@ -30,20 +31,45 @@ pub struct TestNode {
 impl TestNode {
     pub async fn start() -> TestNode {
         let dir = tempfile::tempdir().expect("temporary data directory");
-        let server = serve(dir.path()).await;
+        let config = berth::config::ServeConfig::for_test(dir.path());
+        TestNode::start_with(dir, config).await
+    }
+
+    /// A node with its own configuration (a cluster member, say).
+    pub async fn start_with(dir: TempDir, mut config: berth::config::ServeConfig) -> TestNode {
+        let server = serve(&config).await;
+        // A restart comes back on the same ports, as its peers know them.
+        config.listen = server.addr;
+        if let Some(peer) = server.peer_addr {
+            config.peer_listen = peer;
+        }
         TestNode {
             dir,
+            config,
             server: Some(server),
             http: client(),
         }
     }
 
-    /// Stops the node and starts a new one on the same data directory.
-    pub async fn restart(&mut self) {
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    pub fn server(&self) -> &berth::server::Server {
+        self.server.as_ref().expect("node is running")
+    }
+
+    /// Stops the node (its data directory stays).
+    pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        self.server = Some(serve(self.dir.path()).await);
+    }
+
+    /// Stops the node and starts a new one on the same data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.server = Some(serve(&self.config).await);
         // Pooled connections pointed at the old listener.
         self.http = client();
     }
@@ -207,9 +233,8 @@ impl Blob {
     }
 }
 
-async fn serve(dir: &Path) -> berth::server::Server {
-    let cfg = berth::config::ServeConfig::for_test(dir);
-    berth::server::start(&cfg).await.expect("node starts")
+async fn serve(config: &berth::config::ServeConfig) -> berth::server::Server {
+    berth::server::start(config).await.expect("node starts")
 }
 
 fn client() -> reqwest::Client {

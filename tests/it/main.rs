@@ -7,6 +7,7 @@ mod raw;
 mod bad_input;
 mod base;
 mod blobs;
+mod cluster;
 mod listings;
 mod manifests;
 mod mount;

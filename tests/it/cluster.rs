@@ -1,0 +1,182 @@
+//! Three-node clusters in process: metadata written on any node is read on
+//! any other, leadership moves, and a stopped node catches up.
+
+use std::time::{Duration, Instant};
+
+use rand::seq::IndexedRandom;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::*;
+
+/// Nodes on loopback sharing a cluster secret: the first forms the cluster,
+/// the others join it.
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    _secret: tempfile::TempDir,
+}
+
+impl TestCluster {
+    pub async fn start(n: usize) -> TestCluster {
+        let secret_dir = tempfile::tempdir().unwrap();
+        let secret = secret_dir.path().join("secret");
+        std::fs::write(&secret, "test-cluster-secret-0123456789").unwrap();
+        let mut nodes: Vec<TestNode> = Vec::new();
+        for i in 0..n {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = berth::config::ServeConfig::for_test(dir.path());
+            config.cluster_secret_file = Some(secret.clone());
+            if i > 0 {
+                let seed = nodes[0]
+                    .server()
+                    .peer_addr
+                    .expect("seed has a peer listener");
+                config.peers = vec![berth::cluster::PeerSpec::Addr(seed.to_string())];
+            }
+            nodes.push(TestNode::start_with(dir, config).await);
+        }
+        let cluster = TestCluster {
+            nodes,
+            _secret: secret_dir,
+        };
+        cluster.wait_voters(n).await;
+        cluster
+    }
+
+    /// Waits until the first running node sees `n` voters and a leader.
+    pub async fn wait_voters(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let node = self
+                .nodes
+                .iter()
+                .find(|n| n.is_running())
+                .expect("a running node");
+            let status = node.server().cluster().status();
+            let voters = status.members.iter().filter(|m| m.voter).count();
+            if voters == n && status.leader_id.is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not reach {n} voters: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn leader_index(&self) -> Option<usize> {
+        let running = self.nodes.iter().find(|n| n.is_running())?;
+        let leader = running.server().cluster().status().leader_id?;
+        self.nodes
+            .iter()
+            .position(|n| n.is_running() && n.server().cluster().id() == leader)
+    }
+}
+
+/// A manifest made unique by `i`, over a config blob already in `repo`.
+fn manifest(config: &Blob, i: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [],
+        "annotations": { "n": i.to_string() },
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_on_any_node_is_read_on_any_other() {
+    let cluster = TestCluster::start(3).await;
+    let config_bytes = b"{}".to_vec();
+    let config = Blob::new(OCI_CONFIG, sha256(&config_bytes), config_bytes.len());
+    cluster.nodes[0].push_blob("c/app", &config_bytes).await;
+    let mut rng = rand::rng();
+    let indexes = [0usize, 1, 2];
+    let mut misses = Vec::new();
+    for i in 0..1000 {
+        let writer = *indexes.choose(&mut rng).unwrap();
+        let reader = (writer + 1 + i % 2) % 3;
+        let body = manifest(&config, i);
+        let digest = sha256(&body);
+        let put = cluster.nodes[writer]
+            .put(&format!("/v2/c/app/manifests/t{i}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            put.status(),
+            StatusCode::CREATED,
+            "PUT {i} on node {writer}"
+        );
+        let get = cluster.nodes[reader]
+            .get(&format!("/v2/c/app/manifests/t{i}"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        let got = get
+            .headers()
+            .get("docker-content-digest")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if get.status() != StatusCode::OK || got.as_deref() != Some(digest.as_str()) {
+            misses.push((i, writer, reader, get.status()));
+        }
+    }
+    assert!(
+        misses.is_empty(),
+        "{} misses, first: {:?}",
+        misses.len(),
+        misses.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_leader_is_replaced_and_catches_up_on_restart() {
+    let mut cluster = TestCluster::start(3).await;
+    let config_bytes = b"{}".to_vec();
+    let config = Blob::new(OCI_CONFIG, sha256(&config_bytes), config_bytes.len());
+    cluster.nodes[0].push_blob("c/app", &config_bytes).await;
+    let leader = cluster.leader_index().expect("a leader");
+    cluster.nodes[leader].stop().await;
+    let survivor = (leader + 1) % 3;
+    // Writes succeed again once a new leader is elected (within seconds).
+    let started = Instant::now();
+    for i in 0..20 {
+        let resp = cluster.nodes[survivor]
+            .put(&format!("/v2/c/app/manifests/after{i}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest(&config, 5000 + i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "write {i} after the leader stopped"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    cluster.nodes[leader].restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = cluster.nodes[leader]
+            .get("/v2/c/app/manifests/after19")
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted node did not catch up: {}",
+            resp.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
