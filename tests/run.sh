@@ -29,6 +29,9 @@ install_packages() {
 
 step() { echo; echo "=== $* ==="; }
 
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
 install_packages
 
 step "format"
@@ -38,15 +41,18 @@ step "lint"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "unit and integration tests"
-cargo test --locked 2>&1 | tee /tmp/berth-cargo-test.log
-cargo_summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' /tmp/berth-cargo-test.log)
+cargo test --locked 2>&1 | tee "$logs/cargo.log"
 
 step "fuzzing (bounded)"
-bash tests/fuzz/run.sh "${BERTH_FUZZ_SECONDS:-30}"
+bash tests/fuzz/run.sh "${BERTH_FUZZ_SECONDS:-30}" 2>&1 | tee "$logs/fuzz.log"
 
 step "end-to-end tests with real clients"
 export BERTH_BIN="$CARGO_TARGET_DIR/debug/berth"
-bash tests/e2e/run.sh
+bash tests/e2e/run.sh 2>&1 | tee "$logs/e2e.log"
 
+# One closing line over every runner: cargo's "test result:" lines and the
+# "N passed, M failed" summaries of the fuzz and end-to-end runs.
 echo
-echo "cargo tests: $cargo_summary"
+awk '/^test result:/ { p += $4; f += $6 }
+     /^(fuzz|e2e): [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$logs/cargo.log" "$logs/fuzz.log" "$logs/e2e.log"

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::peer::DEFAULT_RPC_TIMEOUT;
+use super::peer::{PeerPool, DEFAULT_RPC_TIMEOUT};
 use super::types::{NodeAddr, NodeId};
 use super::{pb, Cluster};
 
@@ -169,14 +169,18 @@ async fn round(cluster: &Cluster) -> Result<(), String> {
 }
 
 async fn hello(cluster: &Cluster, addr: &str) -> Result<pb::NodeHello, String> {
-    let client = cluster.pool.client(addr).map_err(|e| e.to_string())?;
-    let req = client.request(pb::Empty {}, HELLO_TIMEOUT);
-    let reply = client
-        .cluster()
-        .hello(req)
+    hello_at(&cluster.pool, addr)
         .await
-        .map_err(|s| s.message().to_owned())?;
-    Ok(reply.into_inner())
+        .map_err(|s| s.message().to_owned())
+}
+
+/// Asks the node at `addr` who it is.
+pub async fn hello_at(pool: &PeerPool, addr: &str) -> Result<pb::NodeHello, tonic::Status> {
+    let client = pool
+        .client(addr)
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let req = client.request(pb::Empty {}, HELLO_TIMEOUT);
+    Ok(client.cluster().hello(req).await?.into_inner())
 }
 
 async fn join_via(cluster: &Cluster, member: &pb::NodeHello) -> Result<(), String> {

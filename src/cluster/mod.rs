@@ -19,7 +19,7 @@ pub mod discovery;
 mod log_store;
 mod membership;
 mod network;
-mod pb;
+pub mod pb;
 pub mod peer;
 mod reads;
 mod service;

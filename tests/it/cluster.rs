@@ -13,34 +13,36 @@ use crate::common::*;
 /// the others join it.
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
-    _secret: tempfile::TempDir,
+    secret: tempfile::TempDir,
 }
+
+const SECRET: &str = "test-cluster-secret-0123456789";
 
 impl TestCluster {
     pub async fn start(n: usize) -> TestCluster {
-        let secret_dir = tempfile::tempdir().unwrap();
-        let secret = secret_dir.path().join("secret");
-        std::fs::write(&secret, "test-cluster-secret-0123456789").unwrap();
-        let mut nodes: Vec<TestNode> = Vec::new();
-        for i in 0..n {
-            let dir = tempfile::tempdir().unwrap();
-            let mut config = berth::config::ServeConfig::for_test(dir.path());
-            config.cluster_secret_file = Some(secret.clone());
-            if i > 0 {
-                let seed = nodes[0]
-                    .server()
-                    .peer_addr
-                    .expect("seed has a peer listener");
-                config.peers = vec![berth::cluster::PeerSpec::Addr(seed.to_string())];
-            }
-            nodes.push(TestNode::start_with(dir, config).await);
-        }
-        let cluster = TestCluster {
-            nodes,
-            _secret: secret_dir,
+        let secret = tempfile::tempdir().unwrap();
+        std::fs::write(secret.path().join("secret"), SECRET).unwrap();
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            secret,
         };
+        for _ in 0..n {
+            cluster.add_node().await;
+        }
         cluster.wait_voters(n).await;
         cluster
+    }
+
+    /// Starts one more node: the first forms the cluster, later ones join it.
+    pub async fn add_node(&mut self) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = berth::config::ServeConfig::for_test(dir.path());
+        config.cluster_secret_file = Some(self.secret.path().join("secret"));
+        if let Some(seed) = self.nodes.first() {
+            let seed = seed.server().peer_addr.expect("seed has a peer listener");
+            config.peers = vec![berth::cluster::PeerSpec::Addr(seed.to_string())];
+        }
+        self.nodes.push(TestNode::start_with(dir, config).await);
     }
 
     /// Waits until the first running node sees `n` voters and a leader.
@@ -179,4 +181,81 @@ async fn a_stopped_leader_is_replaced_and_catches_up_on_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_joining_after_log_compaction_receives_a_snapshot() {
+    let mut cluster = TestCluster::start(1).await;
+    let config_bytes = b"{}".to_vec();
+    let config = Blob::new(OCI_CONFIG, sha256(&config_bytes), config_bytes.len());
+    let seed = &cluster.nodes[0];
+    seed.push_blob("s/app", &config_bytes).await;
+    for i in 0..30 {
+        let resp = seed
+            .put(&format!("/v2/s/app/manifests/t{i}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest(&config, i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    // Snapshot now and drop the log it covers, so a newcomer cannot replay it.
+    let raft = seed.server().cluster().raft().clone();
+    raft.trigger().snapshot().await.unwrap();
+    let applied = raft.metrics().borrow().last_applied.unwrap().index;
+    let last = raft.metrics().borrow().last_applied.unwrap();
+    raft.wait(Some(Duration::from_secs(30)))
+        .snapshot(last, "snapshot built")
+        .await
+        .unwrap();
+    raft.trigger().purge_log(applied).await.unwrap();
+    raft.wait(Some(Duration::from_secs(30)))
+        .purged(Some(last), "log purged")
+        .await
+        .unwrap();
+
+    cluster.add_node().await;
+    cluster.wait_voters(2).await;
+    let newcomer = &cluster.nodes[1];
+    let snapshot = newcomer
+        .server()
+        .cluster()
+        .raft()
+        .metrics()
+        .borrow()
+        .snapshot;
+    assert!(
+        snapshot.is_some_and(|s| s.index >= applied),
+        "newcomer has no snapshot: {snapshot:?}"
+    );
+    for i in [0, 29] {
+        let resp = newcomer
+            .get(&format!("/v2/s/app/manifests/t{i}"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "t{i} on the newcomer");
+        let digest = sha256(&manifest(&config, i));
+        assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
+    }
+}
+
+#[tokio::test]
+async fn peers_without_the_secret_are_refused() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.nodes[0].server().peer_addr.unwrap().to_string();
+    use berth::cluster::discovery::hello_at;
+    use berth::cluster::peer::{PeerPool, Secret};
+    let wrong = PeerPool::new(Secret::new("not-the-cluster-secret").unwrap());
+    let status = hello_at(&wrong, &addr).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let none = PeerPool::new(Secret::none());
+    let status = hello_at(&none, &addr).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let right = PeerPool::new(Secret::new(SECRET).unwrap());
+    let hello = hello_at(&right, &addr).await.unwrap();
+    assert_eq!(hello.node_id, cluster.nodes[0].server().cluster().id());
+    assert!(hello.initialized);
 }
