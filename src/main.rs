@@ -94,7 +94,9 @@ async fn shutdown_signal() {
 fn init_logging(filter: Option<&str>, format: LogFormat) {
     let filter = match filter {
         Some(f) => EnvFilter::new(f),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        // openraft narrates every election and retry at info.
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

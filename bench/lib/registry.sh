@@ -109,10 +109,13 @@ start_side() {
     die "$(side_label "$side") did not come up"
 }
 
-# pair_start : both registries, each on empty storage.
+# pair_start : both registries, each on empty storage. Dirty pages a previous
+# measurement left (gigabytes after the upload runs) are written back first,
+# so no measurement pays for another's writeback.
 pair_start() {
     local side
     PAIR_COUNT=$((PAIR_COUNT + 1))
+    sync
     for side in "${SIDES[@]}"; do
         start_side "$side"
     done

@@ -32,9 +32,9 @@ impl IntoResponse for Error {
                     super::headers::value(format!("bytes */{size}")),
                 );
             }
-            // Leader elections take a second or two.
+            // A failover (lease, election timeout, election) takes 3-4 s.
             Error::Unavailable(_) => {
-                headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("4"));
             }
             _ => {}
         }

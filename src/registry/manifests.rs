@@ -87,9 +87,8 @@ impl Registry {
             Reference::Tag(_) => super::Freshness::Required,
         };
         let (digest, record) = self
-            .fresh(need)
+            .lookup(need, |m| m.resolve(repo, reference))
             .await?
-            .resolve(repo, reference)?
             .ok_or(Error::ManifestUnknown)?;
         if !media::accepts(accept, &record.media_type) {
             return Err(Error::ManifestNotAcceptable {

@@ -31,13 +31,15 @@ pub struct Registry {
     max_manifest_size: usize,
 }
 
-/// Whether a read must be provably fresh, or may fall back to what this
-/// node holds when the cluster cannot confirm it.
+/// Whether a read must be provably fresh, or may be answered from what this
+/// node already holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Freshness {
-    /// Tags and listings change; without a quorum they get 503.
+    /// Tags and listings change: read only after a read index. Without a
+    /// quorum they get 503.
     Required,
-    /// Content named by digest never changes: serve it if held here.
+    /// Content named by digest never changes: a local hit is served at once
+    /// (even without a quorum); only a miss waits for a read index.
     ContentAddressed,
 }
 
@@ -113,19 +115,29 @@ impl Registry {
 
     /// Waits until this node's metadata includes every write completed
     /// anywhere before the call.
-    async fn fresh(&self, need: Freshness) -> Result<&StateMachine> {
-        match self.cluster.linearize().await {
-            Ok(()) => Ok(&self.meta),
-            Err(_) if need == Freshness::ContentAddressed => Ok(&self.meta),
-            Err(e) => Err(e.into()),
+    async fn fresh(&self) -> Result<&StateMachine> {
+        self.cluster.linearize().await?;
+        Ok(&self.meta)
+    }
+
+    /// Looks something up in the metadata, as fresh as `need` asks.
+    async fn lookup<T>(
+        &self,
+        need: Freshness,
+        find: impl Fn(&StateMachine) -> std::result::Result<Option<T>, crate::db::DbError>,
+    ) -> Result<Option<T>> {
+        if need == Freshness::ContentAddressed {
+            if let Some(found) = find(&self.meta)? {
+                return Ok(Some(found));
+            }
         }
+        Ok(find(self.fresh().await?)?)
     }
 
     /// The size of a blob the repository holds.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        self.fresh(Freshness::ContentAddressed)
+        self.lookup(Freshness::ContentAddressed, |m| m.blob_link(repo, digest))
             .await?
-            .blob_link(repo, digest)?
             .ok_or(Error::BlobUnknown)?;
         let local = self.blobs.stat(digest)?.ok_or(Error::BlobUnknown)?;
         Ok(local.size)
@@ -158,7 +170,7 @@ impl Registry {
     }
 
     pub async fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Page> {
-        let meta = self.fresh(Freshness::Required).await?;
+        let meta = self.fresh().await?;
         if !meta.repo_exists(repo)? {
             return Err(Error::NameUnknown);
         }
@@ -166,10 +178,7 @@ impl Registry {
     }
 
     pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Page> {
-        Ok(self
-            .fresh(Freshness::Required)
-            .await?
-            .repositories(last, n)?)
+        Ok(self.fresh().await?.repositories(last, n)?)
     }
 
     /// Descriptors of the manifests whose subject is `subject`, optionally
@@ -180,10 +189,7 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>> {
-        let found = self
-            .fresh(Freshness::Required)
-            .await?
-            .referrers(repo, subject)?;
+        let found = self.fresh().await?.referrers(repo, subject)?;
         Ok(found
             .into_iter()
             .filter(|(_, m)| artifact_type.is_none() || m.artifact_type.as_deref() == artifact_type)

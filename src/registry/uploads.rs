@@ -50,7 +50,7 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<Option<LocalBlob>> {
-        let meta = self.fresh(super::Freshness::Required).await?;
+        let meta = self.fresh().await?;
         let known = match from {
             Some(from) => meta.blob_link(from, digest)?,
             None => meta.blob_known(digest)?,

@@ -24,8 +24,8 @@ const WRITE_QUEUE: usize = 4;
 /// final fsync finds little left to do.
 const WRITEBACK_WINDOW: u64 = 16 << 20;
 /// Size of each chunk read ahead when serving a blob.
-const READ_CHUNK: usize = 512 << 10;
-const READ_AHEAD: usize = 2;
+const READ_CHUNK: usize = 1 << 20;
+const READ_AHEAD: usize = 4;
 
 /// Result of streaming a body into a file.
 pub struct Written {

@@ -11,6 +11,7 @@ mod cluster;
 mod listings;
 mod manifests;
 mod mount;
+mod processes;
 mod referrers;
 mod restart;
 mod uploads;

@@ -1,0 +1,659 @@
+//! Three-node clusters of real `berth serve` processes: a kill -9 of the
+//! leader in the middle of a stream of writes, a killed node catching up on
+//! restart, `berth cluster status`, and the answers of a node that has lost
+//! its quorum.
+
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth::cluster::status::StatusReport;
+use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::{Response, StatusCode};
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_berth");
+const REPO: &str = "proc/app";
+/// Longest wait for a cluster to form, elect or catch up.
+const SETTLE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(100);
+/// Client timeout of every registry request.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the nodes find each other.
+#[derive(Clone, Copy, Debug)]
+enum Formation {
+    /// Every node lists every peer and `--bootstrap-expect N` (Swarm,
+    /// Kubernetes): the lowest node id initializes the cluster.
+    Expect,
+    /// The first node forms a one-node cluster; the others join it.
+    Seed,
+}
+
+/// One `berth serve` child process and how to start it again.
+struct ProcNode {
+    api: SocketAddr,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ProcNode {
+    fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("node log file");
+        let mut cmd = Command::new(BIN);
+        cmd.args(&self.args)
+            .env("BERTH_LOG", "info")
+            .env("BERTH_LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; the child dies with the test
+        // even when the test process is killed before Drop runs.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().expect("berth serve starts"));
+    }
+
+    /// SIGKILL, then reap. Nothing happens if the node is not running.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Why the node stopped on its own, if it did.
+    fn exited(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(format!(
+            "{} exited with {status}:\n{}",
+            self.api,
+            log_tail(&self.log, 30)
+        ))
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.api)
+    }
+}
+
+/// N `berth serve` processes on loopback sharing a cluster secret, each with
+/// its data directory and log in one temporary directory. Every child is
+/// killed on drop; the logs are printed when a test fails.
+struct ProcessCluster {
+    nodes: Vec<ProcNode>,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl ProcessCluster {
+    /// Starts `n` nodes and waits until they agree on a leader and `n`
+    /// voters. Ports are picked free; a start that loses a port race is
+    /// retried on new ones.
+    async fn start(n: usize, formation: Formation, write_timeout: u64) -> ProcessCluster {
+        for attempt in 1..=3 {
+            let mut cluster = ProcessCluster::spawn(n, formation, write_timeout);
+            match cluster.wait_leader().await {
+                Ok(_) => return cluster,
+                Err(e) if attempt < 3 && e.contains("cannot listen") => continue,
+                Err(e) => panic!("{n}-node cluster ({formation:?}) did not form: {e}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(n: usize, formation: Formation, write_timeout: u64) -> ProcessCluster {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "process-cluster-secret-0123456789").expect("secret file");
+        let ports = free_ports(2 * n);
+        let (apis, peers) = ports.split_at(n);
+        let all_peers = peers.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let nodes = (0..n)
+            .map(|i| {
+                let mut args = vec![
+                    "serve".to_owned(),
+                    format!(
+                        "--data-dir={}",
+                        dir.path().join(format!("node{i}")).display()
+                    ),
+                    format!("--listen={}", apis[i]),
+                    format!("--peer-listen={}", peers[i]),
+                    format!("--cluster-secret-file={}", secret.display()),
+                    format!("--write-timeout={write_timeout}"),
+                ];
+                match formation {
+                    Formation::Expect => args.extend([
+                        format!("--peers={}", all_peers.join(",")),
+                        format!("--bootstrap-expect={n}"),
+                    ]),
+                    Formation::Seed if i > 0 => args.push(format!("--peers={}", peers[0])),
+                    Formation::Seed => {}
+                }
+                let mut node = ProcNode {
+                    api: apis[i],
+                    args,
+                    log: dir.path().join(format!("node{i}.log")),
+                    child: None,
+                };
+                node.spawn();
+                node
+            })
+            .collect();
+        ProcessCluster {
+            nodes,
+            // Idle connections are dropped well before the server's limit.
+            http: reqwest::Client::builder()
+                .timeout(CLIENT_TIMEOUT)
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+            _dir: dir,
+        }
+    }
+
+    fn base(&self, i: usize) -> String {
+        self.nodes[i].base()
+    }
+
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect()
+    }
+
+    async fn status(&self, i: usize) -> Option<StatusReport> {
+        let url = format!("{}/_berth/cluster/status", self.base(i));
+        let resp = self.http.get(url).timeout(Duration::from_secs(2)).send();
+        resp.await.ok()?.json().await.ok()
+    }
+
+    async fn get(&self, i: usize, reference: &str) -> reqwest::Result<Response> {
+        let url = format!("{}/v2/{REPO}/manifests/{reference}", self.base(i));
+        self.http
+            .get(url)
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+    }
+
+    /// What tag `t<n>` resolves to on node `i`: `Some(digest)` (checked
+    /// against the body), `None` for 404, `Err` for anything else.
+    async fn tagged(&self, i: usize, n: usize) -> Result<Option<String>, String> {
+        let resp = self
+            .get(i, &format!("t{n}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => {
+                let digest = header(&resp, "docker-content-digest");
+                let body = resp.bytes().await.map_err(|e| e.to_string())?;
+                if sha256(&body) != digest {
+                    return Err(format!("the body is not {digest}"));
+                }
+                Ok(Some(digest))
+            }
+            other => Err(format!("status {other}")),
+        }
+    }
+
+    /// Polls the status of every running node until `done` accepts the
+    /// answers, a node exits on its own, or [`SETTLE`] passes.
+    async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        done: impl Fn(&[(usize, StatusReport)]) -> Option<T>,
+    ) -> Result<T, String> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            if let Some(e) = self.nodes.iter_mut().find_map(ProcNode::exited) {
+                return Err(e);
+            }
+            let mut seen = Vec::new();
+            for i in self.running() {
+                if let Some(s) = self.status(i).await {
+                    seen.push((i, s));
+                }
+            }
+            if let Some(t) = done(&seen) {
+                return Ok(t);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no {what} within {SETTLE:?}; last seen {seen:#?}"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The index of the leader all running nodes agree on, with every
+    /// member a voter.
+    async fn wait_leader(&mut self) -> Result<usize, String> {
+        let (running, n) = (self.running().len(), self.nodes.len());
+        self.wait_for("agreed leader", |seen| agreed_leader(seen, running, n))
+            .await
+    }
+
+    async fn leader(&mut self) -> usize {
+        self.wait_leader().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn kill9(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts node `i` again with the same data directory, ports and flags,
+    /// and waits until it answers.
+    async fn restart(&mut self, i: usize) {
+        self.nodes[i].spawn();
+        self.wait_for("answer from the restarted node", |seen| {
+            seen.iter().any(|(j, _)| *j == i).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("node {i} did not come back: {e}"));
+    }
+
+    /// Pushes the config blob every test manifest refers to, through node `i`.
+    async fn push_config(&self, i: usize) -> Blob {
+        let bytes = b"{}".to_vec();
+        let digest = sha256(&bytes);
+        let url = format!("{}/v2/{REPO}/blobs/uploads/", self.base(i));
+        let resp = send(self.http.post(url)).await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED, "POST uploads/");
+        let location = header(&resp, LOCATION.as_str());
+        let url = with_digest(&format!("{}{location}", self.base(i)), &digest);
+        let resp = send(self.http.put(url).body(bytes.clone())).await;
+        assert_eq!(resp.status(), StatusCode::CREATED, "PUT config blob");
+        Blob::new(OCI_CONFIG, digest, bytes.len())
+    }
+
+    /// Writes manifests `range` as tags `t<i>`, round-robin over `through`;
+    /// every one must be acknowledged.
+    async fn write_all(&self, config: &Blob, through: &[usize], range: std::ops::Range<usize>) {
+        for i in range {
+            let node = through[i % through.len()];
+            let sent = put_manifest(&self.http, &self.base(node), config, i).await;
+            let status = sent.map(|r| r.status()).map_err(|e| e.to_string());
+            assert_eq!(status, Ok(StatusCode::CREATED), "PUT t{i} on node {node}");
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            node.kill();
+            if std::thread::panicking() {
+                eprintln!(
+                    "--- node {i} ({}) log ---\n{}",
+                    node.api,
+                    log_tail(&node.log, 60)
+                );
+            }
+        }
+    }
+}
+
+/// `Some(index of the leader)` when `answering` nodes answered, all name the
+/// same leader, which is one of them, and each sees `voters` voters.
+fn agreed_leader(seen: &[(usize, StatusReport)], answering: usize, voters: usize) -> Option<usize> {
+    let leader = seen.first()?.1.leader_id?;
+    let agree = seen.iter().all(|(_, s)| {
+        s.leader_id == Some(leader) && s.members.iter().filter(|m| m.voter).count() == voters
+    });
+    if seen.len() != answering || !agree {
+        return None;
+    }
+    seen.iter()
+        .find(|(_, s)| s.node_id == leader)
+        .map(|(i, _)| *i)
+}
+
+/// Loopback addresses free at the time of the call, all distinct.
+fn free_ports(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound address"))
+        .collect()
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A manifest made unique by `i`, over the config blob alone.
+fn manifest(config: &Blob, i: usize) -> Vec<u8> {
+    image_manifest(
+        config,
+        &[],
+        json!({ "annotations": { "n": i.to_string() } }),
+    )
+}
+
+/// PUT of manifest `n` as tag `t<n>` on the node at `base`.
+async fn put_manifest(
+    http: &reqwest::Client,
+    base: &str,
+    config: &Blob,
+    n: usize,
+) -> reqwest::Result<Response> {
+    http.put(format!("{base}/v2/{REPO}/manifests/t{n}"))
+        .header(CONTENT_TYPE, OCI_MANIFEST)
+        .body(manifest(config, n))
+        .send()
+        .await
+}
+
+/// Runs `berth ARGS` to completion (bounded); returns its standard output.
+async fn cli(args: &[&str]) -> String {
+    let run = tokio::process::Command::new(BIN).args(args).output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("berth finishes")
+        .expect("berth runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "berth {args:?}: {stderr}");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A 503 with the OCI code UNAVAILABLE, a message and Retry-After.
+async fn assert_unavailable(resp: Response, what: &str) {
+    assert!(
+        resp.headers().contains_key(RETRY_AFTER),
+        "{what}: no Retry-After on {} {:?}",
+        resp.status(),
+        resp.headers()
+    );
+    assert_oci_error(resp, 503, "UNAVAILABLE").await;
+}
+
+/// One write of the stream and how it ended.
+struct Write {
+    i: usize,
+    node: usize,
+    started: Instant,
+    finished: Instant,
+    /// The status and whether Retry-After came with it, or the transport error.
+    outcome: Result<(StatusCode, bool), String>,
+}
+
+impl Write {
+    fn acknowledged(&self) -> bool {
+        matches!(self.outcome, Ok((StatusCode::CREATED, _)))
+    }
+}
+
+/// Writers sharing a counter: each takes the next write number `i` below
+/// `total` and sends it to node `i % bases.len()`.
+#[derive(Clone)]
+struct WriteStream {
+    http: reqwest::Client,
+    bases: Arc<Vec<String>>,
+    config: Blob,
+    total: usize,
+    next: Arc<AtomicUsize>,
+    done: Arc<AtomicUsize>,
+}
+
+impl WriteStream {
+    async fn run(self) -> Vec<Write> {
+        let mut writes = Vec::new();
+        loop {
+            let i = self.next.fetch_add(1, Ordering::SeqCst);
+            if i >= self.total {
+                return writes;
+            }
+            let node = i % self.bases.len();
+            let started = Instant::now();
+            let sent = put_manifest(&self.http, &self.bases[node], &self.config, i).await;
+            let outcome = match sent {
+                Ok(r) => Ok((r.status(), r.headers().contains_key(RETRY_AFTER))),
+                Err(e) => Err(e.to_string()),
+            };
+            let finished = Instant::now();
+            writes.push(Write {
+                i,
+                node,
+                started,
+                finished,
+                outcome,
+            });
+            self.done.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_of_the_leader_mid_stream_loses_no_acknowledged_write() {
+    const TOTAL: usize = 300;
+    let mut cluster = ProcessCluster::start(3, Formation::Expect, 5).await;
+    let config = cluster.push_config(0).await;
+    let victim = cluster.leader().await;
+    let stream = WriteStream {
+        http: cluster.http.clone(),
+        bases: Arc::new((0..3).map(|i| cluster.base(i)).collect()),
+        config: config.clone(),
+        total: TOTAL,
+        next: Arc::default(),
+        done: Arc::default(),
+    };
+    let done = stream.done.clone();
+    let writers: Vec<_> = (0..3).map(|_| tokio::spawn(stream.clone().run())).collect();
+    let deadline = Instant::now() + SETTLE;
+    while done.load(Ordering::SeqCst) < TOTAL / 3 {
+        assert!(
+            Instant::now() < deadline,
+            "a third of the writes took over {SETTLE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed_at = Instant::now();
+    cluster.kill9(victim);
+    let mut writes = Vec::new();
+    for w in writers {
+        let joined = tokio::time::timeout(Duration::from_secs(180), w).await;
+        writes.extend(joined.expect("writers finish").expect("writer task"));
+    }
+    writes.sort_by_key(|w| w.i);
+    assert_eq!(writes.len(), TOTAL);
+
+    let after: Vec<&Write> = writes.iter().filter(|w| w.started >= killed_at).collect();
+    let acked_after: Vec<Duration> = after
+        .iter()
+        .filter(|w| w.acknowledged())
+        .map(|w| w.finished - killed_at)
+        .collect();
+    let failed = writes.iter().filter(|w| !w.acknowledged()).count();
+    eprintln!(
+        "leader kill -9: {} acknowledged, {failed} failed; {} of {} started after the kill \
+         acknowledged, the first {:?} after it",
+        TOTAL - failed,
+        acked_after.len(),
+        after.len(),
+        acked_after.iter().min()
+    );
+    assert!(!acked_after.is_empty(), "no write succeeded after the kill");
+
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    cluster.leader().await;
+    let (mut violations, mut committed_anyway) = (Vec::new(), 0);
+    for w in &writes {
+        let mut seen = Vec::new();
+        for &s in &survivors {
+            seen.push(cluster.tagged(s, w.i).await);
+        }
+        violations.extend(judge(w, &seen, &config, victim, killed_at));
+        committed_anyway += usize::from(!w.acknowledged() && matches!(seen[0], Ok(Some(_))));
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    eprintln!("{committed_anyway} failed writes were committed all the same");
+}
+
+/// What is wrong with write `w`, given what each survivor now resolves
+/// its tag to.
+fn judge(
+    w: &Write,
+    seen: &[Result<Option<String>, String>],
+    config: &Blob,
+    victim: usize,
+    killed_at: Instant,
+) -> Vec<String> {
+    let want = Ok(Some(sha256(&manifest(config, w.i))));
+    // A failed write may or may not have been committed, but it is the same
+    // on every survivor and never another manifest.
+    let durable = if w.acknowledged() {
+        seen.iter().all(|g| g == &want)
+    } else {
+        seen.iter().all(|g| g == &seen[0]) && (seen[0] == want || seen[0] == Ok(None))
+    };
+    let answered_well = match &w.outcome {
+        Ok((StatusCode::CREATED, _)) | Ok((StatusCode::SERVICE_UNAVAILABLE, true)) => true,
+        Ok(_) => false,
+        Err(_) => w.node == victim,
+    };
+    let mut wrong = Vec::new();
+    let what = format!("t{} on node {} ({:?})", w.i, w.node, w.outcome);
+    if !durable {
+        wrong.push(format!("{what}: survivors resolve it to {seen:?}"));
+    }
+    if !answered_well {
+        wrong.push(format!("{what}: not a 503 with Retry-After"));
+    }
+    if w.finished < killed_at && !w.acknowledged() {
+        wrong.push(format!("{what}: failed before the kill"));
+    }
+    wrong
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_restarts_and_catches_up() {
+    let mut cluster = ProcessCluster::start(3, Formation::Seed, 5).await;
+    let leader = cluster.leader().await;
+    let config = cluster.push_config(leader).await;
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    cluster.write_all(&config, &[0, 1, 2], 0..10).await;
+    cluster.kill9(follower);
+    cluster.write_all(&config, &[leader, other], 10..60).await;
+    let leader_status = cluster.status(leader).await.expect("leader status");
+    let committed = leader_status.committed_index.expect("a committed index");
+
+    let started = Instant::now();
+    cluster.restart(follower).await;
+    let want = sha256(&manifest(&config, 59));
+    let deadline = started + SETTLE;
+    loop {
+        match cluster.tagged(follower, 59).await {
+            Ok(Some(got)) => {
+                assert_eq!(got, want, "t59 on the restarted node");
+                break;
+            }
+            Ok(None) => panic!("the restarted node answered 404 for t59: a stale read"),
+            Err(e) => assert!(Instant::now() < deadline, "no catch-up in {SETTLE:?}: {e}"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    eprintln!(
+        "restarted node served t59 {:?} after its restart",
+        started.elapsed()
+    );
+    let status = cluster
+        .status(follower)
+        .await
+        .expect("restarted node status");
+    assert_eq!(status.leader_id, Some(leader_status.node_id), "{status:?}");
+    assert!(
+        status.applied_index >= Some(committed),
+        "applied {:?} < committed {committed}",
+        status.applied_index
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_status_cli_shows_every_member() {
+    let mut cluster = ProcessCluster::start(3, Formation::Expect, 5).await;
+    let leader = cluster.leader().await;
+    let node = cluster.base((leader + 1) % 3);
+    let report: StatusReport =
+        serde_json::from_str(&cli(&["cluster", "status", "--node", &node, "--json"]).await)
+            .expect("status JSON");
+    assert_eq!(report.members.len(), 3, "{report:#?}");
+    assert_eq!(report.members.iter().filter(|m| m.leader).count(), 1);
+    assert!(report.members.iter().all(|m| m.voter), "{report:#?}");
+    assert!(
+        report.term > 0 && report.applied_index.is_some(),
+        "{report:#?}"
+    );
+
+    let table = cli(&["cluster", "status", "--node", &node]).await;
+    for m in &report.members {
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|cols| cols.first() == Some(&m.node_id.to_string().as_str()))
+            .collect();
+        assert_eq!(rows.len(), 1, "member {} in\n{table}", m.node_id);
+        assert_eq!(rows[0][1], "voter", "{table}");
+        assert_eq!(rows[0][2] == "*", m.leader, "{table}");
+    }
+    assert_eq!(table.lines().count(), 2 + report.members.len(), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_answer_writes_without_quorum_with_503() {
+    const WRITE_TIMEOUT: u64 = 3;
+    let mut cluster = ProcessCluster::start(3, Formation::Expect, WRITE_TIMEOUT).await;
+    let leader = cluster.leader().await;
+    let survivor = (leader + 1) % 3;
+    let config = cluster.push_config(leader).await;
+    cluster.write_all(&config, &[leader], 0..1).await;
+    let digest = sha256(&manifest(&config, 0));
+    let seen = cluster.tagged(survivor, 0).await;
+    assert_eq!(seen, Ok(Some(digest.clone())), "t0 on the follower");
+    cluster.kill9(leader);
+    cluster.kill9((leader + 2) % 3);
+
+    let started = Instant::now();
+    let resp = put_manifest(&cluster.http, &cluster.base(survivor), &config, 1)
+        .await
+        .expect("the write is answered within the client timeout");
+    let put_took = started.elapsed();
+    assert_unavailable(resp, "PUT without quorum").await;
+
+    let started = Instant::now();
+    let resp = cluster.get(survivor, "t0").await.expect("GET by tag");
+    assert_unavailable(resp, "GET by tag").await;
+    let tag_took = started.elapsed();
+
+    let started = Instant::now();
+    let resp = cluster.get(survivor, &digest).await.expect("GET by digest");
+    let digest_took = started.elapsed();
+    assert_eq!(resp.status(), StatusCode::OK, "GET by digest");
+    assert_eq!(sha256(&resp.bytes().await.expect("manifest body")), digest);
+    eprintln!(
+        "without quorum: PUT 503 after {put_took:?}, GET tag 503 after {tag_took:?}, \
+         GET digest 200 after {digest_took:?}"
+    );
+}
