@@ -259,3 +259,48 @@ async fn peers_without_the_secret_are_refused() {
     assert_eq!(hello.node_id, cluster.nodes[0].server().cluster().id());
     assert!(hello.initialized);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_found_by_dns_join_and_can_be_removed_with_the_secret() {
+    let mut cluster = TestCluster::start(2).await;
+    // The third finds the seed through a name resolved by DNS (the hosts file).
+    let seed_port = cluster.nodes[0].server().peer_addr.unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.cluster_secret_file = Some(cluster.secret.path().join("secret"));
+    config.peers = vec![format!("dns:localhost:{seed_port}").parse().unwrap()];
+    cluster.nodes.push(TestNode::start_with(dir, config).await);
+    cluster.wait_voters(3).await;
+
+    let victim = cluster.nodes[2].server().cluster().id();
+    let path = format!("/_berth/cluster/members/{victim}");
+    let denied = cluster.nodes[0].delete(&path).send().await.unwrap();
+    assert_oci_error(denied, 403, "DENIED").await;
+    let wrong = cluster.nodes[0]
+        .delete(&path)
+        .header(berth::api::admin::SECRET_HEADER, "not-the-cluster-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    let removed = cluster.nodes[1]
+        .delete(&path)
+        .header(berth::api::admin::SECRET_HEADER, SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    cluster.wait_voters(2).await;
+    let status = cluster.nodes[0].server().cluster().status();
+    assert!(
+        status.members.iter().all(|m| m.node_id != victim),
+        "{status:?}"
+    );
+    let again = cluster.nodes[0]
+        .delete(&path)
+        .header(berth::api::admin::SECRET_HEADER, SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(again, 404, "NAME_UNKNOWN").await;
+}
