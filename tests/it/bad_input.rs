@@ -102,14 +102,7 @@ impl Fixture {
             .strip_prefix(&format!("http://{}", node.addr()))
             .unwrap_or(&location)
             .to_owned();
-        let upload_id = upload
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .split('?')
-            .next()
-            .unwrap()
-            .to_owned();
+        let upload_id = upload_id(&upload);
         Fixture {
             image,
             upload,

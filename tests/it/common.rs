@@ -381,3 +381,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The session id at the end of an upload `Location`.
+pub fn upload_id(location: &str) -> String {
+    let last = location.rsplit('/').next().unwrap_or(location);
+    last.split('?').next().unwrap_or(last).to_owned()
+}

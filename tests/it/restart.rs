@@ -77,14 +77,7 @@ async fn chunked_upload_resumes_after_restart() {
     let location = header(&resp, LOCATION.as_str());
 
     // The session keeps its repository.
-    let id = location
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = upload_id(&location);
     let resp = send(node.get(&format!("/v2/resume-other/blobs/uploads/{id}"))).await;
     assert_oci_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
 
