@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::cluster::discovery::parse_peers;
 use crate::cluster::PeerSpec;
 use crate::registry::DEFAULT_MAX_MANIFEST_SIZE;
+use crate::replication::ReplicationFactor;
 
 const ABOUT: &str = "berth: a container image registry that runs as a replicated cluster";
 const LONG_ABOUT: &str = "\
@@ -46,7 +47,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a registry node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inspect or change the cluster through any node.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -135,6 +136,12 @@ pub struct ServeArgs {
     /// client gets 503. [default: 10]
     #[arg(long, env = "BERTH_WRITE_TIMEOUT", value_name = "SECONDS")]
     pub write_timeout: Option<u64>,
+
+    /// Copies of each blob to keep, or `all` for every node. An upload is
+    /// acknowledged once a majority of its copies are stored. With fewer
+    /// nodes than this, every node holds a copy. [default: 3]
+    #[arg(long, env = "BERTH_REPLICATION_FACTOR", value_name = "N|all")]
+    pub replication_factor: Option<ReplicationFactor>,
 }
 
 /// The keys a configuration file may hold.
@@ -151,6 +158,7 @@ struct FileConfig {
     bootstrap_expect: Option<usize>,
     cluster_secret_file: Option<PathBuf>,
     write_timeout: Option<u64>,
+    replication_factor: Option<String>,
 }
 
 /// Fully resolved settings of a node.
@@ -166,6 +174,7 @@ pub struct ServeConfig {
     pub bootstrap_expect: Option<usize>,
     pub cluster_secret_file: Option<PathBuf>,
     pub write_timeout: Duration,
+    pub replication_factor: ReplicationFactor,
 }
 
 const DEFAULT_UPLOAD_TTL: u64 = 24 * 3600;
@@ -229,6 +238,11 @@ impl ServeArgs {
                     .unwrap_or(DEFAULT_WRITE_TIMEOUT)
                     .max(1),
             ),
+            replication_factor: match (self.replication_factor, file.replication_factor) {
+                (Some(f), _) => f,
+                (None, Some(text)) => text.parse().map_err(ConfigError::Invalid)?,
+                (None, None) => ReplicationFactor::Copies(3),
+            },
         };
         if config.max_manifest_size == 0 {
             return Err(ConfigError::ManifestSize);
@@ -261,6 +275,7 @@ impl ServeConfig {
             bootstrap_expect: None,
             cluster_secret_file: None,
             write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT),
+            replication_factor: ReplicationFactor::Copies(3),
         }
     }
 }

@@ -12,5 +12,6 @@ pub mod db;
 pub mod meta;
 pub mod oci;
 pub mod registry;
+pub mod replication;
 pub mod server;
 pub mod storage;

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: berth::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(args: Box<berth::config::ServeArgs>) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.resolve()?;
     let server = berth::server::start(&config).await?;
     shutdown_signal().await;

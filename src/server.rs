@@ -11,12 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::cluster::peer::Secret;
+use crate::cluster::service::secret_check;
 use crate::cluster::types::NodeAddr;
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::registry::Registry;
-use crate::storage::{identity, Layout};
+use crate::replication::service::BlobService;
+use crate::storage::{identity, BlobStore, Layout};
 
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,18 +129,24 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         bootstrap_expect: config.bootstrap_expect,
         write_timeout: config.write_timeout,
     };
+    let blob_service = tonic::service::interceptor::InterceptedService::new(
+        BlobService::new(BlobStore::new(layout.clone(), db.clone())),
+        secret_check(secret.clone()),
+    );
     let cluster = Cluster::start(
         db.clone(),
         layout.clone(),
         cluster_config,
         peer_listener,
         secret,
+        tonic::service::Routes::new(blob_service),
     )
     .await?;
     let registry = Arc::new(Registry::new(
         layout,
         db.clone(),
         cluster.clone(),
+        config.replication_factor,
         config.max_manifest_size,
     ));
     tracing::info!(

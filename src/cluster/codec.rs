@@ -44,6 +44,7 @@ mod tests {
             digest: Digest::sha256(b"x"),
             size: 1,
             at: 2,
+            holders: vec![7],
         };
         let mut nodes = BTreeMap::new();
         nodes.insert(

@@ -22,7 +22,7 @@ mod network;
 pub mod pb;
 pub mod peer;
 mod reads;
-mod service;
+pub mod service;
 mod snapshot;
 mod state_machine;
 pub mod status;
@@ -105,6 +105,7 @@ impl Cluster {
         config: ClusterConfig,
         listener: Option<tokio::net::TcpListener>,
         secret: Secret,
+        extra: tonic::service::Routes,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let raft_config = openraft::Config {
             cluster_name: "berth".into(),
@@ -158,7 +159,14 @@ impl Cluster {
                     advertise = %cluster.addr,
                     "peer listener up (cluster secret required)"
                 );
-                let serve = service::serve(cluster.clone(), listener, secret, layout, stop.clone());
+                let serve = service::serve(
+                    cluster.clone(),
+                    listener,
+                    secret,
+                    layout,
+                    extra,
+                    stop.clone(),
+                );
                 tasks.push(tokio::spawn(serve));
             }
             None => tracing::info!(
@@ -176,6 +184,23 @@ impl Cluster {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    pub fn pool(&self) -> &PeerPool {
+        &self.pool
+    }
+
+    /// Voters of the cluster with their addresses, in id order.
+    pub fn members(&self) -> Vec<(NodeId, NodeAddr)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
     }
 
     /// Whether `presented` is the cluster secret (administrative calls on

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
+use super::pb::blobs_client::BlobsClient;
 use super::pb::cluster_client::ClusterClient;
 use super::pb::raft_client::RaftClient;
 use super::types::NodeId;
@@ -81,6 +82,10 @@ impl PeerClient {
         RaftClient::new(self.channel.clone())
             .max_decoding_message_size(super::service::MAX_MESSAGE)
             .max_encoding_message_size(super::service::MAX_MESSAGE)
+    }
+
+    pub fn blobs(&self) -> BlobsClient<Channel> {
+        BlobsClient::new(self.channel.clone())
     }
 
     pub fn cluster(&self) -> ClusterClient<Channel> {

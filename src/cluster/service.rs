@@ -30,17 +30,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     secret: Secret,
     layout: Layout,
+    extra: tonic::service::Routes,
     stop: CancellationToken,
 ) {
-    let check = move |req: Request<()>| {
-        if secret.admits(req.metadata().get(SECRET_HEADER)) {
-            Ok(req)
-        } else {
-            let from = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-            tracing::warn!(%from, "refused a peer call without the right cluster secret");
-            Err(Status::unauthenticated("missing or wrong cluster secret"))
-        }
-    };
+    let check = secret_check(secret);
     let handler = Handler { cluster, layout };
     let raft = RaftServer::new(handler.clone())
         .max_decoding_message_size(MAX_MESSAGE)
@@ -53,12 +46,27 @@ pub async fn serve(
     let incoming = tokio_stream_listener(listener);
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .add_routes(extra)
         .add_service(raft)
         .add_service(admin)
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "peer listener failed");
+    }
+}
+
+/// The interceptor every peer service sits behind: calls without the
+/// cluster secret are refused, and the refusal is logged.
+pub fn secret_check(secret: Secret) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        if secret.admits(req.metadata().get(SECRET_HEADER)) {
+            Ok(req)
+        } else {
+            let from = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::warn!(%from, "refused a peer call without the right cluster secret");
+            Err(Status::unauthenticated("missing or wrong cluster secret"))
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //!   referrers   <repo> 0x00 <subject> 0x00 <digest> -> ()
 //!   repo_blobs  <repo> 0x00 <digest>            -> size (u64 big-endian)
 //!   blobs       <digest>                        -> size (u64 big-endian)
+//!   holders     <digest> 0x00 <node id, 16 hex> -> ()   which nodes store the bytes
 //!   sm_meta     "last_applied" | "membership" | "installing" -> openraft state
 //! node-local
 //!   local_blobs <digest>                        -> LocalBlob
@@ -27,6 +28,7 @@ pub enum Cf {
     Referrers,
     RepoBlobs,
     Blobs,
+    Holders,
     SmMeta,
     LocalBlobs,
     Uploads,
@@ -35,13 +37,14 @@ pub enum Cf {
 }
 
 impl Cf {
-    pub const ALL: [Cf; 11] = [
+    pub const ALL: [Cf; 12] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
         Cf::Referrers,
         Cf::RepoBlobs,
         Cf::Blobs,
+        Cf::Holders,
         Cf::SmMeta,
         Cf::LocalBlobs,
         Cf::Uploads,
@@ -51,13 +54,14 @@ impl Cf {
 
     /// The families whose content is the replicated state (what a snapshot
     /// carries), not counting `sm_meta`, which the snapshot's metadata replaces.
-    pub const REPLICATED: [Cf; 6] = [
+    pub const REPLICATED: [Cf; 7] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
         Cf::Referrers,
         Cf::RepoBlobs,
         Cf::Blobs,
+        Cf::Holders,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Cf {
             Cf::Referrers => "referrers",
             Cf::RepoBlobs => "repo_blobs",
             Cf::Blobs => "blobs",
+            Cf::Holders => "holders",
             Cf::SmMeta => "sm_meta",
             Cf::LocalBlobs => "local_blobs",
             Cf::Uploads => "uploads",
@@ -104,6 +109,15 @@ pub fn last_part(key: &[u8]) -> &[u8] {
         Some(i) => &key[i + 1..],
         None => key,
     }
+}
+
+/// A node id as it appears inside keys: fixed-width hex, so ids sort.
+pub fn node_part(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+pub fn parse_node_part(part: &[u8]) -> Option<u64> {
+    u64::from_str_radix(std::str::from_utf8(part).ok()?, 16).ok()
 }
 
 pub fn u64_value(v: u64) -> [u8; 8] {

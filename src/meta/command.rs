@@ -8,12 +8,18 @@ use crate::oci::{Digest, RepoName, Tag};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// A blob's bytes are stored; make it part of `repo`.
+    /// A blob's bytes are stored on `holders`; make it part of `repo`.
     LinkBlob {
         repo: RepoName,
         digest: Digest,
         size: u64,
         at: u64,
+        holders: Vec<u64>,
+    },
+    /// More nodes now store a blob's verified bytes.
+    AddHolders {
+        digest: Digest,
+        nodes: Vec<u64>,
     },
     /// Remove a blob from `repo` (its bytes go with garbage collection).
     UnlinkBlob {

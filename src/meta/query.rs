@@ -67,6 +67,19 @@ impl StateMachine {
             .transpose()
     }
 
+    /// The nodes that store a blob's bytes, in id order.
+    pub fn holders(&self, digest: &Digest) -> Result<Vec<u64>, DbError> {
+        let prefix = keys::prefix(&[digest.as_str()]);
+        self.db
+            .scan_prefix(Cf::Holders, &prefix, None, usize::MAX)?
+            .iter()
+            .map(|(k, _)| {
+                keys::parse_node_part(keys::last_part(k))
+                    .ok_or_else(|| corrupt("holder key", "bad node id"))
+            })
+            .collect()
+    }
+
     /// Tags of `repo` in lexical order, after `last`, at most `n`.
     pub fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Page, DbError> {
         let prefix = keys::prefix(&[repo.as_str()]);
@@ -185,6 +198,7 @@ mod tests {
             digest: blob.clone(),
             size: 5,
             at: 1,
+            holders: vec![7, 3],
         };
         ok(&sm, link("other"));
         let cmd = put("a", b"m1", Some("v1"), vec![blob.clone()], None);
@@ -202,6 +216,15 @@ mod tests {
         assert_eq!(d, Digest::sha256(b"m1"));
         assert_eq!(m.body, b"m1");
         assert_eq!(sm.blob_known(&blob).unwrap(), Some(5));
+        assert_eq!(sm.holders(&blob).unwrap(), vec![3, 7]);
+        ok(
+            &sm,
+            Command::AddHolders {
+                digest: blob.clone(),
+                nodes: vec![u64::MAX, 7],
+            },
+        );
+        assert_eq!(sm.holders(&blob).unwrap(), vec![3, 7, u64::MAX]);
     }
 
     #[test]

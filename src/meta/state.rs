@@ -66,8 +66,10 @@ impl StateMachine {
                 digest,
                 size,
                 at,
+                holders,
             } => {
                 self.ensure_repo(batch, repo, *at)?;
+                self.add_holders(batch, digest, holders);
                 batch.put_cf(
                     self.db.cf(Cf::RepoBlobs),
                     keys::join(&[repo.as_str(), digest.as_str()]),
@@ -79,6 +81,7 @@ impl StateMachine {
                     keys::u64_value(*size),
                 );
             }
+            Command::AddHolders { digest, nodes } => self.add_holders(batch, digest, nodes),
             Command::UnlinkBlob { repo, digest } => {
                 if self.blob_link(repo, digest)?.is_none() {
                     return Err(Rejection::BlobUnknown.into());
@@ -100,6 +103,12 @@ impl StateMachine {
             }
         }
         Ok(())
+    }
+
+    fn add_holders(&self, batch: &mut WriteBatch, digest: &Digest, nodes: &[u64]) {
+        for node in nodes {
+            batch.put_cf(self.db.cf(Cf::Holders), holder_key(digest, *node), []);
+        }
     }
 
     fn ensure_repo(&self, batch: &mut WriteBatch, repo: &RepoName, at: u64) -> Result<(), Staged> {
@@ -202,6 +211,10 @@ impl From<DbError> for Staged {
     fn from(e: DbError) -> Staged {
         Staged::Db(e)
     }
+}
+
+pub(super) fn holder_key(digest: &Digest, node: u64) -> Vec<u8> {
+    keys::join(&[digest.as_str(), &keys::node_part(node)])
 }
 
 pub(super) fn tag_key(repo: &RepoName, tag: &Tag) -> Vec<u8> {

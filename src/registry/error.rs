@@ -177,6 +177,12 @@ impl From<DbError> for Error {
     }
 }
 
+impl From<crate::replication::ReplicationError> for Error {
+    fn from(e: crate::replication::ReplicationError) -> Error {
+        Error::Unavailable(e.to_string())
+    }
+}
+
 impl From<ClusterError> for Error {
     fn from(e: ClusterError) -> Error {
         match e {

@@ -16,6 +16,7 @@ use crate::cluster::Cluster;
 use crate::db::Db;
 use crate::meta::{Command, Page, StateMachine};
 use crate::oci::{Descriptor, Digest, RepoName};
+use crate::replication::{ReplicationFactor, Replicator};
 use crate::storage::{BlobStore, ByteStream, Layout, Uploads};
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -28,6 +29,7 @@ pub struct Registry {
     /// Reads of the replicated state; writes go through `cluster`.
     meta: StateMachine,
     cluster: Arc<Cluster>,
+    replicator: Replicator,
     max_manifest_size: usize,
 }
 
@@ -81,11 +83,13 @@ impl Registry {
         layout: Layout,
         db: Db,
         cluster: Arc<Cluster>,
+        factor: ReplicationFactor,
         max_manifest_size: usize,
     ) -> Registry {
         let blobs = BlobStore::new(layout.clone(), db.clone());
         Registry {
             uploads: Uploads::new(layout, db.clone(), blobs.clone()),
+            replicator: Replicator::new(blobs.clone(), cluster.clone(), factor),
             blobs,
             meta: StateMachine::new(db),
             cluster,
@@ -134,13 +138,11 @@ impl Registry {
         Ok(find(self.fresh().await?)?)
     }
 
-    /// The size of a blob the repository holds.
+    /// The size of a blob the repository holds (on any node).
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         self.lookup(Freshness::ContentAddressed, |m| m.blob_link(repo, digest))
             .await?
-            .ok_or(Error::BlobUnknown)?;
-        let local = self.blobs.stat(digest)?.ok_or(Error::BlobUnknown)?;
-        Ok(local.size)
+            .ok_or(Error::BlobUnknown)
     }
 
     pub async fn read_blob(
@@ -157,7 +159,14 @@ impl Registry {
             Some((first, last)) => (first, last - first + 1),
             None => (0, size),
         };
-        let body = self.blobs.read(digest, offset, len)?;
+        let body = match self.blobs.stat(digest)? {
+            Some(_) => self.blobs.read(digest, offset, len)?,
+            // Held elsewhere: stream it from a holder (keeping a copy).
+            None => {
+                let holders = self.meta.holders(digest)?;
+                self.replicator.relay(digest, size, range, holders).await?
+            }
+        };
         Ok(BlobRead { size, range, body })
     }
 

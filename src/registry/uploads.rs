@@ -31,12 +31,13 @@ impl Registry {
             StartUpload::Session => Ok(UploadStarted::Session(self.uploads.create(repo)?)),
             StartUpload::Monolithic { digest, body } => {
                 let blob = self.blobs.ingest(&digest, body, None).await?;
-                self.link(repo, &digest, blob).await?;
+                self.replicate_and_link(repo, &digest, blob).await?;
                 Ok(UploadStarted::Committed(digest))
             }
             StartUpload::Mount { digest, from } => {
-                if let Some(blob) = self.mountable(&digest, from.as_ref()).await? {
-                    self.link(repo, &digest, blob).await?;
+                if let Some(size) = self.mountable(&digest, from.as_ref()).await? {
+                    // The bytes are already where they are: only the link is new.
+                    self.write(link(repo, &digest, size, Vec::new())).await?;
                     return Ok(UploadStarted::Committed(digest));
                 }
                 Ok(UploadStarted::Session(self.uploads.create(repo)?))
@@ -44,21 +45,16 @@ impl Registry {
         }
     }
 
-    /// The local blob a mount may link, if the source holds it.
-    async fn mountable(
-        &self,
-        digest: &Digest,
-        from: Option<&RepoName>,
-    ) -> Result<Option<LocalBlob>> {
+    /// The size of the blob a mount may link, if the source holds it and
+    /// some node stores its bytes.
+    async fn mountable(&self, digest: &Digest, from: Option<&RepoName>) -> Result<Option<u64>> {
         let meta = self.fresh().await?;
         let known = match from {
             Some(from) => meta.blob_link(from, digest)?,
             None => meta.blob_known(digest)?,
         };
-        if known.is_none() {
-            return Ok(None);
-        }
-        Ok(self.blobs.stat(digest)?)
+        let stored = !meta.holders(digest)?.is_empty() || self.blobs.stat(digest)?.is_some();
+        Ok(known.filter(|_| stored))
     }
 
     pub async fn upload_chunk(
@@ -83,7 +79,7 @@ impl Registry {
         body: Option<ByteStream>,
     ) -> Result<()> {
         let blob = self.uploads.commit(repo, id, digest, body).await?;
-        self.link(repo, digest, blob).await
+        self.replicate_and_link(repo, digest, blob).await
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: UploadId) -> Result<()> {
@@ -97,14 +93,25 @@ impl Registry {
         Ok(self.uploads.purge_started_before(cutoff)?)
     }
 
-    /// Makes a stored, verified blob part of `repo`.
-    async fn link(&self, repo: &RepoName, digest: &Digest, blob: LocalBlob) -> Result<()> {
-        let cmd = Command::LinkBlob {
-            repo: repo.clone(),
-            digest: digest.clone(),
-            size: blob.size,
-            at: now_secs(),
-        };
-        self.write(cmd).await
+    /// Makes a blob this node stored and verified part of `repo`, once a
+    /// write quorum of its replica set holds it.
+    async fn replicate_and_link(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        blob: LocalBlob,
+    ) -> Result<()> {
+        let holders = self.replicator.replicate(digest, blob.size).await?;
+        self.write(link(repo, digest, blob.size, holders)).await
+    }
+}
+
+fn link(repo: &RepoName, digest: &Digest, size: u64, holders: Vec<u64>) -> Command {
+    Command::LinkBlob {
+        repo: repo.clone(),
+        digest: digest.clone(),
+        size,
+        at: now_secs(),
+        holders,
     }
 }

@@ -42,6 +42,11 @@ impl BlobStore {
             .transpose()?)
     }
 
+    /// Opens the file of a blob this node holds.
+    pub fn open(&self, digest: &Digest) -> Result<File, StorageError> {
+        Ok(File::open(self.layout.blob(digest))?)
+    }
+
     /// Streams `len` bytes from `offset` of a blob this node holds.
     pub fn read(&self, digest: &Digest, offset: u64, len: u64) -> Result<ByteStream, StorageError> {
         let file = File::open(self.layout.blob(digest))?;

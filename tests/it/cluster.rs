@@ -14,17 +14,27 @@ use crate::common::*;
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     secret: tempfile::TempDir,
+    factor: berth::replication::ReplicationFactor,
 }
 
 const SECRET: &str = "test-cluster-secret-0123456789";
 
 impl TestCluster {
     pub async fn start(n: usize) -> TestCluster {
+        TestCluster::with_factor(n, berth::replication::ReplicationFactor::Copies(3)).await
+    }
+
+    /// A cluster keeping `factor` copies of each blob.
+    pub async fn with_factor(
+        n: usize,
+        factor: berth::replication::ReplicationFactor,
+    ) -> TestCluster {
         let secret = tempfile::tempdir().unwrap();
         std::fs::write(secret.path().join("secret"), SECRET).unwrap();
         let mut cluster = TestCluster {
             nodes: Vec::new(),
             secret,
+            factor,
         };
         for _ in 0..n {
             cluster.add_node().await;
@@ -38,6 +48,7 @@ impl TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut config = berth::config::ServeConfig::for_test(dir.path());
         config.cluster_secret_file = Some(self.secret.path().join("secret"));
+        config.replication_factor = self.factor;
         if let Some(seed) = self.nodes.first() {
             let seed = seed.server().peer_addr.expect("seed has a peer listener");
             config.peers = vec![berth::cluster::PeerSpec::Addr(seed.to_string())];

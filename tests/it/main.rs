@@ -13,5 +13,6 @@ mod manifests;
 mod mount;
 mod processes;
 mod referrers;
+mod replication;
 mod restart;
 mod uploads;

@@ -1,0 +1,130 @@
+//! Blob content across nodes: quorum copies on upload, any node serving any
+//! blob, verified relays.
+
+use std::time::{Duration, Instant};
+
+use berth::replication::ReplicationFactor;
+use reqwest::StatusCode;
+
+use crate::cluster::TestCluster;
+use crate::common::*;
+
+/// Whether `node` stores the blob's bytes in its own data directory.
+fn holds(node: &TestNode, digest: &str) -> bool {
+    let hex = digest.trim_start_matches("sha256:");
+    node.data_dir()
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .exists()
+}
+
+async fn get_bytes(node: &TestNode, path: &str) -> (StatusCode, Result<Vec<u8>, reqwest::Error>) {
+    let resp = node.get(path).send().await.unwrap();
+    let status = resp.status();
+    (status, resp.bytes().await.map(|b| b.to_vec()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_is_acknowledged_once_a_quorum_holds_it_and_all_copies_follow() {
+    let cluster = TestCluster::start(3).await;
+    let data = random_blob(3 << 20);
+    let digest = cluster.nodes[1].push_blob("q/app", &data).await;
+    let holding = cluster.nodes.iter().filter(|n| holds(n, &digest)).count();
+    assert!(holding >= 2, "201 came back with {holding} copies stored");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.nodes.iter().any(|n| !holds(n, &digest)) {
+        assert!(Instant::now() < deadline, "the third copy never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in &cluster.nodes {
+        let (status, body) = get_bytes(node, &format!("/v2/q/app/blobs/{digest}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(sha256(&body.unwrap()), digest);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_without_the_blob_relays_it_and_keeps_a_verified_copy() {
+    let cluster = TestCluster::with_factor(3, ReplicationFactor::Copies(1)).await;
+    let data = random_blob(5 << 20);
+    let digest = cluster.nodes[0].push_blob("r/app", &data).await;
+    assert!(holds(&cluster.nodes[0], &digest));
+    let reader = &cluster.nodes[2];
+    assert!(!holds(reader, &digest), "factor 1 keeps one copy");
+    let head = reader
+        .head(&format!("/v2/r/app/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        head.headers()["content-length"],
+        (5u64 << 20).to_string().as_str()
+    );
+    // A range is relayed without keeping a copy.
+    let ranged = reader
+        .get(&format!("/v2/r/app/blobs/{digest}"))
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.bytes().await.unwrap().as_ref(), &data[1000..2000]);
+    let (status, body) = get_bytes(reader, &format!("/v2/r/app/blobs/{digest}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.unwrap(), data);
+    assert!(holds(reader, &digest), "the relaying node keeps the copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_bytes_from_a_holder_are_never_served_as_the_blob() {
+    let cluster = TestCluster::with_factor(2, ReplicationFactor::Copies(1)).await;
+    let data = random_blob(2 << 20);
+    let digest = cluster.nodes[0].push_blob("l/app", &data).await;
+    // The holder's disk now lies about the content.
+    let hex = digest.trim_start_matches("sha256:");
+    let path = cluster.nodes[0]
+        .data_dir()
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    let mut corrupt = std::fs::read(&path).unwrap();
+    corrupt[12345] ^= 0xff;
+    std::fs::write(&path, &corrupt).unwrap();
+
+    let reader = &cluster.nodes[1];
+    let (status, body) = get_bytes(reader, &format!("/v2/l/app/blobs/{digest}")).await;
+    // The status went out before the last bytes; the body must not complete.
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.is_err(),
+        "a corrupted relay completed as if it were the blob"
+    );
+    assert!(
+        !holds(reader, &digest),
+        "a copy that failed verification was kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_without_a_write_quorum_gets_503() {
+    let mut cluster = TestCluster::start(3).await;
+    cluster.nodes[1].stop().await;
+    cluster.nodes[2].stop().await;
+    let data = random_blob(1 << 16);
+    let digest = sha256(&data);
+    let location = cluster.nodes[0].start_upload("n/app").await;
+    let resp = cluster.nodes[0]
+        .put(&with_digest(&location, &digest))
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_oci_error(resp, 503, "UNAVAILABLE").await;
+    let message = body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("1 of 3"), "{message}");
+}
