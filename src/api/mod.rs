@@ -10,6 +10,7 @@ pub mod headers;
 mod listings;
 mod manifests;
 mod params;
+mod proxy;
 pub mod route;
 mod uploads;
 
@@ -62,6 +63,15 @@ async fn dispatch(
     let (method, headers) = (parts.method, parts.headers);
     let body = byte_stream(body);
     let reg = reg.as_ref();
+    // A session lives on the node that opened it; others pass requests on.
+    if let Route::Upload { id, .. } = &route {
+        if let Some(owner) = reg.upload_owner(*id)? {
+            if proxy::was_forwarded(&headers) {
+                return Err(Error::UploadUnknown);
+            }
+            return proxy::forward(&owner, method, &parts.uri, &headers, body).await;
+        }
+    }
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(base()),
         (Route::Manifest { repo, reference }, m @ (Method::GET | Method::HEAD)) => {

@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn routes() {
-        let id = "0123456789abcdef0123456789abcdef";
+        let id = "00000000000000070123456789abcdef0123456789abcdef";
         let cases: Vec<(String, Route)> = vec![
             ("/v2/".into(), Route::Base),
             ("/v2".into(), Route::Base),

@@ -88,7 +88,7 @@ impl Registry {
     ) -> Registry {
         let blobs = BlobStore::new(layout.clone(), db.clone());
         Registry {
-            uploads: Uploads::new(layout, db.clone(), blobs.clone()),
+            uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
             replicator: Replicator::new(blobs.clone(), cluster.clone(), factor),
             blobs,
             meta: StateMachine::new(db),

@@ -1,7 +1,7 @@
 //! Blob uploads: sessions, monolithic pushes, cross-repository mounts, and
 //! the commit that makes a verified blob part of a repository.
 
-use super::{Registry, Result};
+use super::{Error, Registry, Result};
 use crate::meta::Command;
 use crate::oci::{Digest, RepoName};
 use crate::storage::{now_secs, ByteStream, LocalBlob, UploadId};
@@ -55,6 +55,20 @@ impl Registry {
         };
         let stored = !meta.holders(digest)?.is_empty() || self.blobs.stat(digest)?.is_some();
         Ok(known.filter(|_| stored))
+    }
+
+    /// The client API address of the node that holds an upload session,
+    /// when that is not this node.
+    pub fn upload_owner(&self, id: UploadId) -> Result<Option<String>> {
+        if id.owner() == self.cluster.id() {
+            return Ok(None);
+        }
+        self.cluster
+            .members()
+            .into_iter()
+            .find(|(m, _)| *m == id.owner())
+            .map(|(_, addr)| Some(addr.api))
+            .ok_or(Error::UploadUnknown)
     }
 
     pub async fn upload_chunk(

@@ -21,19 +21,32 @@ use super::{now_secs, ByteStream, StorageError};
 use crate::db::{self, Cf, Db};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
-/// An upload session id: 32 lowercase hex characters.
+/// An upload session id: the owning node's id (16 hex) and a random part
+/// (32 hex). The owner is in the id so that any node can forward a request
+/// for the session to the node that holds its bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct UploadId(u128);
+pub struct UploadId {
+    owner: u64,
+    nonce: u128,
+}
 
 impl UploadId {
-    fn random() -> UploadId {
-        UploadId(rand::random())
+    fn random(owner: u64) -> UploadId {
+        UploadId {
+            owner,
+            nonce: rand::random(),
+        }
+    }
+
+    /// The node that holds the session.
+    pub fn owner(&self) -> u64 {
+        self.owner
     }
 }
 
 impl fmt::Display for UploadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:016x}{:032x}", self.owner, self.nonce)
     }
 }
 
@@ -46,16 +59,13 @@ impl fmt::Debug for UploadId {
 impl FromStr for UploadId {
     type Err = StorageError;
     fn from_str(s: &str) -> Result<Self, StorageError> {
-        if s.len() != 32
-            || !s
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        {
+        let hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+        if s.len() != 48 || !s.bytes().all(hex) {
             return Err(StorageError::UploadUnknown);
         }
-        u128::from_str_radix(s, 16)
-            .map(UploadId)
-            .map_err(|_| StorageError::UploadUnknown)
+        let owner = u64::from_str_radix(&s[..16], 16).map_err(|_| StorageError::UploadUnknown)?;
+        let nonce = u128::from_str_radix(&s[16..], 16).map_err(|_| StorageError::UploadUnknown)?;
+        Ok(UploadId { owner, nonce })
     }
 }
 
@@ -77,6 +87,7 @@ struct Session {
 type SessionRef = Arc<tokio::sync::Mutex<Session>>;
 
 pub struct Uploads {
+    node_id: u64,
     layout: Layout,
     db: Db,
     blobs: BlobStore,
@@ -84,8 +95,9 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    pub fn new(layout: Layout, db: Db, blobs: BlobStore) -> Uploads {
+    pub fn new(node_id: u64, layout: Layout, db: Db, blobs: BlobStore) -> Uploads {
         Uploads {
+            node_id,
             layout,
             db,
             blobs,
@@ -94,7 +106,7 @@ impl Uploads {
     }
 
     pub fn create(&self, repo: &RepoName) -> Result<UploadId, StorageError> {
-        let id = UploadId::random();
+        let id = UploadId::random(self.node_id);
         File::create(self.path(id))?;
         let record = UploadRecord {
             repo: repo.clone(),
@@ -317,7 +329,7 @@ mod tests {
         let layout = Layout::new(dir);
         layout.create().unwrap();
         let db = Db::open(&layout.db()).unwrap();
-        Uploads::new(layout.clone(), db.clone(), BlobStore::new(layout, db))
+        Uploads::new(9, layout.clone(), db.clone(), BlobStore::new(layout, db))
     }
 
     #[tokio::test]
@@ -390,6 +402,9 @@ mod tests {
         let d = Digest::of(Algorithm::Sha512, b"data");
         assert_eq!(u.commit(&repo, id, &d, None).await.unwrap().size, 4);
         assert!("xyz".parse::<UploadId>().is_err());
+        assert_eq!(id.owner(), 9);
+        assert_eq!(id.to_string().len(), 48);
+        assert_eq!(id.to_string().parse::<UploadId>().unwrap(), id);
     }
 
     #[tokio::test]

@@ -399,7 +399,8 @@ fn range_rows(f: &Fixture) -> Vec<Row> {
 fn upload_rows(f: &Fixture) -> Vec<Row> {
     let up = f.upload.clone();
     let in_order = format!("0-{}", SESSION_LEN - 1);
-    let unknown = format!("/v2/{REPO}/blobs/uploads/0123456789abcdef0123456789abcdef");
+    let unknown =
+        format!("/v2/{REPO}/blobs/uploads/00000000000000010123456789abcdef0123456789abcdef");
     let elsewhere = format!("/v2/other/blobs/uploads/{}", f.upload_id);
     let digest_x = format!("digest={}", sha256(b"x"));
     let with_x = |p: &str| format!("{p}?{digest_x}");

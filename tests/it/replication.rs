@@ -128,3 +128,68 @@ async fn an_upload_without_a_write_quorum_gets_503() {
         .to_owned();
     assert!(message.contains("1 of 3"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunked_upload_whose_requests_land_on_three_nodes_succeeds() {
+    let cluster = TestCluster::start(3).await;
+    let data = random_blob(3 << 20);
+    let digest = sha256(&data);
+    let location = cluster.nodes[0].start_upload("c/app").await;
+    let third = data.len() / 3;
+    let chunks = [&data[..third], &data[third..2 * third], &data[2 * third..]];
+    let mut offset = 0;
+    for (i, chunk) in chunks.iter().take(2).enumerate() {
+        let node = &cluster.nodes[(i + 1) % 3];
+        let end = offset + chunk.len() - 1;
+        let resp = node
+            .patch(&location)
+            .header("content-range", format!("{offset}-{end}"))
+            .header("content-length", chunk.len().to_string())
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::ACCEPTED,
+            "chunk {i} through node {}",
+            (i + 1) % 3
+        );
+        assert_eq!(resp.headers()["range"], format!("0-{end}").as_str());
+        offset = end + 1;
+    }
+    // Status and an out-of-order chunk, asked of a node that does not own it.
+    let status = cluster.nodes[1].get(&location).send().await.unwrap();
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        status.headers()["range"],
+        format!("0-{}", offset - 1).as_str()
+    );
+    let stale = cluster.nodes[2]
+        .patch(&location)
+        .header("content-range", "0-9")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(stale, 416, "BLOB_UPLOAD_INVALID").await;
+    // The last chunk goes with the closing PUT, through yet another node.
+    let resp = cluster.nodes[2]
+        .put(&with_digest(&location, &digest))
+        .body(chunks[2].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    for node in &cluster.nodes {
+        let (status, body) = get_bytes(node, &format!("/v2/c/app/blobs/{digest}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.unwrap(), data);
+    }
+    // Cancelling through a non-owner reaches the owner too.
+    let other = cluster.nodes[1].start_upload("c/app").await;
+    let resp = cluster.nodes[0].delete(&other).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let gone = cluster.nodes[2].get(&other).send().await.unwrap();
+    assert_oci_error(gone, 404, "BLOB_UPLOAD_UNKNOWN").await;
+}
