@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::cluster::discovery::parse_peers;
 use crate::cluster::PeerSpec;
 use crate::registry::DEFAULT_MAX_MANIFEST_SIZE;
+use crate::replication::repair::RepairConfig;
 use crate::replication::ReplicationFactor;
 
 const ABOUT: &str = "berth: a container image registry that runs as a replicated cluster";
@@ -142,6 +143,17 @@ pub struct ServeArgs {
     /// nodes than this, every node holds a copy. [default: 3]
     #[arg(long, env = "BERTH_REPLICATION_FACTOR", value_name = "N|all")]
     pub replication_factor: Option<ReplicationFactor>,
+
+    /// Seconds between blob repair rounds, which copy blobs that lost
+    /// copies (a node died or was removed) to the nodes that should hold
+    /// them. [default: 10]
+    #[arg(long, env = "BERTH_REPAIR_INTERVAL", value_name = "SECONDS")]
+    pub repair_interval: Option<u64>,
+
+    /// Most bytes per second this node copies while repairing; 0 for no
+    /// cap. [default: 0]
+    #[arg(long, env = "BERTH_REPAIR_BANDWIDTH", value_name = "BYTES")]
+    pub repair_bandwidth: Option<u64>,
 }
 
 /// The keys a configuration file may hold.
@@ -159,6 +171,8 @@ struct FileConfig {
     cluster_secret_file: Option<PathBuf>,
     write_timeout: Option<u64>,
     replication_factor: Option<String>,
+    repair_interval: Option<u64>,
+    repair_bandwidth: Option<u64>,
 }
 
 /// Fully resolved settings of a node.
@@ -175,6 +189,7 @@ pub struct ServeConfig {
     pub cluster_secret_file: Option<PathBuf>,
     pub write_timeout: Duration,
     pub replication_factor: ReplicationFactor,
+    pub repair: RepairConfig,
 }
 
 const DEFAULT_UPLOAD_TTL: u64 = 24 * 3600;
@@ -243,6 +258,15 @@ impl ServeArgs {
                 (None, Some(text)) => text.parse().map_err(ConfigError::Invalid)?,
                 (None, None) => ReplicationFactor::Copies(3),
             },
+            repair: RepairConfig {
+                interval: Duration::from_secs(
+                    self.repair_interval
+                        .or(file.repair_interval)
+                        .unwrap_or(10)
+                        .max(1),
+                ),
+                bandwidth: self.repair_bandwidth.or(file.repair_bandwidth).unwrap_or(0),
+            },
         };
         if config.max_manifest_size == 0 {
             return Err(ConfigError::ManifestSize);
@@ -276,6 +300,10 @@ impl ServeConfig {
             cluster_secret_file: None,
             write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT),
             replication_factor: ReplicationFactor::Copies(3),
+            repair: RepairConfig {
+                interval: Duration::from_secs(1),
+                bandwidth: 0,
+            },
         }
     }
 }

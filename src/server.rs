@@ -49,6 +49,7 @@ pub struct Server {
     stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
     purge: JoinHandle<()>,
+    repair: JoinHandle<()>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
@@ -161,6 +162,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         config.upload_ttl,
         stop.clone(),
     ));
+    let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
     let app = api::router(registry.clone());
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
@@ -177,6 +179,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         stop,
         task,
         purge,
+        repair,
     })
 }
 
@@ -209,6 +212,7 @@ impl Server {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.purge.await;
+        let _ = self.repair.await;
         match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),

@@ -20,6 +20,20 @@ pub struct StatusReport {
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub members: Vec<MemberReport>,
+    /// Blob repair as this node last saw it; absent before its first round.
+    #[serde(default)]
+    pub repair: Option<RepairReport>,
+}
+
+/// How far blob content is from its replication factor.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// Blobs held by fewer live members than they should be.
+    pub under_replicated: u64,
+    /// Bytes the missing copies add up to.
+    pub bytes_to_copy: u64,
+    /// Bytes per second this node copied in its last repair round.
+    pub copy_rate: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,6 +96,7 @@ impl Cluster {
             committed_index: self.committed.get(),
             applied_index: m.last_applied.map(|l| l.index),
             members,
+            repair: None,
         }
     }
 
@@ -123,6 +138,15 @@ pub fn render(report: &StatusReport) -> String {
         opt(report.committed_index),
         opt(report.applied_index),
     );
+    if let Some(r) = &report.repair {
+        let _ = writeln!(
+            out,
+            "blobs: {} under-replicated, {} bytes to copy, copying at {:.1} MB/s",
+            r.under_replicated,
+            r.bytes_to_copy,
+            r.copy_rate / 1e6
+        );
+    }
     let _ = writeln!(
         out,
         "{:<20} {:<8} {:<6} {:<24} {:<24} {:>8} {:>6} {:>10}",
@@ -205,10 +229,16 @@ mod tests {
                 lag: Some(0),
                 last_heard_ms: Some(0),
             }],
+            repair: Some(RepairReport {
+                under_replicated: 2,
+                bytes_to_copy: 10,
+                copy_rate: 0.0,
+            }),
         };
         let text = render(&report);
         assert!(text.contains("node 7 is leader in term 3"), "{text}");
         assert!(text.contains("a:5001"));
+        assert!(text.contains("2 under-replicated"), "{text}");
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), report);
     }

@@ -67,6 +67,27 @@ impl StateMachine {
             .transpose()
     }
 
+    /// Blobs any repository holds, in digest order, after `after`, at most `n`.
+    pub fn blobs_page(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, DbError> {
+        let rows = self
+            .db
+            .scan_prefix(Cf::Blobs, b"", after.map(|d| d.as_str().as_bytes()), n)?;
+        rows.iter()
+            .map(|(k, v)| {
+                let digest = std::str::from_utf8(k)
+                    .map_err(|e| corrupt("blob key", e))?
+                    .parse()
+                    .map_err(|e| corrupt("blob key", e))?;
+                let size = keys::parse_u64(v).ok_or_else(|| corrupt("blob record", "bad size"))?;
+                Ok((digest, size))
+            })
+            .collect()
+    }
+
     /// The nodes that store a blob's bytes, in id order.
     pub fn holders(&self, digest: &Digest) -> Result<Vec<u64>, DbError> {
         let prefix = keys::prefix(&[digest.as_str()]);

@@ -16,6 +16,7 @@ use crate::cluster::Cluster;
 use crate::db::Db;
 use crate::meta::{Command, Page, StateMachine};
 use crate::oci::{Descriptor, Digest, RepoName};
+use crate::replication::repair::{self, RepairConfig, RepairStats};
 use crate::replication::{ReplicationFactor, Replicator};
 use crate::storage::{BlobStore, ByteStream, Layout, Uploads};
 
@@ -30,6 +31,7 @@ pub struct Registry {
     meta: StateMachine,
     cluster: Arc<Cluster>,
     replicator: Replicator,
+    repair_stats: RepairStats,
     max_manifest_size: usize,
 }
 
@@ -90,6 +92,7 @@ impl Registry {
         Registry {
             uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
             replicator: Replicator::new(blobs.clone(), cluster.clone(), factor),
+            repair_stats: RepairStats::default(),
             blobs,
             meta: StateMachine::new(db),
             cluster,
@@ -98,7 +101,25 @@ impl Registry {
     }
 
     pub fn cluster_status(&self) -> crate::cluster::status::StatusReport {
-        self.cluster.status()
+        let mut report = self.cluster.status();
+        report.repair = self.repair_stats.get();
+        report
+    }
+
+    /// The background loop that brings blobs back to their replication
+    /// factor; runs until `stop`.
+    pub fn repair(
+        &self,
+        config: RepairConfig,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        repair::run(
+            self.replicator.clone(),
+            self.meta.clone(),
+            config,
+            self.repair_stats.clone(),
+            stop,
+        )
     }
 
     /// Removes a member; `secret` must be the cluster secret.

@@ -10,6 +10,7 @@
 
 pub mod placement;
 mod relay;
+pub mod repair;
 pub mod service;
 
 use std::sync::Arc;
@@ -60,6 +61,11 @@ impl Replicator {
             cluster,
             factor,
         }
+    }
+
+    /// Whether this node stores the blob's bytes.
+    fn holds(&self, digest: &Digest) -> bool {
+        matches!(self.blobs.stat(digest), Ok(Some(_)))
     }
 
     fn member_addr(&self, id: NodeId) -> Option<NodeAddr> {

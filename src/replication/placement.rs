@@ -36,6 +36,13 @@ fn score(digest: &Digest, node: u64) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Every member, best-ranked first for `digest`.
+pub fn ranked(digest: &Digest, members: &[u64]) -> Vec<u64> {
+    let mut all = members.to_vec();
+    all.sort_by_key(|&m| std::cmp::Reverse(score(digest, m)));
+    all
+}
+
 /// The nodes that should hold `digest`, `first` (the node that received the
 /// upload) leading. With fewer members than the factor, every member.
 pub fn replica_set(
@@ -48,8 +55,7 @@ pub fn replica_set(
         ReplicationFactor::All => members.len().max(1),
         ReplicationFactor::Copies(n) => n.min(members.len().max(1)),
     };
-    let mut others: Vec<u64> = members.iter().copied().filter(|&m| m != first).collect();
-    others.sort_by_key(|&m| std::cmp::Reverse(score(digest, m)));
+    let others = ranked(digest, members).into_iter().filter(|&m| m != first);
     std::iter::once(first).chain(others).take(want).collect()
 }
 

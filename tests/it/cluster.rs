@@ -17,7 +17,7 @@ pub struct TestCluster {
     factor: berth::replication::ReplicationFactor,
 }
 
-const SECRET: &str = "test-cluster-secret-0123456789";
+pub const SECRET: &str = "test-cluster-secret-0123456789";
 
 impl TestCluster {
     pub async fn start(n: usize) -> TestCluster {

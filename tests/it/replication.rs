@@ -193,3 +193,47 @@ async fn a_chunked_upload_whose_requests_land_on_three_nodes_succeeds() {
     let gone = cluster.nodes[2].get(&other).send().await.unwrap();
     assert_oci_error(gone, 404, "BLOB_UPLOAD_UNKNOWN").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replacement_node_receives_every_blob_through_repair() {
+    let mut cluster = TestCluster::start(3).await;
+    let mut digests = Vec::new();
+    for i in 0..5 {
+        let data = random_blob((i + 1) << 18);
+        digests.push(cluster.nodes[i % 3].push_blob("p/app", &data).await);
+    }
+    // Lose a node for good: stop it and take it out of the cluster.
+    let lost = cluster.nodes[2].server().cluster().id();
+    cluster.nodes[2].stop().await;
+    let resp = cluster.nodes[0]
+        .delete(&format!("/_berth/cluster/members/{lost}"))
+        .header(berth::api::admin::SECRET_HEADER, crate::cluster::SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    cluster.wait_voters(2).await;
+    // A new, empty node joins and pulls the copies it should hold.
+    cluster.add_node().await;
+    cluster.wait_voters(3).await;
+    let newcomer = cluster.nodes.last().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = digests.iter().filter(|d| !holds(newcomer, d)).count();
+        let report = newcomer.server().registry.cluster_status().repair;
+        let settled = report.as_ref().is_some_and(|r| r.under_replicated == 0);
+        if missing == 0 && settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} blobs still missing, repair: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = reqwest::get(newcomer.url("/_berth/cluster/status"))
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.bytes().await.unwrap()).unwrap();
+    assert_eq!(status["repair"]["under_replicated"], 0);
+}
