@@ -109,8 +109,18 @@ impl ProcessCluster {
     /// voters. Ports are picked free; a start that loses a port race is
     /// retried on new ones.
     async fn start(n: usize, formation: Formation, write_timeout: u64) -> ProcessCluster {
+        ProcessCluster::start_with(n, formation, write_timeout, &[]).await
+    }
+
+    /// [`ProcessCluster::start`] with extra `serve` flags for every node.
+    async fn start_with(
+        n: usize,
+        formation: Formation,
+        write_timeout: u64,
+        extra: &[&str],
+    ) -> ProcessCluster {
         for attempt in 1..=3 {
-            let mut cluster = ProcessCluster::spawn(n, formation, write_timeout);
+            let mut cluster = ProcessCluster::spawn(n, formation, write_timeout, extra);
             match cluster.wait_leader().await {
                 Ok(_) => return cluster,
                 Err(e) if attempt < 3 && e.contains("cannot listen") => continue,
@@ -120,7 +130,7 @@ impl ProcessCluster {
         unreachable!("the last attempt returns or panics")
     }
 
-    fn spawn(n: usize, formation: Formation, write_timeout: u64) -> ProcessCluster {
+    fn spawn(n: usize, formation: Formation, write_timeout: u64, extra: &[&str]) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         let secret = dir.path().join("secret");
         std::fs::write(&secret, "process-cluster-secret-0123456789").expect("secret file");
@@ -140,6 +150,7 @@ impl ProcessCluster {
                     format!("--cluster-secret-file={}", secret.display()),
                     format!("--write-timeout={write_timeout}"),
                 ];
+                args.extend(extra.iter().map(|a| a.to_string()));
                 match formation {
                     Formation::Expect => args.extend([
                         format!("--peers={}", all_peers.join(",")),
@@ -294,6 +305,19 @@ impl ProcessCluster {
             let status = sent.map(|r| r.status()).map_err(|e| e.to_string());
             assert_eq!(status, Ok(StatusCode::CREATED), "PUT t{i} on node {node}");
         }
+    }
+}
+
+impl ProcessCluster {
+    /// Whether node `i` stores the blob's bytes.
+    fn holds(&self, i: usize, digest: &str) -> bool {
+        let hex = digest.trim_start_matches("sha256:");
+        self._dir
+            .path()
+            .join(format!("node{i}/blobs/sha256"))
+            .join(&hex[..2])
+            .join(hex)
+            .exists()
     }
 }
 
@@ -655,5 +679,47 @@ async fn followers_answer_writes_without_quorum_with_503() {
     eprintln!(
         "without quorum: PUT 503 after {put_took:?}, GET tag 503 after {tag_took:?}, \
          GET digest 200 after {digest_took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relayed_pull_survives_the_loss_of_its_holder() {
+    let mut cluster =
+        ProcessCluster::start_with(3, Formation::Expect, 10, &["--replication-factor=2"]).await;
+    let data = random_blob(96 << 20);
+    let digest = sha256(&data);
+    let url = format!("{}/v2/{REPO}/blobs/uploads/", cluster.base(0));
+    let resp = send(cluster.http.post(url)).await;
+    let location = header(&resp, LOCATION.as_str());
+    let url = with_digest(&format!("{}{location}", cluster.base(0)), &digest);
+    let resp = send(cluster.http.put(url).body(data.clone())).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let holders: Vec<usize> = (0..3).filter(|&i| cluster.holds(i, &digest)).collect();
+    assert_eq!(holders.len(), 2, "factor 2 keeps two copies");
+    let reader = (0..3).find(|i| !holders.contains(i)).unwrap();
+
+    let mut resp = cluster
+        .http
+        .get(format!("{}/v2/{REPO}/blobs/{digest}", cluster.base(reader)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = Vec::new();
+    body.extend_from_slice(&resp.chunk().await.unwrap().expect("a first chunk"));
+    // One holder dies mid-stream; the relay carries on from the other.
+    cluster.kill9(holders[0]);
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => panic!("the relay failed although a holder survived: {e}"),
+        }
+    }
+    assert_eq!(body.len(), data.len());
+    assert_eq!(
+        sha256(&body),
+        digest,
+        "a completed relay must carry the blob's bytes"
     );
 }
