@@ -16,8 +16,9 @@ pub fn load_or_create(layout: &Layout) -> io::Result<u64> {
             )
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // Ids stay below 2^63 so tools that read JSON numbers as i64 keep them.
-            let id = (rand::random::<u64>() >> 1).max(1);
+            // Ids stay below 2^53, so tools that read JSON numbers as
+            // doubles (jq, JavaScript) keep them exact.
+            let id = (rand::random::<u64>() >> 11).max(1);
             let tmp = layout.tmp_file();
             let mut f = std::fs::File::create(&tmp)?;
             writeln!(f, "{id}")?;
@@ -39,7 +40,7 @@ mod tests {
         let layout = Layout::new(dir.path());
         layout.create().unwrap();
         let id = load_or_create(&layout).unwrap();
-        assert!(id > 0);
+        assert!(id > 0 && id < 1 << 53);
         assert_eq!(load_or_create(&layout).unwrap(), id);
         std::fs::write(layout.node_id(), "junk").unwrap();
         assert!(load_or_create(&layout).is_err());

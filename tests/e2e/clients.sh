@@ -15,28 +15,8 @@ SCENARIOS=(docker skopeo-oci skopeo-index skopeo-v2s2 skopeo-tags-delete podman
 
 # ---------------------------------------------------------------- docker
 
-# make_rootfs DIR: a few random files to `docker import`.
-make_rootfs() {
-    local dir=$1 i
-    mkdir -p "$dir/data"
-    for i in 1 2 3; do
-        random_bytes 200000 "$dir/$i" >"$dir/data/file$i"
-    done
-}
-
 docker_image_id() {
     docker image inspect --format '{{.Id}}' "$1"
-}
-
-# docker_push REF: pushes and prints the manifest digest docker reports.
-docker_push() {
-    bounded docker push "$1" | tee /dev/stderr |
-        sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p'
-}
-
-# docker_remove REF...: removes our own tags (and digest references) only.
-docker_remove() {
-    docker image rm "$@" >/dev/null 2>&1 || true
 }
 
 scenario_docker() {
@@ -134,11 +114,6 @@ scenario_skopeo_tags_delete() {
 }
 
 # ---------------------------------------------------------------- podman
-
-podman_cmd() {
-    bounded podman --root "$SCENARIO_DIR/podman/root" --runroot "$SCENARIO_DIR/podman/run" \
-        --storage-driver vfs --cgroup-manager cgroupfs --events-backend file "$@"
-}
 
 scenario_podman() {
     local repo=e2e/podman ref image_id pushed

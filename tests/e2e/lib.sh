@@ -545,3 +545,61 @@ manifest_digest() {
         "http://$REGISTRY_HOST/v2/$1/manifests/$2" |
         tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" { print $2 }'
 }
+
+# dir_check_image DIR DIGEST: a `skopeo copy … dir:DIR` holds the manifest DIGEST (the same
+# bytes) and its config and every layer, each matching its sha256.
+dir_check_image() {
+    local dir=$1 digest=$2 blob file
+    [[ -f $dir/manifest.json ]] || die "$dir: no manifest.json"
+    assert_eq "$dir: sha256 of the manifest" "$digest" "sha256:$(sha256_hex <"$dir/manifest.json")"
+    for blob in $(jq -r '.config.digest, .layers[].digest' "$dir/manifest.json"); do
+        file=$dir/${blob#sha256:}
+        [[ -f $file ]] || die "$dir: blob $blob missing"
+        assert_eq "$dir: sha256 of blob" "$blob" "sha256:$(sha256_hex <"$file")"
+    done
+}
+
+# ---------------------------------------------------------------- docker and podman
+
+# make_rootfs DIR: a few random files to `docker import`.
+make_rootfs() {
+    local dir=$1 i
+    mkdir -p "$dir/data"
+    for i in 1 2 3; do
+        random_bytes 200000 "$dir/$i" >"$dir/data/file$i"
+    done
+}
+
+# docker_push REF: pushes and prints the manifest digest docker reports.
+docker_push() {
+    bounded docker push "$1" | tee /dev/stderr |
+        sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p'
+}
+
+# docker_remove REF...: removes our own tags (and digest references) only.
+docker_remove() {
+    docker image rm "$@" >/dev/null 2>&1 || true
+}
+
+# podman_cmd ARGS...: podman with its storage in $SCENARIO_DIR/podman. Podman refuses a
+# runroot longer than 50 characters: set PODMAN_RUNROOT to a shorter one if need be.
+podman_cmd() {
+    bounded podman --root "$SCENARIO_DIR/podman/root" \
+        --runroot "${PODMAN_RUNROOT:-$SCENARIO_DIR/podman/run}" \
+        --storage-driver vfs --cgroup-manager cgroupfs --events-backend file "$@"
+}
+
+# ---------------------------------------------------------------- scenario notes
+
+# scenario_note MESSAGE: logs MESSAGE and keeps it for show_notes (figures worth showing
+# even when the scenario passes).
+scenario_note() {
+    note "$*"
+    printf '%s\n' "$*" >>"$SCENARIO_DIR/notes"
+}
+
+# show_notes NAME: prints the notes scenario NAME kept, as comment lines.
+show_notes() {
+    local file=$E2E_WORK/$1/notes
+    [[ ! -s $file ]] || sed 's/^/# /' "$file"
+}

@@ -1,0 +1,614 @@
+#!/usr/bin/env bash
+# End-to-end tests of a three-node berth cluster behind a round-robin load balancer
+# (haproxy): real clients push through the balancer and every node must serve the same
+# bytes; a node is killed while pushes are in flight, then replaced by an empty one.
+#
+# Usage: tests/e2e/cluster.sh [SCENARIO...]   (default: all, in order; see SCENARIOS below.
+#        cluster-node-replace works on what cluster-node-loss left behind.)
+# Environment: see lib.sh, and
+#   E2E_CLUSTER_PUSHES   concurrent pushes in cluster-node-loss (default 20)
+#   E2E_JOIN_TIMEOUT     seconds a new node may take to become a voter (default 120)
+#   E2E_REPAIR_TIMEOUT   seconds blob repair may take after the join (default 180)
+#   E2E_CLUSTER_BIG_LAYER  bytes of one more image's single layer that cluster-lb-push-pull
+#                        pushes and pulls, e.g. 1073741824 (default 0: none)
+set -euo pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/e2e/lib.sh
+source "$E2E_DIR/lib.sh"
+
+SCENARIOS=(cluster-lb-push-pull cluster-node-loss cluster-node-replace)
+
+E2E_CLUSTER_PUSHES=${E2E_CLUSTER_PUSHES:-20}
+E2E_JOIN_TIMEOUT=${E2E_JOIN_TIMEOUT:-120}
+E2E_REPAIR_TIMEOUT=${E2E_REPAIR_TIMEOUT:-180}
+E2E_CLUSTER_BIG_LAYER=${E2E_CLUSTER_BIG_LAYER:-0}
+
+CLUSTER_DIR=    # $E2E_WORK/cluster: secret, node data directories and logs, haproxy files
+CLUSTER_SECRET= # the secret file every node and `berth cluster` get
+NODE_PID=()     # indexed by node number (1, 2, 3; 4 is the replacement)
+NODE_PORT=()    # client API port
+NODE_PEER_PORT=()
+NODE_DATA=()
+USED_PORTS=() # ports handed out here, not listening yet
+NEW_PORT=
+LB_PID=
+LB_HOST=
+LB_STATS_PORT=
+LOSS_REPO=e2e/cluster-loss
+REPAIR_PEAK_RATE=0 # highest copy_rate a node reported while repair_done polled
+
+# ---------------------------------------------------------------- nodes
+
+# new_port: sets NEW_PORT to a free port not handed out before by this script.
+new_port() {
+    local i port
+    for ((i = 0; i < 20; i++)); do
+        port=$(free_port) || return 1
+        if [[ " ${USED_PORTS[*]} " != *" $port "* ]]; then
+            USED_PORTS+=("$port")
+            NEW_PORT=$port
+            return 0
+        fi
+    done
+    echo "no unused free port found" >&2
+    return 1
+}
+
+node_host() {
+    printf '127.0.0.1:%s\n' "${NODE_PORT[$1]}"
+}
+
+# node_ports N: chooses node N's client and peer ports and its data directory.
+node_ports() {
+    local n=$1
+    new_port || return 1
+    NODE_PORT[n]=$NEW_PORT
+    new_port || return 1
+    NODE_PEER_PORT[n]=$NEW_PORT
+    NODE_DATA[n]=$CLUSTER_DIR/node$n
+}
+
+# node_launch N PEERS [SERVE OPTIONS...]: starts node N in the background.
+node_launch() {
+    local n=$1 peers=$2
+    shift 2
+    mkdir -p "${NODE_DATA[n]}" || return 1
+    "$BERTH_BIN" serve --data-dir "${NODE_DATA[n]}" --listen "$(node_host "$n")" \
+        --peer-listen "127.0.0.1:${NODE_PEER_PORT[n]}" --cluster-secret-file "$CLUSTER_SECRET" \
+        --peers "$peers" "$@" >>"${NODE_DATA[n]}.log" 2>&1 &
+    NODE_PID[n]=$!
+}
+
+node_stop() {
+    [[ -n ${NODE_PID[$1]:-} ]] || return 0
+    stop_pid "${NODE_PID[$1]}"
+    NODE_PID[$1]=
+}
+
+cluster_stop() {
+    local n
+    for n in "${!NODE_PID[@]}"; do
+        node_stop "$n"
+    done
+}
+
+# node_status N: node N's /_berth/cluster/status JSON. Node ids exceed 2^53, which jq
+# rounds, so nodes are told apart by their api_addr here, and removal reads the id from
+# the node's data directory.
+node_status() {
+    curl -fsS --max-time 5 "http://$(node_host "$1")/_berth/cluster/status"
+}
+
+# node_leader N: the api_addr of the leader as node N sees it (empty without one).
+node_leader() {
+    node_status "$1" | jq -r '.members[] | select(.leader) | .api_addr'
+}
+
+# node_sees_voters N COUNT [API_ADDR]: node N knows a leader and COUNT voters (API_ADDR among them).
+node_sees_voters() {
+    local status
+    status=$(node_status "$1" 2>/dev/null) || return 1
+    jq -e --argjson count "$2" --arg api "${3:-}" \
+        '.leader_id != null and ([.members[] | select(.voter)] | length) == $count
+         and ($api == "" or any(.members[]; .voter and .api_addr == $api))' \
+        <<<"$status" >/dev/null
+}
+
+# cluster_agrees COUNT [API_ADDR] -- N...: every node N answers /v2/, sees COUNT voters
+# (API_ADDR among them) and they all name the same leader.
+cluster_agrees() {
+    local count=$1 api=$2 n leaders=()
+    shift 3
+    for n in "$@"; do
+        [[ $(http_status GET "http://$(node_host "$n")/v2/" --max-time 2 2>/dev/null) == 200 ]] || return 1
+        node_sees_voters "$n" "$count" "$api" || return 1
+        leaders+=("$(node_leader "$n")")
+    done
+    [[ -n ${leaders[0]} ]] && [[ $(printf '%s\n' "${leaders[@]}" | sort -u | wc -l) == 1 ]]
+}
+
+# cluster_start: three nodes that form a cluster (--bootstrap-expect 3).
+cluster_start() {
+    local n peers=
+    CLUSTER_DIR=$E2E_WORK/cluster
+    CLUSTER_SECRET=$CLUSTER_DIR/secret
+    mkdir -p "$CLUSTER_DIR"
+    (umask 077 && printf 'berth-e2e-%s\n' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" >"$CLUSTER_SECRET")
+    for n in 1 2 3; do
+        node_ports "$n" || return 1
+        peers+=${peers:+,}127.0.0.1:${NODE_PEER_PORT[n]}
+    done
+    for n in 1 2 3; do
+        node_launch "$n" "$peers" --bootstrap-expect 3 || return 1
+    done
+    if ! wait_until $((2 * E2E_STARTUP_TIMEOUT)) "three nodes to form a cluster" \
+        cluster_agrees 3 "" -- 1 2 3; then
+        for n in 1 2 3; do
+            echo "node $n log tail:" >&2
+            tail -n 5 "${NODE_DATA[n]}.log" >&2
+        done
+        return 1
+    fi
+}
+
+# node_killed N: node N, killed by a scenario, has exited (a zombie until reaped here).
+node_killed() {
+    local pid=${NODE_PID[$1]:-} state
+    [[ -n $pid ]] || return 1
+    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || return 0
+    [[ $state == Z ]]
+}
+
+# cluster_reap: reaps the node cluster-node-loss killed (it is this shell's child).
+cluster_reap() {
+    local n
+    [[ -s $CLUSTER_DIR/dead ]] || return 0
+    n=$(<"$CLUSTER_DIR/dead")
+    if node_killed "$n"; then
+        wait "${NODE_PID[n]}" 2>/dev/null || true
+        NODE_PID[n]=
+    fi
+}
+
+# ---------------------------------------------------------------- the load balancer
+
+lb_config() {
+    local n
+    cat <<EOF
+global
+    maxconn 1024
+
+defaults
+    mode http
+    option http-server-close
+    option redispatch
+    retries 3
+    timeout connect 5s
+    timeout client 30m
+    timeout server 30m
+    timeout http-request 60s
+    timeout http-keep-alive 30s
+    timeout queue 60s
+    timeout check 2s
+
+frontend registry
+    bind $LB_HOST
+    default_backend nodes
+
+backend nodes
+    balance roundrobin
+    option httpchk GET /v2/
+    http-check expect status 200
+EOF
+    for n in 1 2 3; do
+        printf '    server n%s %s check inter 1s fall 2 rise 2\n' "$n" "$(node_host "$n")"
+    done
+    cat <<EOF
+
+listen stats
+    bind 127.0.0.1:$LB_STATS_PORT
+    stats enable
+    stats uri /stats
+EOF
+}
+
+lb_answers_or_exited() {
+    pid_gone "$LB_PID" ||
+        [[ $(http_status GET "http://$LB_HOST/v2/" --max-time 2 2>/dev/null) == 200 ]]
+}
+
+# lb_start: haproxy in front of nodes 1-3, round robin per request.
+lb_start() {
+    local config=$CLUSTER_DIR/haproxy.cfg
+    new_port || return 1
+    LB_HOST=127.0.0.1:$NEW_PORT
+    new_port || return 1
+    LB_STATS_PORT=$NEW_PORT
+    lb_config >"$config"
+    haproxy -c -q -f "$config" || return 1
+    haproxy -f "$config" -db >>"$CLUSTER_DIR/haproxy.log" 2>&1 &
+    LB_PID=$!
+    if wait_until 30 "haproxy to answer /v2/" lb_answers_or_exited && sleep 0.5 &&
+        pid_alive "$LB_PID"; then
+        return 0
+    fi
+    tail -n 10 "$CLUSTER_DIR/haproxy.log" >&2
+    return 1
+}
+
+lb_stop() {
+    [[ -n $LB_PID ]] || return 0
+    stop_pid "$LB_PID"
+    LB_PID=
+}
+
+# lb_servers: one line per node, `NAME SESSIONS STATUS`, from haproxy's statistics.
+lb_servers() {
+    curl -fsS --max-time 5 "http://127.0.0.1:$LB_STATS_PORT/stats;csv" |
+        awk -F, '$1 == "nodes" && $2 ~ /^n[0-9]+$/ { print $2, $8, $18 }'
+}
+
+lb_server_down() {
+    [[ $(lb_servers | awk -v name="n$1" '$1 == name { print $3 }') == DOWN* ]]
+}
+
+# ---------------------------------------------------------------- pulling and checking
+
+# pull_check N REPO TAG DIGEST: node N, asked directly, names REPO:TAG's manifest DIGEST,
+# and a skopeo pull from it gives the same manifest bytes and verified blobs.
+pull_check() {
+    local n=$1 repo=$2 tag=$3 digest=$4 host dir
+    host=$(node_host "$n")
+    dir=pulled/node$n/${repo//\//_}-$tag
+    assert_eq "node $n: digest of $repo:$tag" "$digest" \
+        "$(REGISTRY_HOST=$host manifest_digest "$repo" "$tag")"
+    rm -rf "$dir"
+    mkdir -p "${dir%/*}"
+    REGISTRY_HOST=$host skopeo_pull "$repo:$tag" "dir:$dir"
+    dir_check_image "$dir" "$digest"
+    rm -rf "$dir"
+}
+
+# pull_check_all FILE N...: pull_check on every node N for every `REPO TAG DIGEST` line.
+pull_check_all() {
+    local file=$1 repo tag digest n
+    shift
+    while read -r repo tag digest; do
+        for n in "$@"; do
+            pull_check "$n" "$repo" "$tag" "$digest" </dev/null
+        done
+    done <"$file"
+}
+
+# data_dir_blobs N FILE: how many digests of FILE node N's data directory holds, intact.
+data_dir_blobs() {
+    local data=${NODE_DATA[$1]} file=$2 digest hex count=0
+    while read -r digest; do
+        hex=${digest#sha256:}
+        if [[ -f $data/blobs/sha256/${hex:0:2}/$hex &&
+            $(sha256_hex <"$data/blobs/sha256/${hex:0:2}/$hex") == "$hex" ]]; then
+            count=$((count + 1))
+        fi
+    done <"$file"
+    printf '%s\n' "$count"
+}
+
+# ---------------------------------------------------------------- cluster-lb-push-pull
+
+lb_push_docker() {
+    local repo=e2e/cluster-docker tag=t$E2E_SEED local_ref remote_ref pushed
+    local_ref=berth-e2e/cluster-docker:$tag
+    remote_ref=$LB_HOST/$repo:$tag
+    docker version >/dev/null || die "docker daemon not reachable"
+    defer docker_remove "$local_ref" "$remote_ref"
+    make_rootfs rootfs
+    tar -C rootfs -c . | bounded docker import - "$local_ref"
+    docker tag "$local_ref" "$remote_ref"
+    pushed=$(docker_push "$remote_ref")
+    assert_digest "docker push digest" "$pushed"
+    defer docker_remove "$LB_HOST/$repo@$pushed"
+    printf '%s %s %s\n' "$repo" "$tag" "$pushed" >>images
+}
+
+lb_push_skopeo() {
+    local repo=e2e/cluster-skopeo
+    make_image src v1 amd64 4 1048576
+    skopeo_push oci:src:v1 "$repo:v1"
+    printf '%s v1 %s\n' "$repo" "$(layout_digest src v1)" >>images
+}
+
+lb_push_podman() {
+    local repo=e2e/cluster-podman ref image_id pushed
+    ref=$LB_HOST/$repo:v1
+    PODMAN_RUNROOT=$(mktemp -d /tmp/berth-podman.XXXXXX)
+    defer rm -rf "$PODMAN_RUNROOT"
+    make_image psrc v1 amd64 3
+    oci_archive psrc psrc.oci.tar
+    image_id=$(image_config_digest psrc v1)
+    podman_cmd load -i psrc.oci.tar
+    podman_cmd tag "${image_id#sha256:}" "$ref"
+    podman_cmd push --tls-verify=false --digestfile pushed.digest "$ref"
+    pushed=$(cat pushed.digest)
+    assert_digest "podman push digest" "$pushed"
+    printf '%s v1 %s\n' "$repo" "$pushed" >>images
+}
+
+# lb_push_big: an image with one E2E_CLUSTER_BIG_LAYER-byte layer, when asked for.
+lb_push_big() {
+    local repo=e2e/cluster-big size=$E2E_CLUSTER_BIG_LAYER start
+    ((size > 0)) || return 0
+    make_image big v1 amd64 1 "$size"
+    start=$SECONDS
+    skopeo_push oci:big:v1 "$repo:v1"
+    scenario_note "skopeo push of one $size-byte layer through haproxy: $((SECONDS - start))s"
+    printf '%s v1 %s\n' "$repo" "$(layout_digest big v1)" >>images
+}
+
+scenario_cluster_lb_push_pull() {
+    local start spread
+    start=$SECONDS
+    lb_push_docker
+    lb_push_skopeo
+    lb_push_podman
+    scenario_note "pushes through haproxy (docker, skopeo, podman): $((SECONDS - start))s"
+    lb_push_big
+
+    start=$SECONDS
+    pull_check_all images 1 2 3
+    scenario_note "pulls of $(wc -l <images) images from each of 3 nodes verified: $((SECONDS - start))s"
+
+    spread=$(lb_servers | awk '{ printf "%s%s=%s", sep, $1, $2; sep = " " }')
+    scenario_note "haproxy sessions per node: $spread"
+    if lb_servers | awk '$2 == 0 { found = 1 } END { exit !found }'; then
+        die "haproxy sent no request to some node: $spread"
+    fi
+}
+
+# ---------------------------------------------------------------- cluster-node-loss
+
+loss_tag() {
+    printf 't%02d\n' "$1"
+}
+
+# loss_push TAG: one background push; its exit status goes to pushes/TAG.status.
+loss_push() {
+    local tag=$1 status=0
+    skopeo_push "oci:src:$tag" "$LOSS_REPO:$tag" >"pushes/$tag.log" 2>&1 || status=$?
+    printf '%s\n' "$status" >"pushes/$tag.status.tmp"
+    mv "pushes/$tag.status.tmp" "pushes/$tag.status"
+}
+
+pushes_done() {
+    local files=(pushes/*.status)
+    [[ -e ${files[0]} ]] || files=()
+    printf '%s\n' "${#files[@]}"
+}
+
+pushes_at_least() {
+    (($(pushes_done) >= $1))
+}
+
+# non_leader N...: the first node N that is not the leader.
+non_leader() {
+    local leader n
+    leader=$(node_leader "$1")
+    [[ -n $leader ]] || die "node $1 knows no leader"
+    for n in "$@"; do
+        if [[ $(node_host "$n") != "$leader" ]]; then
+            printf '%s\n' "$n"
+            return 0
+        fi
+    done
+    die "no node other than the leader ($leader)"
+}
+
+# failed_push_check TAG N...: a push that failed left either nothing under TAG or the
+# very manifest it was pushing, on every node N.
+failed_push_check() {
+    local tag=$1 n status
+    shift
+    for n in "$@"; do
+        status=$(REGISTRY_HOST=$(node_host "$n") manifest_status "$LOSS_REPO" "$tag")
+        case $status in
+        404) ;;
+        200)
+            assert_eq "node $n: digest of the failed push $tag" "$(layout_digest src "$tag")" \
+                "$(REGISTRY_HOST=$(node_host "$n") manifest_digest "$LOSS_REPO" "$tag")"
+            ;;
+        *) die "node $n: manifest $tag after a failed push: status $status" ;;
+        esac
+    done
+}
+
+scenario_cluster_node_loss() {
+    local count=$E2E_CLUSTER_PUSHES i tag pids=() victim in_flight survivors=() start failed=()
+    local killed_at
+    mkdir -p pushes
+    for ((i = 1; i <= count; i++)); do
+        make_image src "$(loss_tag "$i")" amd64 1 524288
+    done
+    make_image src after amd64 1 524288
+
+    start=$SECONDS
+    for ((i = 1; i <= count; i++)); do
+        loss_push "$(loss_tag "$i")" &
+        pids+=("$!")
+    done
+    wait_until 120 "5 pushes to finish" pushes_at_least 5 || die "fewer than 5 pushes finished"
+    victim=$(non_leader 1 2 3)
+    in_flight=$((count - $(pushes_done)))
+    kill -s KILL "${NODE_PID[victim]}"
+    killed_at=$SECONDS
+    printf '%s\n' "$victim" >"$CLUSTER_DIR/dead"
+    for i in 1 2 3; do
+        [[ $i == "$victim" ]] || survivors+=("$i")
+    done
+    scenario_note "killed node $victim ($(node_host "$victim"), not the leader) with $in_flight of $count pushes unfinished"
+    ((in_flight > 0)) || die "every push had finished before the kill"
+
+    for i in "${pids[@]}"; do
+        wait "$i" || true
+    done
+    scenario_note "all $count pushes ended $((SECONDS - start))s after they started"
+    wait_until 30 "haproxy to mark node $victim down" lb_server_down "$victim" ||
+        die "haproxy kept node $victim up"
+    scenario_note "haproxy marked node $victim down within $((SECONDS - killed_at))s of the kill"
+
+    : >pushed
+    for ((i = 1; i <= count; i++)); do
+        tag=$(loss_tag "$i")
+        if [[ $(<"pushes/$tag.status") == 0 ]]; then
+            printf '%s %s %s\n' "$LOSS_REPO" "$tag" "$(layout_digest src "$tag")" >>pushed
+        else
+            failed+=("$tag")
+            scenario_note "push $tag failed: $(grep -v '^ *$' "pushes/$tag.log" | tail -n 1)"
+        fi
+    done
+    scenario_note "${#failed[@]} of $count pushes failed"
+
+    skopeo_push oci:src:after "$LOSS_REPO:after"
+    printf '%s after %s\n' "$LOSS_REPO" "$(layout_digest src after)" >>pushed
+
+    start=$SECONDS
+    pull_check_all pushed "${survivors[@]}"
+    for tag in "${failed[@]}"; do
+        failed_push_check "$tag" "${survivors[@]}"
+    done
+    scenario_note "$(wc -l <pushed) images verified on nodes ${survivors[*]}: $((SECONDS - start))s"
+
+    while read -r _ tag _; do
+        layout_blob src "$(layout_digest src "$tag")" | jq -r '.config.digest, .layers[].digest'
+    done <pushed >blobs
+}
+
+# ---------------------------------------------------------------- cluster-node-replace
+
+# repair_reported N...: some node N has a `repair` key in its status (berth reports it).
+repair_reported() {
+    local n
+    for n in "$@"; do
+        node_status "$n" | jq -e 'has("repair")' >/dev/null && return 0
+    done
+    return 1
+}
+
+# repair_figures N...: `node N: {repair}` for each node.
+repair_figures() {
+    local n
+    for n in "$@"; do
+        printf 'node %s: %s; ' "$n" "$(node_status "$n" | jq -c .repair)"
+    done
+}
+
+# repair_done NEW BLOBS N...: every node N reports no under-replicated blob and node NEW
+# holds every digest in BLOBS. Keeps the highest copy_rate seen in REPAIR_PEAK_RATE.
+repair_done() {
+    local new=$1 blobs=$2 n status rate finished=1
+    shift 2
+    for n in "$@"; do
+        status=$(node_status "$n") || return 1
+        rate=$(jq -r '.repair.copy_rate // 0 | floor' <<<"$status")
+        ((rate <= REPAIR_PEAK_RATE)) || REPAIR_PEAK_RATE=$rate
+        jq -e '.repair.under_replicated == 0' <<<"$status" >/dev/null || finished=0
+    done
+    ((finished == 1)) && (($(data_dir_blobs "$new" "$blobs") == $(wc -l <"$blobs")))
+}
+
+scenario_cluster_node_replace() {
+    local loss=$E2E_WORK/cluster-node-loss dead dead_id survivor new=4 live=() n start total
+    [[ -s $CLUSTER_DIR/dead ]] || die "cluster-node-loss must run first: no node was killed"
+    [[ -s $loss/pushed && -s $loss/blobs ]] || die "cluster-node-loss left no verified images"
+    dead=$(<"$CLUSTER_DIR/dead")
+    for n in 1 2 3; do
+        [[ $n == "$dead" ]] || live+=("$n")
+    done
+    survivor=${live[0]}
+    dead_id=$(<"${NODE_DATA[dead]}/node-id")
+
+    bounded "$BERTH_BIN" cluster remove "$dead_id" --node "http://$(node_host "$survivor")" \
+        --cluster-secret-file "$CLUSTER_SECRET"
+    wait_until 30 "the survivors to see 2 voters" cluster_agrees 2 "" -- "${live[@]}" ||
+        die "node $dead still counted after its removal"
+
+    node_ports "$new"
+    start=$SECONDS
+    node_launch "$new" "127.0.0.1:${NODE_PEER_PORT[survivor]}"
+    defer node_stop "$new"
+    live+=("$new")
+    wait_until "$E2E_JOIN_TIMEOUT" "node $new to become the third voter" \
+        cluster_agrees 3 "$(node_host "$new")" -- "${live[@]}" ||
+        die "node $new did not become a voter within ${E2E_JOIN_TIMEOUT}s"
+    scenario_note "new node $new ($(node_host "$new")) was a voter $((SECONDS - start))s after its start"
+
+    total=$(wc -l <"$loss/blobs")
+    if repair_reported "${live[@]}"; then
+        scenario_note "repair right after the join: $(repair_figures "${live[@]}")"
+        if ! wait_until "$E2E_REPAIR_TIMEOUT" "blob repair" repair_done "$new" "$loss/blobs" "${live[@]}"; then
+            die "repair unfinished after ${E2E_REPAIR_TIMEOUT}s: node $new holds \
+$(data_dir_blobs "$new" "$loss/blobs") of $total blobs; $(repair_figures "${live[@]}")"
+        fi
+        scenario_note "repair done $((SECONDS - start))s after the new node started: \
+$(repair_figures "${live[@]}")"
+        scenario_note "node $new's data directory holds all $total blobs before any pull; \
+highest copy_rate seen: $REPAIR_PEAK_RATE B/s"
+    else
+        scenario_note "repair status not available yet (no \"repair\" in /_berth/cluster/status): \
+repair and data-directory checks skipped; node $new holds $(data_dir_blobs "$new" "$loss/blobs") \
+of $total blobs before any pull"
+    fi
+
+    start=$SECONDS
+    pull_check_all "$loss/pushed" "$new"
+    scenario_note "$(wc -l <"$loss/pushed") images verified on node $new: $((SECONDS - start))s"
+}
+
+# ---------------------------------------------------------------- main
+
+run_cluster_scenarios() {
+    local name start
+    (($# > 0)) || set -- "${SCENARIOS[@]}"
+    for name in "$@"; do
+        start=$SECONDS
+        run_scenarios "$name"
+        show_notes "$name"
+        note "$name took $((SECONDS - start))s"
+        cluster_reap
+    done
+}
+
+main() {
+    local n
+    e2e_init
+    if [[ $E2E_REGISTRY != berth ]]; then
+        note "cluster tests need berth; skipped for $E2E_REGISTRY"
+        summary cluster
+        return
+    fi
+    if ! command -v haproxy >/dev/null; then
+        fail cluster "haproxy is not installed (apt-get install -y haproxy)"
+        summary cluster
+        return 1
+    fi
+    if [[ ! -x $BERTH_BIN ]]; then
+        fail cluster "berth binary not found: $BERTH_BIN"
+        summary cluster
+        return 1
+    fi
+    defer cluster_stop
+    defer lb_stop
+    if ! cluster_start || ! lb_start; then
+        fail cluster "could not start three nodes and haproxy"
+        summary cluster
+        return 1
+    fi
+    REGISTRY_HOST=$LB_HOST
+    for n in 1 2 3; do
+        note "node $n at $(node_host "$n") (pid ${NODE_PID[n]}, peer port ${NODE_PEER_PORT[n]})"
+    done
+    note "haproxy at $LB_HOST (pid $LB_PID)"
+    run_cluster_scenarios "$@"
+    summary cluster
+}
+
+main "$@"
