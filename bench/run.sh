@@ -5,11 +5,15 @@
 #
 # Usage: bench/run.sh [MEASUREMENT...]     (default: all, in the order below)
 #   upload get manifest head skopeo rss
+# and, only when named (or all three as "cluster"): berth as a 3-node cluster against
+# itself, see bench/measurements/cluster.sh
+#   cluster-push cluster-relay cluster-spread
 set -euo pipefail
 shopt -s inherit_errexit
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
+CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread)
 
 : "${BERTH_BIN:=/var/cache/berth/target/release/berth}"
 : "${REFERENCE_BIN:=/usr/bin/docker-registry}"
@@ -26,6 +30,7 @@ ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 : "${BENCH_TMP:=/var/tmp}"
 : "${BENCH_DATA_DIR:=}"
 : "${BENCH_RESULTS:=}"
+: "${BENCH_CLUSTER_TIMEOUT:=120}"
 
 # shellcheck source=bench/lib/common.sh
 source "$BENCH_DIR/lib/common.sh"
@@ -46,6 +51,7 @@ usage() {
     cat <<USAGE
 usage: bench/run.sh [MEASUREMENT...]
 measurements: ${ALL_MEASUREMENTS[*]} (default: all)
+              ${CLUSTER_MEASUREMENTS[*]} (only when named; "cluster" names all three)
 environment:
   BERTH_BIN            berth binary ($BERTH_BIN)
   BENCH_CANDIDATE      berth, or distribution to check the suite itself ($BENCH_CANDIDATE)
@@ -58,6 +64,7 @@ environment:
   BENCH_TMP            where the run's temp dir goes ($BENCH_TMP)
   BENCH_DATA_DIR       keep generated inputs here between runs (default: temp, removed)
   BENCH_RESULTS        also append the table to this file
+  BENCH_CLUSTER_TIMEOUT  seconds to wait for a blob's copies on every node ($BENCH_CLUSTER_TIMEOUT)
 USAGE
 }
 
@@ -65,8 +72,22 @@ USAGE
 check_measurements() {
     local name
     for name in "$@"; do
-        [[ " ${ALL_MEASUREMENTS[*]} " == *" $name "* ]] || { usage >&2; die "unknown measurement '$name'"; }
+        [[ " ${ALL_MEASUREMENTS[*]} ${CLUSTER_MEASUREMENTS[*]} " == *" $name "* ]] ||
+            { usage >&2; die "unknown measurement '$name'"; }
     done
+}
+
+# expand_measurements NAME... : the names, with "cluster" standing for every cluster one.
+expand_measurements() {
+    local name
+    for name in "$@"; do
+        if [[ $name == cluster ]]; then printf '%s\n' "${CLUSTER_MEASUREMENTS[@]}"; else printf '%s\n' "$name"; fi
+    done
+}
+
+# is_cluster MEASUREMENT : whether it runs berth as a cluster (and needs no reference).
+is_cluster() {
+    [[ $1 == cluster-* ]]
 }
 
 # tools_for MEASUREMENT : what a measurement runs besides curl, openssl, jq and ss.
@@ -74,13 +95,22 @@ tools_for() {
     case $1 in
         manifest | head) printf 'wrk\n' ;;
         skopeo) printf 'skopeo\numoci\n' ;;
+        cluster-*) printf 'haproxy\n' ;;
     esac
 }
 
-# space_needed_gib : a bound on the disk the inputs and both registries' storage take.
+# space_needed_gib MEASUREMENT... : a bound on the disk the inputs and the registries'
+# storage take.
 space_needed_gib() {
-    local copies=$((BENCH_REPEAT > 2 ? BENCH_REPEAT : 2))
-    printf '%s\n' $(((copies * 3 + 2) * BENCH_SIZE_MIB / 1024 + 2))
+    local copies=$((BENCH_REPEAT > 2 ? BENCH_REPEAT : 2)) need name cluster
+    need=$(((copies * 3 + 2) * BENCH_SIZE_MIB / 1024 + 2))
+    for name in "$@"; do
+        is_cluster "$name" || continue
+        cluster=$(cluster_space_gib)
+        ((cluster > need)) && need=$cluster
+        break
+    done
+    printf '%s\n' "$need"
 }
 
 cleanup() {
@@ -91,10 +121,13 @@ cleanup() {
 main() {
     local measurements name tools=(curl openssl jq ss docker-registry)
     [[ ${1:-} == -h || ${1:-} == --help ]] && { usage; return 0; }
-    measurements=("${@:-${ALL_MEASUREMENTS[@]}}")
+    mapfile -t measurements < <(expand_measurements "${@:-${ALL_MEASUREMENTS[@]}}")
     check_measurements "${measurements[@]}"
     for name in "${measurements[@]}"; do
         mapfile -t -O "${#tools[@]}" tools < <(tools_for "$name")
+        if is_cluster "$name" && [[ $BENCH_CANDIDATE != berth ]]; then
+            die "$name runs berth as a cluster; it needs BENCH_CANDIDATE=berth"
+        fi
     done
     ensure_tools "${tools[@]}"
     check_candidate
@@ -104,14 +137,14 @@ main() {
     WORK_DIR=$(make_work_dir "$BENCH_TMP")
     DATA_DIR=${BENCH_DATA_DIR:-$WORK_DIR/inputs}
     mkdir -p "$DATA_DIR"
-    require_free_space "$WORK_DIR" "$(space_needed_gib)"
+    require_free_space "$WORK_DIR" "$(space_needed_gib "${measurements[@]}")"
     log "reference vs $(side_label cand), work dir $WORK_DIR, measurements: ${measurements[*]}"
     START_LOAD=$(load_average)
     warn_if_busy
 
     for name in "${measurements[@]}"; do
         log "--- $name"
-        "measure_$name"
+        "measure_${name//-/_}"
     done
     publish
 }

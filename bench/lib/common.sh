@@ -67,6 +67,17 @@ pick_port() {
     die "no free port found after $attempt attempts"
 }
 
+# pick_ports N : prints N distinct ports, each as pick_port picks them.
+pick_ports() {
+    local count=$1 attempt port ports=()
+    for ((attempt = 0; ${#ports[@]} < count && attempt < count * 20; attempt++)); do
+        port=$(pick_port)
+        [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
+    done
+    ((${#ports[@]} == count)) || die "could not pick $count distinct free ports"
+    printf '%s\n' "${ports[@]}"
+}
+
 # wait_until SECONDS DESCRIPTION COMMAND... : polls COMMAND every 0.1 s, bounded in time.
 wait_until() {
     local seconds=$1 what=$2 tries
@@ -90,6 +101,14 @@ stop_pid() {
 
 pid_gone() {
     ! kill -0 "$1" 2>/dev/null
+}
+
+# vm_hwm_mib PID : peak resident memory (VmHWM) of a running process, in MiB.
+vm_hwm_mib() {
+    local kib
+    kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$1/status")
+    [[ -n $kib ]] || die "no VmHWM for pid $1"
+    calc "$kib / 1024"
 }
 
 # median NUMBER... : the median (mean of the middle two for an even count).

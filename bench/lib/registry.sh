@@ -87,16 +87,18 @@ await_side() {
     return 1
 }
 
-# start_side SIDE : fresh data dir, free port, server up and answering. A server that
-# exits at startup (say, another process took the port first) is retried on a new port.
+# start_side SIDE [KIND] : fresh data dir, free port, server up and answering. A server
+# that exits at startup (say, another process took the port first) is retried on a new
+# port. KIND (distribution or berth) defaults to the side's own.
 start_side() {
-    local side=$1 dir attempt port
+    local side=$1 kind dir attempt port
+    kind=${2:-$(side_kind "$side")}
     dir="$WORK_DIR/registry-$PAIR_COUNT-$side"
     for attempt in 1 2 3; do
         rm -rf "$dir"
         mkdir -p "$dir/data"
         port=$(pick_port)
-        launch "$(side_kind "$side")" "$dir" "$port"
+        launch "$kind" "$dir" "$port"
         REG_PID[$side]=$!
         STARTED_PIDS+=("${REG_PID[$side]}")
         REG_URL[$side]="http://127.0.0.1:$port"
@@ -126,18 +128,22 @@ pair_start() {
 pair_stop() {
     local side
     for side in "${SIDES[@]}"; do
-        [[ -n ${REG_PID[$side]:-} ]] || continue
-        stop_pid "${REG_PID[$side]}"
-        rm -rf "${REG_DIR[$side]}"
-        unset 'REG_PID[$side]'
+        stop_side "$side"
     done
+}
+
+# stop_side SIDE : stops one server, if running, and frees its storage.
+stop_side() {
+    local side=$1
+    [[ -n ${REG_PID[$side]:-} ]] || return 0
+    stop_pid "${REG_PID[$side]}"
+    rm -rf "${REG_DIR[$side]}"
+    unset 'REG_PID[$side]'
 }
 
 # peak_rss_mib SIDE : VmHWM of the running server, in MiB.
 peak_rss_mib() {
-    local kib
-    kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/${REG_PID[$1]}/status")
-    calc "$kib / 1024"
+    vm_hwm_mib "${REG_PID[$1]}"
 }
 
 # sides_in_turn RUN : both sides, the order alternating with RUN to spread drift evenly.

@@ -17,9 +17,10 @@ record() {
     log "$name: reference $(fmt "$ref") $unit, $(side_label cand) $(fmt "$cand") $unit"
 }
 
-# fmt NUMBER : three significant digits or so, no exponent.
+# fmt NUMBER : three significant digits or so, no exponent; "-" (no figure) stays "-".
 fmt() {
     awk -v v="$1" 'BEGIN {
+        if (v == "-") { print "-"; exit }
         a = v < 0 ? -v : v
         if (a >= 100) printf "%.0f\n", v; else if (a >= 10) printf "%.1f\n", v; else printf "%.2f\n", v }'
 }
