@@ -148,7 +148,7 @@ impl Replicator {
         let header = BlobChunk {
             digest: digest.to_string(),
             size,
-            data: Vec::new(),
+            data: bytes::Bytes::new(),
         };
         // The header first, then the file. A read error ends the stream
         // early; the receiver then refuses the short blob, so no partial copy
@@ -165,7 +165,7 @@ impl Replicator {
                         let chunk = BlobChunk {
                             digest: String::new(),
                             size: 0,
-                            data,
+                            data: data.into(),
                         };
                         Some((chunk, (file, None)))
                     }

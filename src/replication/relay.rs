@@ -113,7 +113,7 @@ impl Replicator {
             };
             while let Some(chunk) = stream.next().await {
                 let data = match chunk {
-                    Ok(c) => Bytes::from(c.data),
+                    Ok(c) => c.data,
                     Err(s) => {
                         reasons.push(format!(
                             "node {holder} stopped at byte {offset}: {}",

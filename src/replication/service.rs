@@ -38,13 +38,10 @@ impl Blobs for BlobService {
         if self.blobs.stat(&digest).map_err(internal)?.is_some() {
             return Ok(Response::new(Empty {}));
         }
-        let rest = stream
-            .map_ok(|c| bytes::Bytes::from(c.data))
-            .map_err(std::io::Error::other);
-        let body: ByteStream = Box::pin(
-            futures_util::stream::once(async move { Ok(bytes::Bytes::from(first.data)) })
-                .chain(rest),
-        );
+        let rest = stream.map_ok(|c| c.data).map_err(std::io::Error::other);
+        let first_data = first.data;
+        let body: ByteStream =
+            Box::pin(futures_util::stream::once(async move { Ok(first_data) }).chain(rest));
         match self.blobs.ingest(&digest, body, Some(first.size)).await {
             Ok(blob) if blob.size == first.size => Ok(Response::new(Empty {})),
             Ok(blob) => Err(Status::data_loss(format!(
@@ -84,7 +81,7 @@ impl Blobs for BlobService {
             r.map(|data| BlobChunk {
                 digest: String::new(),
                 size: 0,
-                data: data.to_vec(),
+                data,
             })
             .map_err(|e| Status::internal(e.to_string()))
         });
