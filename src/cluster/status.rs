@@ -30,6 +30,9 @@ pub struct StatusReport {
 pub struct RepairReport {
     /// Blobs held by fewer live members than they should be.
     pub under_replicated: u64,
+    /// Blobs no live member holds: they come back only with a node that has them.
+    #[serde(default)]
+    pub unavailable: u64,
     /// Bytes the missing copies add up to.
     pub bytes_to_copy: u64,
     /// Bytes per second this node copied in its last repair round.
@@ -141,10 +144,11 @@ pub fn render(report: &StatusReport) -> String {
     if let Some(r) = &report.repair {
         let _ = writeln!(
             out,
-            "blobs: {} under-replicated, {} bytes to copy, copying at {:.1} MB/s",
+            "blobs: {} under-replicated, {} bytes to copy, copying at {:.1} MB/s, {} with no live copy",
             r.under_replicated,
             r.bytes_to_copy,
-            r.copy_rate / 1e6
+            r.copy_rate / 1e6,
+            r.unavailable
         );
     }
     let _ = writeln!(
@@ -231,6 +235,7 @@ mod tests {
             }],
             repair: Some(RepairReport {
                 under_replicated: 2,
+                unavailable: 1,
                 bytes_to_copy: 10,
                 copy_rate: 0.0,
             }),
@@ -239,6 +244,7 @@ mod tests {
         assert!(text.contains("node 7 is leader in term 3"), "{text}");
         assert!(text.contains("a:5001"));
         assert!(text.contains("2 under-replicated"), "{text}");
+        assert!(text.contains("1 with no live copy"), "{text}");
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), report);
     }

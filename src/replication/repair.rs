@@ -98,7 +98,11 @@ async fn round(
                 .filter(|h| members.contains(h))
                 .collect();
             let want = want(replicator.factor, members.len());
-            if live.len() >= want || live.is_empty() {
+            if live.is_empty() {
+                report.unavailable += 1;
+                continue;
+            }
+            if live.len() >= want {
                 continue;
             }
             let missing = (want - live.len()) as u64;

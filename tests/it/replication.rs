@@ -237,3 +237,36 @@ async fn a_replacement_node_receives_every_blob_through_repair() {
     let status: serde_json::Value = serde_json::from_slice(&status.bytes().await.unwrap()).unwrap();
     assert_eq!(status["repair"]["under_replicated"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_whose_only_holder_left_is_reported_unavailable() {
+    let mut cluster = TestCluster::with_factor(3, ReplicationFactor::Copies(1)).await;
+    let digest = cluster.nodes[2]
+        .push_blob("u/app", &random_blob(1 << 16))
+        .await;
+    let lost = cluster.nodes[2].server().cluster().id();
+    cluster.nodes[2].stop().await;
+    let resp = cluster.nodes[0]
+        .delete(&format!("/_berth/cluster/members/{lost}"))
+        .header(berth::api::admin::SECRET_HEADER, crate::cluster::SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    cluster.wait_voters(2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = cluster.nodes[0].server().registry.cluster_status().repair;
+        if report
+            .as_ref()
+            .is_some_and(|r| r.unavailable == 1 && r.under_replicated == 0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{digest} not reported unavailable: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
