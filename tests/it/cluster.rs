@@ -56,6 +56,21 @@ impl TestCluster {
         self.nodes.push(TestNode::start_with(dir, config).await);
     }
 
+    /// Stops node `i` for good and removes it from the cluster through node 0.
+    pub async fn lose(&mut self, i: usize) {
+        let id = self.nodes[i].server().cluster().id();
+        let voters = self.nodes.iter().filter(|n| n.is_running()).count() - 1;
+        self.nodes[i].stop().await;
+        let resp = self.nodes[0]
+            .delete(&format!("/_berth/cluster/members/{id}"))
+            .header(berth::api::admin::SECRET_HEADER, SECRET)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "removing node {i}");
+        self.wait_voters(voters).await;
+    }
+
     /// Waits until the first running node sees `n` voters and a leader.
     pub async fn wait_voters(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -203,16 +203,7 @@ async fn a_replacement_node_receives_every_blob_through_repair() {
         digests.push(cluster.nodes[i % 3].push_blob("p/app", &data).await);
     }
     // Lose a node for good: stop it and take it out of the cluster.
-    let lost = cluster.nodes[2].server().cluster().id();
-    cluster.nodes[2].stop().await;
-    let resp = cluster.nodes[0]
-        .delete(&format!("/_berth/cluster/members/{lost}"))
-        .header(berth::api::admin::SECRET_HEADER, crate::cluster::SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    cluster.wait_voters(2).await;
+    cluster.lose(2).await;
     // A new, empty node joins and pulls the copies it should hold.
     cluster.add_node().await;
     cluster.wait_voters(3).await;
@@ -244,16 +235,7 @@ async fn a_blob_whose_only_holder_left_is_reported_unavailable() {
     let digest = cluster.nodes[2]
         .push_blob("u/app", &random_blob(1 << 16))
         .await;
-    let lost = cluster.nodes[2].server().cluster().id();
-    cluster.nodes[2].stop().await;
-    let resp = cluster.nodes[0]
-        .delete(&format!("/_berth/cluster/members/{lost}"))
-        .header(berth::api::admin::SECRET_HEADER, crate::cluster::SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    cluster.wait_voters(2).await;
+    cluster.lose(2).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let report = cluster.nodes[0].server().registry.cluster_status().repair;
