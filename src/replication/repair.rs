@@ -85,6 +85,7 @@ async fn round(
     }
     let mut report = RepairReport::default();
     let mut mine = Vec::new();
+    let mut unrecorded = Vec::new();
     let mut after: Option<Digest> = None;
     loop {
         let page = meta.blobs_page(after.as_ref(), PAGE)?;
@@ -92,6 +93,11 @@ async fn round(
         after = Some(last.clone());
         for (digest, size) in page {
             let holders = meta.holders(&digest)?;
+            // A copy that arrived but was never recorded (the record was
+            // lost to a leader change, say) is recorded now, not fetched again.
+            if !holders.contains(&me) && replicator.holds(&digest) {
+                unrecorded.push(digest.clone());
+            }
             let live: Vec<u64> = holders
                 .iter()
                 .copied()
@@ -123,6 +129,10 @@ async fn round(
                 });
             }
         }
+    }
+    for digest in unrecorded {
+        tracing::info!(%digest, "recording a blob copy this node holds");
+        super::record_holders(replicator.cluster.clone(), digest, vec![me]).await;
     }
     let started = Instant::now();
     let mut copied = 0u64;

@@ -425,9 +425,13 @@ scenario_cluster_node_loss() {
     local count=$E2E_CLUSTER_PUSHES i tag pids=() victim in_flight survivors=() start failed=()
     local killed_at
     mkdir -p pushes
-    for ((i = 1; i <= count; i++)); do
-        make_image src "$(loss_tag "$i")" amd64 1 524288
+    # Layers large enough that the pushes are still running when the node dies,
+    # however fast the machine.
+    for ((i = 1; i < count; i++)); do
+        make_image src "$(loss_tag "$i")" amd64 1 8388608
     done
+    # One much larger push is surely still running when the node dies.
+    make_image src "$(loss_tag "$count")" amd64 1 67108864
     make_image src after amd64 1 524288
 
     start=$SECONDS
@@ -435,7 +439,7 @@ scenario_cluster_node_loss() {
         loss_push "$(loss_tag "$i")" &
         pids+=("$!")
     done
-    wait_until 120 "5 pushes to finish" pushes_at_least 5 || die "fewer than 5 pushes finished"
+    wait_until 120 "a push to finish" pushes_at_least 1 || die "no push finished"
     victim=$(non_leader 1 2 3)
     in_flight=$((count - $(pushes_done)))
     kill -s KILL "${NODE_PID[victim]}"
