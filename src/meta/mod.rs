@@ -2,9 +2,9 @@
 //! which blobs each repository holds.
 //!
 //! Every change is a [`Command`], serializable and applied deterministically
-//! by [`StateMachine::apply`]: the same commands in the same order give the
+//! by [`StateMachine::stage`]: the same commands in the same order give the
 //! same state on every node, and the checks that decide whether a command is
-//! accepted (does this manifest's blob exist?) run inside `apply`, so they
+//! accepted (does this manifest's blob exist?) run inside `stage`, so they
 //! cannot race with other writes. Reads go through [`query`], never through
 //! commands.
 

@@ -37,9 +37,10 @@ impl StateMachine {
         StateMachine { db }
     }
 
-    /// Applies one command atomically and durably. Rejections leave the
-    /// state untouched.
-    pub fn apply(&self, cmd: &Command) -> Result<Applied, DbError> {
+    /// Applies one command atomically and durably, outside Raft: for tests
+    /// of the state machine alone. Rejections leave the state untouched.
+    #[cfg(test)]
+    pub(crate) fn apply(&self, cmd: &Command) -> Result<Applied, DbError> {
         let mut batch = WriteBatch::default();
         let applied = self.stage(cmd, &mut batch)?;
         if applied.is_ok() {
