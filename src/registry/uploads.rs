@@ -4,7 +4,7 @@
 use super::{Error, Registry, Result};
 use crate::meta::Command;
 use crate::oci::{Digest, RepoName};
-use crate::storage::{now_secs, ByteStream, LocalBlob, UploadId};
+use crate::storage::{now_secs, ByteStream, LocalBlob, Mirror, UploadId};
 
 /// How a client opens an upload (`POST …/blobs/uploads/`).
 pub enum StartUpload {
@@ -30,8 +30,12 @@ impl Registry {
         match how {
             StartUpload::Session => Ok(UploadStarted::Session(self.uploads.create(repo)?)),
             StartUpload::Monolithic { digest, body } => {
-                let blob = self.blobs.ingest(&digest, body, None).await?;
-                self.replicate_and_link(repo, &digest, blob).await?;
+                let mut mirror = self.replicator.mirror(Some(&digest));
+                let blob = self
+                    .blobs
+                    .ingest(&digest, body, None, mirror.as_mut())
+                    .await?;
+                self.replicate_and_link(repo, &digest, blob, mirror).await?;
                 Ok(UploadStarted::Committed(digest))
             }
             StartUpload::Mount { digest, from } => {
@@ -78,7 +82,8 @@ impl Registry {
         range: Option<(u64, u64)>,
         body: ByteStream,
     ) -> Result<u64> {
-        Ok(self.uploads.append(repo, id, range, body).await?)
+        let mirror = || self.replicator.mirror(None);
+        Ok(self.uploads.append(repo, id, range, body, mirror).await?)
     }
 
     pub async fn upload_status(&self, repo: &RepoName, id: UploadId) -> Result<u64> {
@@ -92,8 +97,9 @@ impl Registry {
         digest: &Digest,
         body: Option<ByteStream>,
     ) -> Result<()> {
-        let blob = self.uploads.commit(repo, id, digest, body).await?;
-        self.replicate_and_link(repo, digest, blob).await
+        let mirror = || self.replicator.mirror(Some(digest));
+        let (blob, mirror) = self.uploads.commit(repo, id, digest, body, mirror).await?;
+        self.replicate_and_link(repo, digest, blob, mirror).await
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: UploadId) -> Result<()> {
@@ -114,8 +120,9 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
         blob: LocalBlob,
+        mirror: Option<Mirror>,
     ) -> Result<()> {
-        let holders = self.replicator.replicate(digest, blob.size).await?;
+        let holders = self.replicator.replicate(digest, blob.size, mirror).await?;
         self.write(link(repo, digest, blob.size, holders)).await
     }
 }

@@ -51,12 +51,17 @@ pub fn replica_set(
     first: u64,
     factor: ReplicationFactor,
 ) -> Vec<u64> {
-    let want = match factor {
-        ReplicationFactor::All => members.len().max(1),
-        ReplicationFactor::Copies(n) => n.min(members.len().max(1)),
-    };
+    let want = copies(factor, members.len().max(1));
     let others = ranked(digest, members).into_iter().filter(|&m| m != first);
     std::iter::once(first).chain(others).take(want).collect()
+}
+
+/// How many copies of each blob a cluster of `members` keeps.
+pub fn copies(factor: ReplicationFactor, members: usize) -> usize {
+    match factor {
+        ReplicationFactor::All => members,
+        ReplicationFactor::Copies(n) => n.min(members),
+    }
 }
 
 /// Copies that must be stored before an upload is acknowledged: a majority

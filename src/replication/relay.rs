@@ -71,7 +71,7 @@ impl Replicator {
             let digest = digest.clone();
             tokio::spawn(async move {
                 blobs
-                    .ingest(&digest, channel_stream(disk_rx), Some(size))
+                    .ingest(&digest, channel_stream(disk_rx), Some(size), None)
                     .await
             })
         });

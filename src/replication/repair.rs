@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{placement, ReplicationFactor, Replicator};
+use super::{placement, Replicator};
 use crate::cluster::status::RepairReport;
 use crate::meta::StateMachine;
 use crate::oci::Digest;
@@ -103,7 +103,7 @@ async fn round(
                 .copied()
                 .filter(|h| members.contains(h))
                 .collect();
-            let want = want(replicator.factor, members.len());
+            let want = placement::copies(replicator.factor, members.len());
             if live.is_empty() {
                 report.unavailable += 1;
                 continue;
@@ -157,13 +157,6 @@ async fn round(
         0.0
     };
     Ok(report)
-}
-
-fn want(factor: ReplicationFactor, members: usize) -> usize {
-    match factor {
-        ReplicationFactor::All => members,
-        ReplicationFactor::Copies(n) => n.min(members),
-    }
 }
 
 /// Copies one blob through the verifying relay, at most `bandwidth` bytes

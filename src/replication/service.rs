@@ -2,13 +2,14 @@
 //! are indexed) and serving blob bytes to peers.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::pb::blobs_server::{Blobs, BlobsServer};
 use crate::cluster::pb::{BlobChunk, Empty, FetchRequest};
-use crate::oci::Digest;
+use crate::oci::{Algorithm, Digest};
 use crate::storage::{BlobStore, ByteStream, StorageError};
 
 pub struct BlobService {
@@ -34,23 +35,56 @@ impl Blobs for BlobService {
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("empty push"))??;
-        let digest = digest_of(&first.digest)?;
-        if self.blobs.stat(&digest).map_err(internal)?.is_some() {
-            return Ok(Response::new(Empty {}));
+        let announced = match first.digest.as_str() {
+            "" => None,
+            d => Some(digest_of(d)?),
+        };
+        if let Some(d) = &announced {
+            if self.blobs.stat(d).map_err(internal)?.is_some() {
+                return Ok(Response::new(Empty {}));
+            }
         }
-        let rest = stream.map_ok(|c| c.data).map_err(std::io::Error::other);
+        // A copy streamed while the blob was still arriving at the sender
+        // names its digest in a last chunk instead of the first.
+        let trailer = Arc::new(Mutex::new(None::<BlobChunk>));
+        let seen = trailer.clone();
+        let rest = stream.map(move |chunk| match chunk {
+            Ok(c) if c.digest.is_empty() => Ok(c.data),
+            Ok(c) => {
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+                Ok(bytes::Bytes::new())
+            }
+            Err(s) => Err(std::io::Error::other(s)),
+        });
         let first_data = first.data;
         let body: ByteStream =
             Box::pin(futures_util::stream::once(async move { Ok(first_data) }).chain(rest));
-        match self.blobs.ingest(&digest, body, Some(first.size)).await {
-            Ok(blob) if blob.size == first.size => Ok(Response::new(Empty {})),
-            Ok(blob) => Err(Status::data_loss(format!(
-                "{digest}: announced {} bytes, received {}",
-                first.size, blob.size
-            ))),
+        let algorithm = announced
+            .as_ref()
+            .map_or(Algorithm::Sha256, Digest::algorithm);
+        let limit = (first.size > 0).then_some(first.size);
+        let named = |_bytes: u64| {
+            let trailer = trailer.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let last = trailer.map(|t| digest_of(&t.digest)).transpose();
+            match (announced.clone(), last) {
+                (Some(d), Ok(None)) | (None, Ok(Some(d))) => Ok(d),
+                (Some(d), Ok(Some(t))) if d == t => Ok(d),
+                (_, Ok(_)) => Err(refused("the push named two digests, or none")),
+                (_, Err(e)) => Err(refused(e.message())),
+            }
+        };
+        match self
+            .blobs
+            .receive(algorithm, body, limit, None, named)
+            .await
+        {
+            Ok(_) => Ok(Response::new(Empty {})),
             Err(e @ StorageError::DigestMismatch { .. }) => {
-                tracing::warn!(%digest, error = %e, "refused a pushed blob whose bytes do not match");
+                tracing::warn!(error = %e, "refused a pushed blob whose bytes do not match");
                 Err(Status::data_loss(e.to_string()))
+            }
+            Err(e @ (StorageError::Body(_) | StorageError::TooLarge { .. })) => {
+                Err(Status::aborted(e.to_string()))
             }
             Err(e) => Err(internal(e)),
         }
@@ -87,6 +121,11 @@ impl Blobs for BlobService {
         });
         Ok(Response::new(Box::pin(chunks)))
     }
+}
+
+/// A push that broke the protocol; the copy is discarded.
+fn refused(why: &str) -> StorageError {
+    StorageError::Body(std::io::Error::other(why.to_string()))
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {

@@ -11,10 +11,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::layout::Layout;
+use super::mirror::Mirror;
 use super::stream::{self, read_range};
 use super::{now_secs, ByteStream, StorageError};
 use crate::db::{self, Cf, Db};
-use crate::oci::Digest;
+use crate::oci::{Algorithm, Digest};
 
 /// What this node knows about a blob it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,37 +54,60 @@ impl BlobStore {
         Ok(read_range(file, offset, len))
     }
 
-    /// Receives a whole blob whose digest is known in advance.
+    /// Receives a whole blob whose digest is known in advance, handing its
+    /// bytes to `mirror` as they arrive.
     pub async fn ingest(
         &self,
         expected: &Digest,
         body: ByteStream,
         limit: Option<u64>,
+        mirror: Option<&mut Mirror>,
+    ) -> Result<LocalBlob, StorageError> {
+        self.receive(expected.algorithm(), body, limit, mirror, |_| {
+            Ok(expected.clone())
+        })
+        .await
+    }
+
+    /// Receives a whole blob hashed with `algorithm`, whose digest `name`
+    /// gives once the body has ended (with the byte count). The blob is
+    /// indexed only if the bytes match that digest.
+    pub async fn receive(
+        &self,
+        algorithm: Algorithm,
+        body: ByteStream,
+        limit: Option<u64>,
+        mut mirror: Option<&mut Mirror>,
+        name: impl FnOnce(u64) -> Result<Digest, StorageError>,
     ) -> Result<LocalBlob, StorageError> {
         let tmp = self.layout.tmp_file();
-        let result = self.ingest_at(&tmp, expected, body, limit).await;
+        let result = async {
+            let mut hasher = algorithm.hasher();
+            let written = stream::write_body(
+                File::create(&tmp)?,
+                Some(&mut hasher),
+                body,
+                limit,
+                mirror.as_deref_mut(),
+            )
+            .await?;
+            let expected = name(written.bytes)?;
+            verify(&expected, hasher.finish())?;
+            if let Some(m) = mirror {
+                // Replicas fsync while this node does.
+                m.end(&expected, written.bytes).await;
+            }
+            let file = written.file;
+            tokio::task::spawn_blocking(move || file.sync_all())
+                .await
+                .map_err(io::Error::other)??;
+            self.adopt(&tmp, &expected, written.bytes).await
+        }
+        .await;
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         result
-    }
-
-    async fn ingest_at(
-        &self,
-        tmp: &Path,
-        expected: &Digest,
-        body: ByteStream,
-        limit: Option<u64>,
-    ) -> Result<LocalBlob, StorageError> {
-        let mut hasher = expected.algorithm().hasher();
-        let written =
-            stream::write_body(File::create(tmp)?, Some(&mut hasher), body, limit).await?;
-        verify(expected, hasher.finish())?;
-        let file = written.file;
-        tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .map_err(io::Error::other)??;
-        self.adopt(tmp, expected, written.bytes).await
     }
 
     /// Moves a verified, fsynced file into place and indexes it.
@@ -161,7 +185,7 @@ mod tests {
         let good = Digest::sha256(b"hello");
         let bad = Digest::sha256(b"other");
         assert!(matches!(
-            s.ingest(&bad, body(b"hello"), None).await,
+            s.ingest(&bad, body(b"hello"), None, None).await,
             Err(StorageError::DigestMismatch { .. })
         ));
         assert!(s.stat(&bad).unwrap().is_none());
@@ -171,7 +195,7 @@ mod tests {
             0
         );
 
-        let blob = s.ingest(&good, body(b"hello"), None).await.unwrap();
+        let blob = s.ingest(&good, body(b"hello"), None, None).await.unwrap();
         assert_eq!(blob.size, 5);
         assert_eq!(s.stat(&good).unwrap(), Some(blob));
         let mut r = s.read(&good, 1, 3).unwrap();

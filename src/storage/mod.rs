@@ -4,6 +4,7 @@
 pub mod blobs;
 pub mod identity;
 pub mod layout;
+pub mod mirror;
 pub mod stream;
 pub mod uploads;
 
@@ -18,6 +19,7 @@ use crate::oci::Digest;
 
 pub use blobs::{BlobStore, LocalBlob};
 pub use layout::Layout;
+pub use mirror::{Mirror, MirrorSink, Mirrored};
 pub use uploads::{UploadId, Uploads};
 
 /// A body of bytes moving through berth: a client upload, a blob being served.

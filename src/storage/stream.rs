@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::mirror::Mirror;
 use super::{ByteStream, StorageError};
 use crate::oci::Hasher;
 
@@ -34,13 +35,15 @@ pub struct Written {
 }
 
 /// Appends `body` to `file` (positioned at its end), feeding every byte to
-/// `hasher` as it arrives. Stops with [`StorageError::TooLarge`] after `limit`
-/// bytes. On error the file may hold part of the body; callers truncate.
+/// `hasher` as it arrives and every batch to `mirror`. Stops with
+/// [`StorageError::TooLarge`] after `limit` bytes. On error the file may hold
+/// part of the body (callers truncate) and the mirror is abandoned.
 pub async fn write_body(
     file: File,
     mut hasher: Option<&mut Hasher>,
     mut body: ByteStream,
     limit: Option<u64>,
+    mut mirror: Option<&mut Mirror>,
 ) -> Result<Written, StorageError> {
     let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer = tokio::task::spawn_blocking(move || write_batches(file, rx));
@@ -64,21 +67,40 @@ pub async fn write_body(
             h.update(&frame);
         }
         batch.extend_from_slice(&frame);
-        if batch.len() >= WRITE_BATCH && tx.send(batch.split().freeze()).await.is_err() {
+        if batch.len() >= WRITE_BATCH && !hand_on(&tx, mirror.as_deref_mut(), &mut batch).await {
             break; // the writer failed; its error is reported below
         }
     }
     if failure.is_none() && !batch.is_empty() {
-        let _ = tx.send(batch.freeze()).await;
+        hand_on(&tx, mirror.as_deref_mut(), &mut batch).await;
     }
     drop(tx);
-    let file = writer
+    let written = writer
         .await
-        .map_err(|e| io::Error::other(format!("writer thread: {e}")))??;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(Written { file, bytes: total }),
+        .map_err(|e| io::Error::other(format!("writer thread: {e}")).into())
+        .and_then(|r| r.map_err(StorageError::from))
+        .and_then(|file| match failure {
+            Some(e) => Err(e),
+            None => Ok(Written { file, bytes: total }),
+        });
+    if let (Err(_), Some(m)) = (&written, mirror) {
+        m.abandon();
     }
+    written
+}
+
+/// Sends a batch to the writer thread and the mirror. False once the writer
+/// is gone.
+async fn hand_on(
+    tx: &mpsc::Sender<Bytes>,
+    mirror: Option<&mut Mirror>,
+    batch: &mut BytesMut,
+) -> bool {
+    let batch = batch.split().freeze();
+    if let Some(m) = mirror {
+        m.data(&batch).await;
+    }
+    tx.send(batch).await.is_ok()
 }
 
 fn write_batches(mut file: File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<File> {
@@ -184,6 +206,7 @@ mod tests {
             Some(&mut h),
             body(chunks),
             None,
+            None,
         )
         .await
         .unwrap();
@@ -216,11 +239,19 @@ mod tests {
             None,
             body(vec![Ok(Bytes::from_static(b"12345"))]),
             Some(4),
+            None,
         )
         .await;
         assert!(matches!(r, Err(StorageError::TooLarge { limit: 4 })));
         let f = File::create(dir.path().join("g")).unwrap();
-        let r = write_body(f, None, body(vec![Err(io::Error::other("reset"))]), None).await;
+        let r = write_body(
+            f,
+            None,
+            body(vec![Err(io::Error::other("reset"))]),
+            None,
+            None,
+        )
+        .await;
         assert!(matches!(r, Err(StorageError::Body(_))));
     }
 }

@@ -4,6 +4,8 @@
 //! repository, so sessions survive a restart: the file's length is the offset
 //! to resume from. While a session is live its running hash is kept in memory;
 //! after a restart or a failed chunk it is rebuilt from the file at commit.
+//! A session written from its first byte on may also carry a [`Mirror`] that
+//! receives its bytes as they arrive; a failed chunk abandons it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::{verify, BlobStore, LocalBlob};
 use super::layout::Layout;
+use super::mirror::Mirror;
 use super::stream::{hash_file, write_body};
 use super::{now_secs, ByteStream, StorageError};
 use crate::db::{self, Cf, Db};
@@ -82,6 +85,8 @@ struct Session {
     hasher: Option<Hasher>,
     /// Set once committed or cancelled, for callers that waited on the lock.
     gone: bool,
+    /// Receives every byte from the first on; see [`Uploads::append`].
+    mirror: Option<Mirror>,
 }
 
 type SessionRef = Arc<tokio::sync::Mutex<Session>>;
@@ -120,6 +125,7 @@ impl Uploads {
             len: 0,
             hasher: Some(Algorithm::Sha256.hasher()),
             gone: false,
+            mirror: None,
         };
         self.live_map()
             .insert(id, Arc::new(tokio::sync::Mutex::new(session)));
@@ -136,12 +142,15 @@ impl Uploads {
 
     /// Appends a chunk. `range` is the chunk's declared first and last byte
     /// (`Content-Range`); it must start where the upload ends.
+    /// Appends a chunk. On a session's first bytes `mirror` is asked for a
+    /// mirror, which then receives every chunk until the commit.
     pub async fn append(
         &self,
         repo: &RepoName,
         id: UploadId,
         range: Option<(u64, u64)>,
         body: ByteStream,
+        mirror: impl FnOnce() -> Option<Mirror>,
     ) -> Result<u64, StorageError> {
         let session = self.session(id)?;
         let mut s = session.lock().await;
@@ -155,7 +164,8 @@ impl Uploads {
             }
         }
         let declared = range.map(|(start, end)| end - start + 1);
-        self.append_locked(id, &mut s, declared, body).await?;
+        self.append_locked(id, &mut s, declared, body, mirror)
+            .await?;
         Ok(s.len)
     }
 
@@ -165,11 +175,15 @@ impl Uploads {
         s: &mut Session,
         declared: Option<u64>,
         body: ByteStream,
+        mirror: impl FnOnce() -> Option<Mirror>,
     ) -> Result<(), StorageError> {
         let mut file = OpenOptions::new().write(true).open(self.path(id))?;
         file.seek(SeekFrom::Start(s.len))?;
+        if s.len == 0 && s.mirror.is_none() {
+            s.mirror = mirror();
+        }
         let before = s.hasher.clone();
-        let result = write_body(file, s.hasher.as_mut(), body, None).await;
+        let result = write_body(file, s.hasher.as_mut(), body, None, s.mirror.as_mut()).await;
         let written = match (result, declared) {
             (Ok(w), Some(declared)) if w.bytes != declared => Err(StorageError::ChunkLength {
                 declared,
@@ -189,25 +203,29 @@ impl Uploads {
                     .open(self.path(id))?
                     .set_len(s.len)?;
                 s.hasher = before;
+                // The mirror got bytes the session no longer has.
+                s.mirror = None;
                 Err(e)
             }
         }
     }
 
     /// Appends an optional last chunk, verifies the whole upload against
-    /// `digest` and stores it as a blob.
+    /// `digest` and stores it as a blob. Returns the session's mirror, which
+    /// has been told the upload ended, for the caller to collect.
     pub async fn commit(
         &self,
         repo: &RepoName,
         id: UploadId,
         digest: &Digest,
         body: Option<ByteStream>,
-    ) -> Result<LocalBlob, StorageError> {
+        mirror: impl FnOnce() -> Option<Mirror>,
+    ) -> Result<(LocalBlob, Option<Mirror>), StorageError> {
         let session = self.session(id)?;
         let mut s = session.lock().await;
         check(&s, repo)?;
         if let Some(body) = body {
-            self.append_locked(id, &mut s, None, body).await?;
+            self.append_locked(id, &mut s, None, body, mirror).await?;
         }
         let path = self.path(id);
         let hasher = match &s.hasher {
@@ -215,13 +233,18 @@ impl Uploads {
             _ => hash_file(&path, digest.algorithm().hasher()).await?,
         };
         verify(digest, hasher.finish())?;
+        let mut mirror = s.mirror.take();
+        if let Some(m) = mirror.as_mut() {
+            // Replicas fsync while this node does.
+            m.end(digest, s.len).await;
+        }
         let file = File::open(&path)?;
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
             .map_err(io::Error::other)??;
         let blob = self.blobs.adopt(&path, digest, s.len).await?;
         self.forget(id, &mut s)?;
-        Ok(blob)
+        Ok((blob, mirror))
     }
 
     pub async fn cancel(&self, repo: &RepoName, id: UploadId) -> Result<(), StorageError> {
@@ -290,6 +313,7 @@ impl Uploads {
             len,
             hasher: None,
             gone: false,
+            mirror: None,
         };
         // Another request may have loaded it meanwhile; keep the first.
         Ok(self
@@ -318,7 +342,9 @@ fn check(s: &Session, repo: &RepoName) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{MirrorSink, Mirrored};
     use bytes::Bytes;
+    use tokio::sync::{mpsc, oneshot};
 
     fn body(data: &[u8]) -> ByteStream {
         let b = Bytes::copy_from_slice(data);
@@ -340,13 +366,13 @@ mod tests {
             let u = open(dir.path());
             let id = u.create(&repo).unwrap();
             assert_eq!(
-                u.append(&repo, id, Some((0, 2)), body(b"abc"))
+                u.append(&repo, id, Some((0, 2)), body(b"abc"), || None)
                     .await
                     .unwrap(),
                 3
             );
             let e = u
-                .append(&repo, id, Some((5, 6)), body(b"xy"))
+                .append(&repo, id, Some((5, 6)), body(b"xy"), || None)
                 .await
                 .unwrap_err();
             assert!(matches!(
@@ -357,7 +383,7 @@ mod tests {
                 }
             ));
             let e = u
-                .append(&repo, id, Some((3, 9)), body(b"xy"))
+                .append(&repo, id, Some((3, 9)), body(b"xy"), || None)
                 .await
                 .unwrap_err();
             assert!(matches!(
@@ -379,12 +405,75 @@ mod tests {
         ));
         assert_eq!(u.status(&repo, id).await.unwrap(), 3);
         let d = Digest::sha256(b"abcdef");
-        let blob = u.commit(&repo, id, &d, Some(body(b"def"))).await.unwrap();
+        let (blob, _) = u
+            .commit(&repo, id, &d, Some(body(b"def")), || None)
+            .await
+            .unwrap();
         assert_eq!(blob.size, 6);
         assert!(matches!(
             u.status(&repo, id).await,
             Err(StorageError::UploadUnknown)
         ));
+    }
+
+    fn sink(id: u64) -> (MirrorSink, mpsc::Receiver<Mirrored>) {
+        let (tx, rx) = mpsc::channel(16);
+        let (_verdict, kept) = oneshot::channel();
+        (MirrorSink::new(id, tx, kept), rx)
+    }
+
+    async fn mirrored(rx: &mut mpsc::Receiver<Mirrored>) -> (Vec<u8>, Option<(Digest, u64)>) {
+        let (mut data, mut end) = (Vec::new(), None);
+        while let Some(item) = rx.recv().await {
+            match item {
+                Mirrored::Data(b) => data.extend_from_slice(&b),
+                Mirrored::End { digest, size } => end = Some((digest, size)),
+            }
+        }
+        (data, end)
+    }
+
+    #[tokio::test]
+    async fn a_mirror_follows_a_session_from_its_first_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = open(dir.path());
+        let repo: RepoName = "r".parse().unwrap();
+
+        let id = u.create(&repo).unwrap();
+        let (s, mut rx) = sink(1);
+        u.append(&repo, id, None, body(b"ab"), || Some(Mirror::new(vec![s])))
+            .await
+            .unwrap();
+        u.append(&repo, id, None, body(b"cd"), || panic!("asked twice"))
+            .await
+            .unwrap();
+        let d = Digest::sha256(b"abcd");
+        let (_, m) = u.commit(&repo, id, &d, None, || None).await.unwrap();
+        assert_eq!(m.unwrap().into_sinks().len(), 1);
+        assert_eq!(mirrored(&mut rx).await, (b"abcd".to_vec(), Some((d, 4))));
+
+        // A failed chunk abandons the mirror: its bytes end without an End.
+        let id = u.create(&repo).unwrap();
+        let (s, mut rx) = sink(2);
+        let e = u
+            .append(&repo, id, Some((0, 9)), body(b"xy"), || {
+                Some(Mirror::new(vec![s]))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::ChunkLength { .. }));
+        assert_eq!(mirrored(&mut rx).await, (b"xy".to_vec(), None));
+
+        // A session that already holds bytes is never mirrored.
+        let id = u.create(&repo).unwrap();
+        u.append(&repo, id, None, body(b"x"), || None)
+            .await
+            .unwrap();
+        u.append(&repo, id, None, body(b"y"), || {
+            panic!("mirrored mid-session")
+        })
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
@@ -393,14 +482,19 @@ mod tests {
         let u = open(dir.path());
         let repo: RepoName = "r".parse().unwrap();
         let id = u.create(&repo).unwrap();
-        u.append(&repo, id, None, body(b"data")).await.unwrap();
+        u.append(&repo, id, None, body(b"data"), || None)
+            .await
+            .unwrap();
         let wrong = Digest::sha256(b"nope");
         assert!(matches!(
-            u.commit(&repo, id, &wrong, None).await,
+            u.commit(&repo, id, &wrong, None, || None).await,
             Err(StorageError::DigestMismatch { .. })
         ));
         let d = Digest::of(Algorithm::Sha512, b"data");
-        assert_eq!(u.commit(&repo, id, &d, None).await.unwrap().size, 4);
+        assert_eq!(
+            u.commit(&repo, id, &d, None, || None).await.unwrap().0.size,
+            4
+        );
         assert!("xyz".parse::<UploadId>().is_err());
         assert_eq!(id.owner(), 9);
         assert_eq!(id.to_string().len(), 48);

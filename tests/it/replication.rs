@@ -252,3 +252,95 @@ async fn a_blob_whose_only_holder_left_is_reported_unavailable() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Bytes sitting in `node`'s `tmp/`: blobs it is receiving.
+fn receiving(node: &TestNode) -> u64 {
+    std::fs::read_dir(node.data_dir().join("tmp"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copies_stream_while_a_patch_arrives_and_are_discarded_when_it_fails() {
+    let cluster = TestCluster::start(3).await;
+    let location = cluster.nodes[0].start_upload("s/app").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let patch = tokio::spawn(cluster.nodes[0].patch(&location).body(body).send());
+    for _ in 0..4 {
+        tx.send(Ok(random_blob(1 << 20))).await.unwrap();
+    }
+    // The PATCH is still open, yet both peers are already writing the blob.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.nodes[1..].iter().any(|n| receiving(n) < 2 << 20) {
+        assert!(
+            Instant::now() < deadline,
+            "peers hold {:?} bytes while the upload is under way",
+            cluster.nodes.iter().map(receiving).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client's body fails: the chunk is rolled back, and the peers throw
+    // their partial copies away.
+    tx.send(Err(std::io::Error::other("client went away")))
+        .await
+        .unwrap();
+    drop(tx);
+    let _ = patch.await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.nodes[1..].iter().any(|n| receiving(n) > 0) {
+        assert!(Instant::now() < deadline, "peers kept a partial copy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = cluster.nodes[0].get(&location).send().await.unwrap();
+    assert_eq!(
+        status.headers()["range"],
+        "0-0",
+        "the failed chunk was kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streamed_copy_is_kept_only_if_its_last_chunk_names_the_right_digest() {
+    use berth::cluster::pb::BlobChunk;
+    use berth::cluster::peer::{PeerPool, Secret};
+    let cluster = TestCluster::start(1).await;
+    let node = &cluster.nodes[0];
+    let pool = PeerPool::new(Secret::new(crate::cluster::SECRET).unwrap());
+    let client = pool
+        .client(&node.server().peer_addr.unwrap().to_string())
+        .unwrap();
+    let data = random_blob(3 << 20);
+    let digest = sha256(&data);
+    let push = |last: Option<String>| {
+        let chunk = |digest: String, data: Vec<u8>| BlobChunk {
+            digest,
+            size: 0,
+            data: data.into(),
+        };
+        let mut chunks = vec![chunk(String::new(), Vec::new())];
+        chunks.extend(
+            data.chunks(1 << 20)
+                .map(|c| chunk(String::new(), c.to_vec())),
+        );
+        chunks.extend(last.map(|d| chunk(d, Vec::new())));
+        let request = client.request(futures_util::stream::iter(chunks), Duration::from_secs(30));
+        let mut blobs = client.blobs();
+        async move { blobs.push(request).await }
+    };
+    let wrong = sha256(b"something else");
+    let refused = push(Some(wrong)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::DataLoss, "{refused:?}");
+    let unnamed = push(None).await.unwrap_err();
+    assert_eq!(unnamed.code(), tonic::Code::Aborted, "{unnamed:?}");
+    assert!(!holds(node, &digest), "a copy without its digest was kept");
+    assert_eq!(receiving(node), 0, "a refused copy left its file");
+    push(Some(digest.clone())).await.unwrap();
+    assert!(holds(node, &digest));
+}
