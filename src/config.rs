@@ -52,6 +52,17 @@ pub enum Command {
     /// Inspect or change the cluster through any node.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Ask a node whether it is alive (`/healthz`) or, with --ready, whether
+    /// it has joined the cluster and caught up (`/readyz`). Exits 0 if so and
+    /// 1 if not: a container health check needs no curl in the image.
+    Health {
+        /// The node to ask (its client API URL).
+        #[arg(long, env = "BERTH_NODE", default_value = "http://127.0.0.1:5000")]
+        node: String,
+        /// Ask whether the node is ready to serve, not only alive.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +165,13 @@ pub struct ServeArgs {
     /// cap. [default: 0]
     #[arg(long, env = "BERTH_REPAIR_BANDWIDTH", value_name = "BYTES")]
     pub repair_bandwidth: Option<u64>,
+
+    /// Seconds a member may go unheard before the leader removes it from
+    /// the cluster, so a node that was scaled down or drained stops counting
+    /// against the quorum; its blobs are copied elsewhere. A removed node
+    /// that comes back joins again. 0 never removes. [default: 0]
+    #[arg(long, env = "BERTH_REMOVE_AFTER", value_name = "SECONDS")]
+    pub remove_after: Option<u64>,
 }
 
 /// The keys a configuration file may hold.
@@ -173,6 +191,7 @@ struct FileConfig {
     replication_factor: Option<String>,
     repair_interval: Option<u64>,
     repair_bandwidth: Option<u64>,
+    remove_after: Option<u64>,
 }
 
 /// Fully resolved settings of a node.
@@ -190,6 +209,8 @@ pub struct ServeConfig {
     pub write_timeout: Duration,
     pub replication_factor: ReplicationFactor,
     pub repair: RepairConfig,
+    /// Members silent this long are removed; `None` never.
+    pub remove_after: Option<Duration>,
 }
 
 const DEFAULT_UPLOAD_TTL: u64 = 24 * 3600;
@@ -267,6 +288,11 @@ impl ServeArgs {
                 ),
                 bandwidth: self.repair_bandwidth.or(file.repair_bandwidth).unwrap_or(0),
             },
+            remove_after: self
+                .remove_after
+                .or(file.remove_after)
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
         };
         if config.max_manifest_size == 0 {
             return Err(ConfigError::ManifestSize);
@@ -304,6 +330,7 @@ impl ServeConfig {
                 interval: Duration::from_secs(1),
                 bandwidth: 0,
             },
+            remove_after: None,
         }
     }
 }

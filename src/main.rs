@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Cluster(cmd) => cluster(cmd).await,
+            Command::Health { node, ready } => health(&node, ready).await,
         }
     });
     match result {
@@ -79,6 +80,24 @@ async fn cluster(cmd: ClusterCommand) -> Result<(), Box<dyn std::error::Error>> 
             println!("node {node_id} removed");
         }
     }
+    Ok(())
+}
+
+async fn health(node: &str, ready: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let path = if ready { "readyz" } else { "healthz" };
+    let url = format!("{}/{path}", node.trim_end_matches('/'));
+    let resp = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("{url}: {status}: {}", text.trim()).into());
+    }
+    print!("{text}");
     Ok(())
 }
 

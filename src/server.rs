@@ -1,7 +1,7 @@
 //! Running a node: open the data directory, start consensus and the peer
 //! listener, serve the API, stop gracefully.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::cluster::discovery;
 use crate::cluster::peer::Secret;
 use crate::cluster::service::secret_check;
 use crate::cluster::types::NodeAddr;
@@ -22,6 +23,9 @@ use crate::storage::{identity, BlobStore, Layout};
 
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long start-up waits for a peer name to resolve, to learn which local
+/// address to advertise.
+const ADVERTISE_PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -70,8 +74,10 @@ fn load_secret(config: &ServeConfig) -> Result<Secret, ServeError> {
     }
 }
 
-/// How other members reach this node.
-fn advertise(config: &ServeConfig, api: SocketAddr, peer: SocketAddr) -> NodeAddr {
+/// How other members reach this node: `--advertise`, else the peer listen
+/// address when it names one, else the local address that routes to the
+/// peers, else the host name.
+async fn advertise(config: &ServeConfig, api: SocketAddr, peer: SocketAddr) -> NodeAddr {
     if let Some(adv) = &config.advertise {
         let host = adv.rsplit_once(':').map(|(h, _)| h).unwrap_or(adv);
         return NodeAddr {
@@ -79,14 +85,17 @@ fn advertise(config: &ServeConfig, api: SocketAddr, peer: SocketAddr) -> NodeAdd
             api: format!("{host}:{}", api.port()),
         };
     }
-    let host = if peer.ip().is_unspecified() {
-        hostname()
-    } else {
-        match peer {
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
-            SocketAddr::V4(a) => a.ip().to_string(),
-        }
+    let ip = match peer.ip() {
+        ip if !ip.is_unspecified() => Some(ip),
+        _ if config.peers.is_empty() => None,
+        _ => discovery::address_towards(&config.peers, ADVERTISE_PATIENCE).await,
     };
+    let host = match ip {
+        Some(IpAddr::V6(ip)) => format!("[{ip}]"),
+        Some(IpAddr::V4(ip)) => ip.to_string(),
+        None => hostname(),
+    };
+    tracing::info!(address = %host, "advertising this node to its peers");
     NodeAddr {
         peer: format!("{host}:{}", peer.port()),
         api: format!("{host}:{}", api.port()),
@@ -125,10 +134,11 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     };
     let cluster_config = ClusterConfig {
         node_id,
-        advertise: advertise(config, addr, peer_addr.unwrap_or(config.peer_listen)),
+        advertise: advertise(config, addr, peer_addr.unwrap_or(config.peer_listen)).await,
         peers: config.peers.clone(),
         bootstrap_expect: config.bootstrap_expect,
         write_timeout: config.write_timeout,
+        remove_after: config.remove_after,
     };
     let blob_service = tonic::service::interceptor::InterceptedService::new(
         BlobService::new(BlobStore::new(layout.clone(), db.clone())),

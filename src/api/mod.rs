@@ -7,6 +7,7 @@ pub mod admin;
 mod blobs;
 mod error;
 pub mod headers;
+mod health;
 mod listings;
 mod manifests;
 mod params;
@@ -31,9 +32,14 @@ use route::Route;
 /// Request headers larger than this in total are refused (431).
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
-/// Builds the application: every `/v2/` route, behind the access log.
+/// Builds the application: every `/v2/` route, behind the access log, and
+/// the health probes.
 pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new()
+    let probes = Router::new()
+        .route("/healthz", axum::routing::get(health::alive))
+        .route("/readyz", axum::routing::get(health::ready))
+        .with_state(registry.clone());
+    let api = Router::new()
         .route("/_berth/cluster/status", axum::routing::get(admin::status))
         .route(
             "/_berth/cluster/members/{id}",
@@ -42,7 +48,8 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::middleware::from_fn(limit_headers))
-        .layer(axum::middleware::from_fn(access_log::layer))
+        .layer(axum::middleware::from_fn(access_log::layer));
+    probes.merge(api)
 }
 
 /// Refuses oversized headers before anything else reads the request.

@@ -8,6 +8,7 @@
 //! id initializes the cluster with all of them.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +81,41 @@ async fn resolve(specs: &[PeerSpec]) -> Vec<String> {
     out
 }
 
+/// The local address this host uses to reach the peers: the one to
+/// advertise when none is configured (in a container, the address on the
+/// network the peers share). Waits up to `patience` for a peer name to
+/// resolve, since in Swarm or Kubernetes a task's own name appears a moment
+/// after it starts.
+pub async fn address_towards(specs: &[PeerSpec], patience: Duration) -> Option<IpAddr> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        for addr in resolve(specs).await {
+            let Ok(target) = tokio::net::lookup_host(addr.as_str()).await else {
+                continue;
+            };
+            for target in target {
+                let bind: SocketAddr = match target {
+                    SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                    SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+                };
+                // Connecting a UDP socket sends nothing; it only picks the route.
+                let Ok(socket) = std::net::UdpSocket::bind(bind) else {
+                    continue;
+                };
+                if socket.connect(target).is_ok() {
+                    if let Ok(local) = socket.local_addr() {
+                        return Some(local.ip());
+                    }
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
     if cluster.config.peers.is_empty() {
         initialize(
@@ -111,14 +147,19 @@ async fn initialize(cluster: &Cluster, members: BTreeMap<NodeId, NodeAddr>) {
     }
 }
 
-/// One discovery round. Nothing to do once this node is a voter.
+/// One discovery round. Nothing to do while this node is a voter at the
+/// address it advertises and a leader is known. Without a leader it may have
+/// been removed while it was away (its own log still lists it), so it asks
+/// to join again; for a member that is a no-op.
 async fn round(cluster: &Cluster) -> Result<(), String> {
-    let is_voter = {
-        let m = cluster.raft.metrics().borrow().membership_config.clone();
-        let voter = m.membership().voter_ids().any(|v| v == cluster.id);
-        voter
+    let settled = {
+        let metrics = cluster.raft.metrics().borrow().clone();
+        let m = metrics.membership_config.membership();
+        m.voter_ids().any(|v| v == cluster.id)
+            && m.get_node(&cluster.id) == Some(&cluster.addr)
+            && metrics.current_leader.is_some()
     };
-    if is_voter {
+    if settled {
         return Ok(());
     }
     let mut hellos = Vec::new();

@@ -1,7 +1,7 @@
 //! Changing who is in the cluster: joining (learner first, voter once caught
 //! up) and removal. Both run on the leader; other nodes forward.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::ChangeMembers;
 
@@ -40,7 +40,16 @@ impl Cluster {
         if is_voter && known.as_ref() == Some(&addr) {
             return Ok(());
         }
-        if known.as_ref() != Some(&addr) {
+        if let Some(old) = known.as_ref().filter(|old| **old != addr) {
+            // The same node (same id, same data) came back elsewhere, e.g. a
+            // container restarted with a new address.
+            tracing::info!(node_id = id, from = %old, to = %addr, "a member's address changed");
+            let update = ChangeMembers::SetNodes(BTreeMap::from([(id, addr.clone())]));
+            self.raft
+                .change_membership(update, true)
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        } else if known.is_none() {
             tracing::info!(node_id = id, %addr, "adding a node as learner");
             let add = self.raft.add_learner(id, addr.clone(), true);
             tokio::time::timeout(CATCH_UP_TIMEOUT, add)

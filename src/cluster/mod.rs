@@ -16,6 +16,7 @@
 
 mod codec;
 pub mod discovery;
+mod eviction;
 mod log_store;
 mod membership;
 mod network;
@@ -44,6 +45,8 @@ use types::{NodeAddr, NodeId, Raft};
 
 /// How many times a write may be forwarded while leadership moves.
 const MAX_HOPS: u32 = 3;
+/// Longest a readiness check waits for this node's metadata to catch up.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before retrying a write or read that reached no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -59,6 +62,8 @@ pub struct ClusterConfig {
     pub bootstrap_expect: Option<usize>,
     /// Longest a write waits to be committed before the client gets 503.
     pub write_timeout: Duration,
+    /// Members silent this long are removed by the leader; `None` never.
+    pub remove_after: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +156,13 @@ impl Cluster {
             tokio::spawn(reads::run(cluster.clone(), stop.clone())),
             tokio::spawn(discovery::run(cluster.clone(), stop.clone())),
         ];
+        if let Some(after) = cluster.config.remove_after {
+            tasks.push(tokio::spawn(eviction::run(
+                cluster.clone(),
+                after,
+                stop.clone(),
+            )));
+        }
         match listener {
             Some(listener) => {
                 tracing::info!(
@@ -352,6 +364,34 @@ impl Cluster {
             self.wait_applied(i).await?;
         }
         Ok(index)
+    }
+
+    /// Whether this node can serve: it is a voter, a leader is known, and
+    /// it has applied everything committed before the call. The reason when
+    /// it cannot.
+    pub async fn readiness(&self) -> Result<(), String> {
+        {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            if !m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.id)
+            {
+                return Err("not a voting member of the cluster yet".into());
+            }
+            if m.current_leader.is_none() {
+                return Err("no leader is known".into());
+            }
+        }
+        match tokio::time::timeout(READY_TIMEOUT, self.linearize()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("metadata is not caught up: {e}")),
+            Err(_) => Err(format!(
+                "metadata did not catch up within {READY_TIMEOUT:?}"
+            )),
+        }
     }
 
     /// Stops Raft, the peer listener and the background loops.

@@ -100,6 +100,11 @@ impl Registry {
         }
     }
 
+    /// Whether this node can serve; the reason when it cannot.
+    pub async fn readiness(&self) -> std::result::Result<(), String> {
+        self.cluster.readiness().await
+    }
+
     pub fn cluster_status(&self) -> crate::cluster::status::StatusReport {
         let mut report = self.cluster.status();
         report.repair = self.repair_stats.get();

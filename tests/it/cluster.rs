@@ -14,14 +14,17 @@ use crate::common::*;
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     secret: tempfile::TempDir,
-    factor: berth::replication::ReplicationFactor,
+    tweak: Tweak,
 }
+
+/// A change every node's configuration gets.
+type Tweak = Box<dyn Fn(&mut berth::config::ServeConfig) + Send + Sync>;
 
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 
 impl TestCluster {
     pub async fn start(n: usize) -> TestCluster {
-        TestCluster::with_factor(n, berth::replication::ReplicationFactor::Copies(3)).await
+        TestCluster::with_config(n, |_| {}).await
     }
 
     /// A cluster keeping `factor` copies of each blob.
@@ -29,12 +32,20 @@ impl TestCluster {
         n: usize,
         factor: berth::replication::ReplicationFactor,
     ) -> TestCluster {
+        TestCluster::with_config(n, move |c| c.replication_factor = factor).await
+    }
+
+    /// A cluster whose nodes' configuration `tweak` changes.
+    pub async fn with_config(
+        n: usize,
+        tweak: impl Fn(&mut berth::config::ServeConfig) + Send + Sync + 'static,
+    ) -> TestCluster {
         let secret = tempfile::tempdir().unwrap();
         std::fs::write(secret.path().join("secret"), SECRET).unwrap();
         let mut cluster = TestCluster {
             nodes: Vec::new(),
             secret,
-            factor,
+            tweak: Box::new(tweak),
         };
         for _ in 0..n {
             cluster.add_node().await;
@@ -43,16 +54,22 @@ impl TestCluster {
         cluster
     }
 
-    /// Starts one more node: the first forms the cluster, later ones join it.
-    pub async fn add_node(&mut self) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = berth::config::ServeConfig::for_test(dir.path());
+    /// A node's configuration as a member of this cluster, before `tweak`.
+    pub fn member_config(&self, dir: &std::path::Path) -> berth::config::ServeConfig {
+        let mut config = berth::config::ServeConfig::for_test(dir);
         config.cluster_secret_file = Some(self.secret.path().join("secret"));
-        config.replication_factor = self.factor;
         if let Some(seed) = self.nodes.first() {
             let seed = seed.server().peer_addr.expect("seed has a peer listener");
             config.peers = vec![berth::cluster::PeerSpec::Addr(seed.to_string())];
         }
+        (self.tweak)(&mut config);
+        config
+    }
+
+    /// Starts one more node: the first forms the cluster, later ones join it.
+    pub async fn add_node(&mut self) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = self.member_config(dir.path());
         self.nodes.push(TestNode::start_with(dir, config).await);
     }
 
@@ -329,4 +346,95 @@ async fn members_found_by_dns_join_and_can_be_removed_with_the_secret() {
         .await
         .unwrap();
     assert_oci_error(again, 404, "NAME_UNKNOWN").await;
+}
+
+async fn probe(node: &TestNode, path: &str) -> (StatusCode, String) {
+    let resp = node.get(path).send().await.unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_is_ready_only_once_it_has_joined() {
+    let mut cluster = TestCluster::start(1).await;
+    assert_eq!(probe(&cluster.nodes[0], "/readyz").await.0, StatusCode::OK);
+    // A node whose peers never answer is alive but not ready.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cluster.member_config(dir.path());
+    config.peers = vec![berth::cluster::PeerSpec::Addr("127.0.0.1:9".into())];
+    let lonely = TestNode::start_with(dir, config).await;
+    assert_eq!(probe(&lonely, "/healthz").await.0, StatusCode::OK);
+    let (status, why) = probe(&lonely, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(why.contains("not a voting member"), "{why}");
+    // One that joins becomes ready.
+    cluster.add_node().await;
+    cluster.wait_voters(2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while probe(&cluster.nodes[1], "/readyz").await.0 != StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "a joined node never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_gone_longer_than_remove_after_is_removed_and_may_rejoin() {
+    let mut cluster =
+        TestCluster::with_config(3, |c| c.remove_after = Some(Duration::from_secs(2))).await;
+    let gone = cluster.leader_index().map_or(2, |l| (l + 1) % 3);
+    cluster.nodes[gone].stop().await;
+    cluster.wait_voters(2).await;
+    // Writes need two of two now, and both are up.
+    let config = b"{}".to_vec();
+    cluster.nodes[(gone + 1) % 3]
+        .push_blob("e/app", &config)
+        .await;
+    cluster.nodes[gone].restart().await;
+    cluster.wait_voters(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_returns_at_a_new_address_is_found_there() {
+    let mut cluster = TestCluster::start(3).await;
+    let moved = cluster.leader_index().map_or(2, |l| (l + 1) % 3);
+    let id = cluster.nodes[moved].server().cluster().id();
+    cluster.nodes[moved].stop().await;
+    // Comes back on other ports, as a restarted container gets a new address.
+    let config = cluster.nodes[moved].config_mut();
+    config.listen.set_port(0);
+    config.peer_listen.set_port(0);
+    cluster.nodes[moved].restart().await;
+    let new_peer = cluster.nodes[moved].server().peer_addr.unwrap().to_string();
+    let other = (moved + 1) % 3;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster.nodes[other].server().cluster().status();
+        let member = status.members.iter().find(|m| m.node_id == id);
+        if member.is_some_and(|m| m.voter && m.peer_addr == new_peer) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} not listed at {new_peer}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It is replicated to again: a write elsewhere is read there.
+    let blob = random_blob(1000);
+    let digest = cluster.nodes[other].push_blob("m/app", &blob).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = cluster.nodes[moved]
+            .head(&format!("/v2/m/app/blobs/{digest}"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the moved node never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

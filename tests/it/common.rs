@@ -74,6 +74,11 @@ impl TestNode {
         self.http = client();
     }
 
+    /// The configuration the next [`TestNode::restart`] uses.
+    pub fn config_mut(&mut self) -> &mut berth::config::ServeConfig {
+        &mut self.config
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.server.as_ref().expect("node is running").addr
     }
