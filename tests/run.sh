@@ -11,6 +11,7 @@ export CARGO_TERM_COLOR=never
 packages=(
   clang libclang-dev protobuf-compiler pkg-config   # building rocksdb and protos
   curl jq openssl haproxy                            # test plumbing
+  python3 python3-venv                               # the deploy checks' venv
   skopeo podman buildah containerd umoci             # real clients
   docker-registry                                    # the reference registry
 )
@@ -46,6 +47,9 @@ cargo test --locked 2>&1 | tee "$logs/cargo.log"
 step "fuzzing (bounded)"
 bash tests/fuzz/run.sh "${BERTH_FUZZ_SECONDS:-30}" 2>&1 | tee "$logs/fuzz.log"
 
+step "deployment files (Helm chart, stack file), offline"
+{ bash tests/deploy/chart.sh; bash tests/deploy/stack.sh; } 2>&1 | tee "$logs/deploy.log"
+
 step "end-to-end tests with real clients"
 export BERTH_BIN="$CARGO_TARGET_DIR/debug/berth"
 bash tests/e2e/run.sh 2>&1 | tee "$logs/e2e.log"
@@ -54,5 +58,6 @@ bash tests/e2e/run.sh 2>&1 | tee "$logs/e2e.log"
 # "N passed, M failed" summaries of the fuzz and end-to-end runs.
 echo
 awk '/^test result:/ { p += $4; f += $6 }
-     /^(fuzz|e2e): [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
-     END { printf "total: %d passed, %d failed\n", p, f }' "$logs/cargo.log" "$logs/fuzz.log" "$logs/e2e.log"
+     /^(fuzz|e2e|chart|stack): [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$logs/cargo.log" "$logs/fuzz.log" \
+  "$logs/deploy.log" "$logs/e2e.log"
