@@ -2,33 +2,27 @@
 #
 #   docker build -t berth .
 #
-# Every base image is a build argument, so the image also builds where no
+# Both base images are build arguments, so the image also builds where no
 # registry can be reached, from bases made locally (docs/swarm.md shows how):
 #   BUILDER_IMAGE  a Debian 12 image with a Rust toolchain (1.85 or newer)
 #   RUNTIME_IMAGE  a Debian 12 image; berth needs glibc and libstdc++
-#   BINARY         `source` compiles berth here; `prebuilt` takes the
-#                  `berth` binary from the root of the build context instead
-#                  (one built on a Debian 12 host), skipping the long
-#                  compile. Needs BuildKit (DOCKER_BUILDKIT=1), which builds
-#                  only the stages the result needs.
+# A build context that holds a prebuilt `berth` binary (built on a Debian 12
+# host) instead of the sources skips the long compile; the builder image then
+# needs only a shell.
 ARG BUILDER_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
-ARG BINARY=source
 
-FROM ${BUILDER_IMAGE} AS build-source
-RUN apt-get update \
- && apt-get install -y --no-install-recommends clang libclang-dev protobuf-compiler pkg-config \
- && rm -rf /var/lib/apt/lists/*
+FROM ${BUILDER_IMAGE} AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock build.rs ./
-COPY proto proto
-COPY src src
-RUN cargo build --release --locked && cp target/release/berth /berth
-
-FROM scratch AS build-prebuilt
-COPY berth /berth
-
-FROM build-${BINARY} AS build
+COPY . .
+RUN if [ -f berth ]; then \
+      install -m 0755 berth /berth; \
+    else \
+      apt-get update \
+      && apt-get install -y --no-install-recommends clang libclang-dev protobuf-compiler pkg-config \
+      && cargo build --release --locked \
+      && install -m 0755 target/release/berth /berth; \
+    fi
 
 FROM ${RUNTIME_IMAGE}
 # A fixed uid, so volumes and the Kubernetes securityContext agree on it.
