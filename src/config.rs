@@ -62,6 +62,11 @@ pub enum Command {
         /// Ask whether the node is ready to serve, not only alive.
         #[arg(long)]
         ready: bool,
+        /// With --ready, also pass while the node is not a member yet (still
+        /// joining), and fail only a member that is behind. For Swarm, which
+        /// lists a task in DNS, where its peers find it, only once it passes.
+        #[arg(long, requires = "ready")]
+        or_joining: bool,
     },
 }
 

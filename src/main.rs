@@ -21,7 +21,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Cluster(cmd) => cluster(cmd).await,
-            Command::Health { node, ready } => health(&node, ready).await,
+            Command::Health {
+                node,
+                ready,
+                or_joining,
+            } => health(&node, ready, or_joining).await,
         }
     });
     match result {
@@ -83,8 +87,16 @@ async fn cluster(cmd: ClusterCommand) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
-async fn health(node: &str, ready: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let path = if ready { "readyz" } else { "healthz" };
+async fn health(
+    node: &str,
+    ready: bool,
+    or_joining: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let path = match (ready, or_joining) {
+        (false, _) => "healthz",
+        (true, false) => "readyz",
+        (true, true) => "readyz?joining",
+    };
     let url = format!("{}/{path}", node.trim_end_matches('/'));
     let resp = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))

@@ -88,6 +88,18 @@ pub enum ClusterError {
     NotMember(NodeId),
 }
 
+/// Why a node cannot serve yet.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// Not a voting member: still looking for the cluster, or catching up
+    /// as a learner.
+    #[error("not a voting member of the cluster yet")]
+    Joining,
+    /// A member that cannot confirm it is up to date.
+    #[error("{0}")]
+    Behind(String),
+}
+
 /// This node's view of and access to the cluster.
 pub struct Cluster {
     id: NodeId,
@@ -367,9 +379,8 @@ impl Cluster {
     }
 
     /// Whether this node can serve: it is a voter, a leader is known, and
-    /// it has applied everything committed before the call. The reason when
-    /// it cannot.
-    pub async fn readiness(&self) -> Result<(), String> {
+    /// it has applied everything committed before the call.
+    pub async fn readiness(&self) -> Result<(), NotReady> {
         {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
@@ -379,18 +390,18 @@ impl Cluster {
                 .voter_ids()
                 .any(|v| v == self.id)
             {
-                return Err("not a voting member of the cluster yet".into());
+                return Err(NotReady::Joining);
             }
             if m.current_leader.is_none() {
-                return Err("no leader is known".into());
+                return Err(NotReady::Behind("no leader is known".into()));
             }
         }
         match tokio::time::timeout(READY_TIMEOUT, self.linearize()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("metadata is not caught up: {e}")),
-            Err(_) => Err(format!(
+            Ok(Err(e)) => Err(NotReady::Behind(format!("metadata is not caught up: {e}"))),
+            Err(_) => Err(NotReady::Behind(format!(
                 "metadata did not catch up within {READY_TIMEOUT:?}"
-            )),
+            ))),
         }
     }
 

@@ -101,7 +101,7 @@ impl Registry {
     }
 
     /// Whether this node can serve; the reason when it cannot.
-    pub async fn readiness(&self) -> std::result::Result<(), String> {
+    pub async fn readiness(&self) -> std::result::Result<(), crate::cluster::NotReady> {
         self.cluster.readiness().await
     }
 

@@ -71,8 +71,8 @@ def berth_expectations(stack):
     if (deploy.get("update_config") or {}).get("parallelism") != 1:
         yield "berth: rolling updates must take one node at a time"
     test = (svc.get("healthcheck") or {}).get("test") or []
-    if "--ready" not in test:
-        yield "berth: the health check must wait for readiness"
+    if "--ready" not in test or "--or-joining" not in test:
+        yield "berth: the health check must wait for readiness, and let joining nodes into DNS"
     mounts = [v.get("target") for v in svc.get("volumes") or [] if isinstance(v, dict)]
     if "/var/lib/berth" not in mounts:
         yield "berth: /var/lib/berth must be a volume"

@@ -366,6 +366,12 @@ async fn a_node_is_ready_only_once_it_has_joined() {
     let (status, why) = probe(&lonely, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(why.contains("not a voting member"), "{why}");
+    // Swarm's check lets a node that is still joining pass, so it gets into
+    // the DNS its peers find it by.
+    assert_eq!(
+        probe(&lonely, "/readyz?joining").await,
+        (StatusCode::OK, "joining\n".to_owned())
+    );
     // One that joins becomes ready.
     cluster.add_node().await;
     cluster.wait_voters(2).await;
