@@ -23,9 +23,6 @@ use crate::storage::{identity, BlobStore, Layout};
 
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long start-up waits for a peer name to resolve, to learn which local
-/// address to advertise.
-const ADVERTISE_PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -76,7 +73,8 @@ fn load_secret(config: &ServeConfig) -> Result<Secret, ServeError> {
 
 /// How other members reach this node: `--advertise`, else the peer listen
 /// address when it names one, else the local address that routes to the
-/// peers, else the host name.
+/// peers, else the address the host name resolves to (a container's
+/// `/etc/hosts` names its own), else the host name.
 async fn advertise(config: &ServeConfig, api: SocketAddr, peer: SocketAddr) -> NodeAddr {
     if let Some(adv) = &config.advertise {
         let host = adv.rsplit_once(':').map(|(h, _)| h).unwrap_or(adv);
@@ -85,15 +83,23 @@ async fn advertise(config: &ServeConfig, api: SocketAddr, peer: SocketAddr) -> N
             api: format!("{host}:{}", api.port()),
         };
     }
+    let name = hostname();
     let ip = match peer.ip() {
         ip if !ip.is_unspecified() => Some(ip),
         _ if config.peers.is_empty() => None,
-        _ => discovery::address_towards(&config.peers, ADVERTISE_PATIENCE).await,
+        _ => match discovery::address_towards(&config.peers).await {
+            Some(ip) => Some(ip),
+            None => tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.find(|a| !a.ip().is_loopback()))
+                .map(|a| a.ip()),
+        },
     };
     let host = match ip {
         Some(IpAddr::V6(ip)) => format!("[{ip}]"),
         Some(IpAddr::V4(ip)) => ip.to_string(),
-        None => hostname(),
+        None => name,
     };
     tracing::info!(address = %host, "advertising this node to its peers");
     NodeAddr {

@@ -81,39 +81,31 @@ async fn resolve(specs: &[PeerSpec]) -> Vec<String> {
     out
 }
 
-/// The local address this host uses to reach the peers: the one to
-/// advertise when none is configured (in a container, the address on the
-/// network the peers share). Waits up to `patience` for a peer name to
-/// resolve, since in Swarm or Kubernetes a task's own name appears a moment
-/// after it starts.
-pub async fn address_towards(specs: &[PeerSpec], patience: Duration) -> Option<IpAddr> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        for addr in resolve(specs).await {
-            let Ok(target) = tokio::net::lookup_host(addr.as_str()).await else {
+/// The local address this host uses to reach the peers that resolve now:
+/// the one to advertise when none is configured (in a container, its
+/// address on the network the peers share).
+pub async fn address_towards(specs: &[PeerSpec]) -> Option<IpAddr> {
+    for addr in resolve(specs).await {
+        let Ok(targets) = tokio::net::lookup_host(addr.as_str()).await else {
+            continue;
+        };
+        for target in targets {
+            let bind: SocketAddr = match target {
+                SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+            };
+            // Connecting a UDP socket sends nothing; it only picks the route.
+            let Ok(socket) = std::net::UdpSocket::bind(bind) else {
                 continue;
             };
-            for target in target {
-                let bind: SocketAddr = match target {
-                    SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-                    SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-                };
-                // Connecting a UDP socket sends nothing; it only picks the route.
-                let Ok(socket) = std::net::UdpSocket::bind(bind) else {
-                    continue;
-                };
-                if socket.connect(target).is_ok() {
-                    if let Ok(local) = socket.local_addr() {
-                        return Some(local.ip());
-                    }
+            if socket.connect(target).is_ok() {
+                if let Ok(local) = socket.local_addr() {
+                    return Some(local.ip());
                 }
             }
         }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    None
 }
 
 pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {

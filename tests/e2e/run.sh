@@ -15,12 +15,12 @@ cleanup() {
     [[ -z $OUTPUT ]] || rm -f "$OUTPUT"
 }
 
-# e2e_scripts: the test scripts, in a stable order (not the library or this runner).
+# e2e_scripts: the test scripts, in a stable order (not the libraries or this runner).
 e2e_scripts() {
     local script
     for script in "$E2E_DIR"/*.sh; do
         case ${script##*/} in
-        lib.sh | run.sh) ;;
+        lib.sh | run.sh | swarm-lib.sh) ;;
         *) printf '%s\n' "$script" ;;
         esac
     done
