@@ -14,12 +14,13 @@ use crate::cluster::PeerSpec;
 use crate::registry::DEFAULT_MAX_MANIFEST_SIZE;
 use crate::replication::repair::RepairConfig;
 use crate::replication::ReplicationFactor;
+use crate::tls::TlsFiles;
 
 const ABOUT: &str = "berth: a container image registry that runs as a replicated cluster";
 const LONG_ABOUT: &str = "\
 berth serves the OCI Distribution API (/v2/) to docker, podman, skopeo, containerd,
-buildah and oras. `berth serve` with no options is a complete single-node registry
-on port 5000 with its data in ./data.";
+buildah and oras. `berth serve --plain-http` is a complete single-node registry on
+port 5000 with its data in ./data; with --tls-cert and --tls-key it serves HTTPS.";
 
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -112,6 +113,39 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). The
+    /// files are read again when they change: a renewed certificate needs no
+    /// restart.
+    #[arg(
+        long,
+        env = "BERTH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "BERTH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve plain HTTP. Without TLS this must be said: registry passwords
+    /// and tokens would cross the network in clear text. Clients trust plain
+    /// HTTP on 127.0.0.1 by themselves; elsewhere they need an
+    /// insecure-registry setting.
+    #[arg(long, env = "BERTH_PLAIN_HTTP", conflicts_with = "tls_cert")]
+    pub plain_http: bool,
+
+    /// Require HTTP basic authentication, checked against this htpasswd file
+    /// (bcrypt entries only, as `htpasswd -B` writes them). The file is read
+    /// again when it changes.
+    #[arg(long, env = "BERTH_HTPASSWD", value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+
     /// Largest manifest accepted, in bytes; larger pushes get 413.
     /// [default: 4194304]
     #[arg(long, env = "BERTH_MAX_MANIFEST_SIZE", value_name = "BYTES")]
@@ -185,6 +219,10 @@ pub struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    plain_http: Option<bool>,
+    htpasswd: Option<PathBuf>,
     max_manifest_size: Option<usize>,
     upload_ttl: Option<u64>,
     peer_listen: Option<SocketAddr>,
@@ -204,6 +242,10 @@ struct FileConfig {
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// HTTPS on the client listener; `None` is plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Basic authentication against this htpasswd file.
+    pub htpasswd: Option<PathBuf>,
     pub max_manifest_size: usize,
     pub upload_ttl: u64,
     pub peer_listen: SocketAddr,
@@ -254,6 +296,19 @@ impl ServeArgs {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5000))),
+            tls: match (
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "--tls-cert and --tls-key go together".into(),
+                    ))
+                }
+            },
+            htpasswd: self.htpasswd.or(file.htpasswd),
             max_manifest_size: self
                 .max_manifest_size
                 .or(file.max_manifest_size)
@@ -299,6 +354,20 @@ impl ServeArgs {
                 .filter(|&s| s > 0)
                 .map(Duration::from_secs),
         };
+        let plain_http = self.plain_http || file.plain_http.unwrap_or(false);
+        match (&config.tls, plain_http) {
+            (None, false) => {
+                return Err(ConfigError::Invalid(
+                    "say how to serve: --tls-cert and --tls-key for HTTPS, or --plain-http".into(),
+                ))
+            }
+            (Some(_), true) => {
+                return Err(ConfigError::Invalid(
+                    "--plain-http and --tls-cert exclude each other".into(),
+                ))
+            }
+            _ => {}
+        }
         if config.max_manifest_size == 0 {
             return Err(ConfigError::ManifestSize);
         }
@@ -322,6 +391,8 @@ impl ServeConfig {
         ServeConfig {
             data_dir: data_dir.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            htpasswd: None,
             max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
             upload_ttl: DEFAULT_UPLOAD_TTL,
             peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -355,6 +426,42 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 mod tests {
     use super::*;
 
+    /// Arguments that say plain HTTP, as every valid command line must say
+    /// it or name a certificate.
+    fn plain() -> ServeArgs {
+        ServeArgs {
+            plain_http: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn plain_http_must_be_chosen_and_tls_needs_both_files() {
+        let e = ServeArgs::default().resolve().unwrap_err().to_string();
+        assert!(e.contains("--plain-http"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yml");
+        std::fs::write(&file, "tls-cert: /c.pem\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let e = args.resolve().unwrap_err().to_string();
+        assert!(e.contains("go together"), "{e}");
+        std::fs::write(&file, "tls-cert: /c.pem\ntls-key: /k.pem\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let tls = args.resolve().unwrap().tls.unwrap();
+        assert_eq!(tls.key, PathBuf::from("/k.pem"));
+        let args = ServeArgs {
+            config: Some(file),
+            ..plain()
+        };
+        assert!(args.resolve().is_err(), "TLS and plain HTTP at once");
+    }
+
     #[test]
     fn flags_override_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
@@ -363,14 +470,14 @@ mod tests {
         let args = ServeArgs {
             config: Some(file.clone()),
             listen: Some("127.0.0.1:8000".parse().unwrap()),
-            ..Default::default()
+            ..plain()
         };
         let c = args.resolve().unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
         assert_eq!(c.listen.port(), 8000);
         assert_eq!(c.max_manifest_size, DEFAULT_MAX_MANIFEST_SIZE);
 
-        let c = ServeArgs::default().resolve().unwrap();
+        let c = plain().resolve().unwrap();
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.listen.port(), 5000);
     }
@@ -379,20 +486,20 @@ mod tests {
     fn peers_need_a_secret() {
         let args = ServeArgs {
             peers: Some("a:5001,dns:tasks.berth:5001".into()),
-            ..Default::default()
+            ..plain()
         };
         let e = args.resolve().unwrap_err().to_string();
         assert!(e.contains("--cluster-secret-file"), "{e}");
         let args = ServeArgs {
             peers: Some("a:5001,dns:tasks.berth:5001".into()),
             cluster_secret_file: Some("/s".into()),
-            ..Default::default()
+            ..plain()
         };
         assert_eq!(args.resolve().unwrap().peers.len(), 2);
         let args = ServeArgs {
             peers: Some("nonsense".into()),
             cluster_secret_file: Some("/s".into()),
-            ..Default::default()
+            ..plain()
         };
         assert!(args.resolve().is_err());
     }
@@ -404,13 +511,13 @@ mod tests {
         std::fs::write(&file, "data_dir: typo\n").unwrap();
         let args = ServeArgs {
             config: Some(file),
-            ..Default::default()
+            ..plain()
         };
         let e = args.resolve().unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
         let args = ServeArgs {
             config: Some(dir.path().join("missing.yml")),
-            ..Default::default()
+            ..plain()
         };
         assert!(matches!(args.resolve(), Err(ConfigError::Read { .. })));
     }

@@ -15,3 +15,4 @@ pub mod registry;
 pub mod replication;
 pub mod server;
 pub mod storage;
+pub mod tls;

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::api::proxy::Forwarder;
 use crate::cluster::discovery;
 use crate::cluster::peer::Secret;
 use crate::cluster::service::secret_check;
@@ -35,6 +36,8 @@ pub enum ServeError {
     },
     #[error("cannot read the cluster secret: {0}")]
     Secret(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
 }
@@ -166,26 +169,56 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         config.replication_factor,
         config.max_manifest_size,
     ));
-    tracing::info!(
-        %addr,
-        node_id,
-        data_dir = %config.data_dir.display(),
-        "registry listening (plain HTTP)"
-    );
     let stop = CancellationToken::new();
+    let tls = match &config.tls {
+        Some(files) => Some(
+            crate::tls::node_tls(files, stop.clone())
+                .map_err(|e| ServeError::Tls(e.to_string()))?,
+        ),
+        None => None,
+    };
+    match &config.tls {
+        Some(files) => tracing::info!(
+            %addr,
+            node_id,
+            data_dir = %config.data_dir.display(),
+            cert = %files.cert.display(),
+            "registry listening (HTTPS; the certificate is reloaded when it changes)"
+        ),
+        None => tracing::info!(
+            %addr,
+            node_id,
+            data_dir = %config.data_dir.display(),
+            "registry listening (plain HTTP, as configured)"
+        ),
+    }
     let purge = tokio::spawn(purge_uploads(
         registry.clone(),
         config.upload_ttl,
         stop.clone(),
     ));
     let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
-    let app = api::router(registry.clone());
     let stopped = stop.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped.cancelled_owned())
-            .await
-    });
+    let task = match tls {
+        Some(tls) => {
+            let app = api::router(registry.clone(), Forwarder::tls(tls.client));
+            let listener = crate::tls::TlsListener::new(listener, tls.server, stop.clone())
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped.cancelled_owned())
+                    .await
+            })
+        }
+        None => {
+            let app = api::router(registry.clone(), Forwarder::plain());
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped.cancelled_owned())
+                    .await
+            })
+        }
+    };
     Ok(Server {
         addr,
         peer_addr,

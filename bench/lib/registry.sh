@@ -63,7 +63,7 @@ launch() {
             "$REFERENCE_BIN" serve "$dir/config.yml" >"$dir/server.log" 2>&1 &
             ;;
         berth)
-            RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --data-dir "$dir/data" \
+            RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "$dir/data" \
                 --listen "127.0.0.1:$port" >"$dir/server.log" 2>&1 &
             ;;
     esac

@@ -237,7 +237,7 @@ cluster_launch() {
     for ((i = 0; i < CLUSTER_NODES; i++)); do
         rm -rf "${CLUSTER_DIR[i]}"
         mkdir -p "${CLUSTER_DIR[i]}/data"
-        RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --data-dir "${CLUSTER_DIR[i]}/data" \
+        RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "${CLUSTER_DIR[i]}/data" \
             --listen "${CLUSTER_URL[i]#http://}" --peer-listen "127.0.0.1:${CLUSTER_PEER_PORT[i]}" \
             --cluster-secret-file "$secret" --peers "$(IFS=, && printf '%s' "${peers[*]}")" \
             --bootstrap-expect "$CLUSTER_NODES" "${extra[@]}" >"${CLUSTER_DIR[i]}/server.log" 2>&1 &

@@ -11,7 +11,7 @@ mod health;
 mod listings;
 mod manifests;
 mod params;
-mod proxy;
+pub mod proxy;
 pub mod route;
 mod uploads;
 
@@ -33,8 +33,9 @@ use route::Route;
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
 /// Builds the application: every `/v2/` route, behind the access log, and
-/// the health probes.
-pub fn router(registry: Arc<Registry>) -> Router {
+/// the health probes. `forwarder` reaches the other nodes, for upload
+/// sessions they own.
+pub fn router(registry: Arc<Registry>, forwarder: proxy::Forwarder) -> Router {
     let probes = Router::new()
         .route("/healthz", axum::routing::get(health::alive))
         .route("/readyz", axum::routing::get(health::ready))
@@ -47,6 +48,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         )
         .fallback(dispatch)
         .with_state(registry)
+        .layer(axum::Extension(Arc::new(forwarder)))
         .layer(axum::middleware::from_fn(limit_headers))
         .layer(axum::middleware::from_fn(access_log::layer));
     probes.merge(api)
@@ -62,6 +64,7 @@ async fn limit_headers(request: Request, next: axum::middleware::Next) -> Respon
 
 async fn dispatch(
     State(reg): State<Arc<Registry>>,
+    axum::Extension(forwarder): axum::Extension<Arc<proxy::Forwarder>>,
     route: Route,
     params: Params,
     request: Request,
@@ -76,7 +79,7 @@ async fn dispatch(
             if proxy::was_forwarded(&headers) {
                 return Err(Error::UploadUnknown);
             }
-            return proxy::forward(&owner, method, &parts.uri, &headers, body).await;
+            return proxy::forward(&forwarder, &owner, method, &parts.uri, &headers, body).await;
         }
     }
     match (route, method) {

@@ -1,8 +1,6 @@
 //! Forwarding an upload-session request to the node that owns the session,
 //! body streamed both ways, so uploads work behind round-robin balancing.
 
-use std::sync::LazyLock;
-
 use axum::body::Body;
 use axum::response::Response;
 use futures_util::TryStreamExt;
@@ -32,12 +30,40 @@ const RESPONSE_HEADERS: [&str; 6] = [
     "content-length",
 ];
 
-static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .expect("an HTTP client without TLS always builds")
-});
+/// How this node reaches the other nodes' client listeners.
+pub struct Forwarder {
+    client: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl Forwarder {
+    /// Plain HTTP, for nodes that serve it.
+    pub fn plain() -> Forwarder {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .expect("an HTTP client always builds");
+        Forwarder {
+            client,
+            scheme: "http",
+        }
+    }
+
+    /// HTTPS with `tls`, which trusts the nodes of this cluster.
+    pub fn tls(tls: rustls::ClientConfig) -> Forwarder {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .use_preconfigured_tls(tls)
+            .build()
+            .expect("an HTTPS client with a rustls configuration always builds");
+        Forwarder {
+            client,
+            scheme: "https",
+        }
+    }
+}
+
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether a node already forwarded this request.
 pub fn was_forwarded(headers: &HeaderMap) -> bool {
@@ -47,6 +73,7 @@ pub fn was_forwarded(headers: &HeaderMap) -> bool {
 /// Sends the request to `owner` (its client API address) and relays the
 /// answer.
 pub async fn forward(
+    via: &Forwarder,
     owner: &str,
     method: Method,
     uri: &Uri,
@@ -54,8 +81,9 @@ pub async fn forward(
     body: ByteStream,
 ) -> Result<Response, Error> {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let url = format!("http://{owner}{path}");
-    let mut req = CLIENT
+    let url = format!("{}://{owner}{path}", via.scheme);
+    let mut req = via
+        .client
         .request(method, &url)
         .header(FORWARDED_HEADER, "1")
         .body(reqwest::Body::wrap_stream(body));

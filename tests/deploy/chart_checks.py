@@ -19,7 +19,7 @@ BERTH_ENV = {
     "BERTH_DATA_DIR", "BERTH_LISTEN", "BERTH_PEER_LISTEN", "BERTH_ADVERTISE",
     "BERTH_PEERS", "BERTH_BOOTSTRAP_EXPECT", "BERTH_CLUSTER_SECRET_FILE",
     "BERTH_REPLICATION_FACTOR", "BERTH_REMOVE_AFTER", "BERTH_LOG",
-    "BERTH_LOG_FORMAT", "BERTH_TLS_CERT", "BERTH_TLS_KEY", "BERTH_HTPASSWD",
+    "BERTH_LOG_FORMAT", "BERTH_TLS_CERT", "BERTH_TLS_KEY", "BERTH_PLAIN_HTTP", "BERTH_HTPASSWD",
     "BERTH_REPAIR_BANDWIDTH", "BERTH_REPAIR_INTERVAL", "BERTH_WRITE_TIMEOUT",
     "BERTH_UPLOAD_TTL", "BERTH_MAX_MANIFEST_SIZE",
 }
@@ -273,9 +273,12 @@ def main():
         c.check("BERTH_TLS_CERT and BERTH_TLS_KEY point into the mount",
                 env.get("BERTH_TLS_CERT", {}).get("value") == "/etc/berth/tls/tls.crt"
                 and env.get("BERTH_TLS_KEY", {}).get("value") == "/etc/berth/tls/tls.key")
+        c.check("no BERTH_PLAIN_HTTP with TLS (berth refuses both)", "BERTH_PLAIN_HTTP" not in env)
     else:
         c.check("no TLS mount or variables",
                 "/etc/berth/tls" not in mounts and "BERTH_TLS_CERT" not in env and "BERTH_TLS_KEY" not in env)
+        c.check("plain HTTP asked for explicitly",
+                env.get("BERTH_PLAIN_HTTP", {}).get("value") == "true")
 
     hs = secret_mount("/etc/berth/auth")
     if htpasswd:

@@ -74,7 +74,7 @@ node_launch() {
     local n=$1 peers=$2
     shift 2
     mkdir -p "${NODE_DATA[n]}" || return 1
-    "$BERTH_BIN" serve --data-dir "${NODE_DATA[n]}" --listen "$(node_host "$n")" \
+    "$BERTH_BIN" serve --plain-http --data-dir "${NODE_DATA[n]}" --listen "$(node_host "$n")" \
         --peer-listen "127.0.0.1:${NODE_PEER_PORT[n]}" --cluster-secret-file "$CLUSTER_SECRET" \
         --peers "$peers" "$@" >>"${NODE_DATA[n]}.log" 2>&1 &
     NODE_PID[n]=$!

@@ -255,7 +255,7 @@ registry_launch() {
     local data_dir=$1 port=$2 log=$3
     case $E2E_REGISTRY in
     berth)
-        "$BERTH_BIN" serve --data-dir "$data_dir" --listen "127.0.0.1:$port" >>"$log" 2>&1 &
+        "$BERTH_BIN" serve --plain-http --data-dir "$data_dir" --listen "127.0.0.1:$port" >>"$log" 2>&1 &
         ;;
     distribution)
         distribution_config "$data_dir" "$port" >"$data_dir.distribution.yml"

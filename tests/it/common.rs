@@ -44,10 +44,10 @@ impl TestNode {
             config.peer_listen = peer;
         }
         TestNode {
+            http: client(&config),
             dir,
             config,
             server: Some(server),
-            http: client(),
         }
     }
 
@@ -71,7 +71,7 @@ impl TestNode {
         self.stop().await;
         self.server = Some(serve(&self.config).await);
         // Pooled connections pointed at the old listener.
-        self.http = client();
+        self.http = client(&self.config);
     }
 
     /// The configuration the next [`TestNode::restart`] uses.
@@ -90,10 +90,15 @@ impl TestNode {
     /// A full URL for a path such as `/v2/`, or for a `Location` value the
     /// node returned (relative or absolute).
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("http://") {
+        if path.starts_with("http://") || path.starts_with("https://") {
             path.to_owned()
         } else {
-            format!("http://{}{}", self.addr(), path)
+            let scheme = if self.config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}{}", self.addr(), path)
         }
     }
 
@@ -242,8 +247,13 @@ async fn serve(config: &berth::config::ServeConfig) -> berth::server::Server {
     berth::server::start(config).await.expect("node starts")
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().build().expect("http client")
+/// A client for a node. The tests of HTTPS itself check certificates with a
+/// client of their own; this one only needs to reach the node.
+fn client(config: &berth::config::ServeConfig) -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(config.tls.is_some())
+        .build()
+        .expect("http client")
 }
 
 /// Sends a request, failing the test on a transport error.

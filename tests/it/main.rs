@@ -15,4 +15,5 @@ mod processes;
 mod referrers;
 mod replication;
 mod restart;
+mod tls;
 mod uploads;

@@ -141,6 +141,7 @@ impl ProcessCluster {
             .map(|i| {
                 let mut args = vec![
                     "serve".to_owned(),
+                    "--plain-http".to_owned(),
                     format!(
                         "--data-dir={}",
                         dir.path().join(format!("node{i}")).display()
