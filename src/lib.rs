@@ -6,6 +6,7 @@
 //! shares, and [`db`] owns the RocksDB layout.
 
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod db;

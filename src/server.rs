@@ -38,6 +38,8 @@ pub enum ServeError {
     Secret(String),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("cannot set up authentication: {0}")]
+    Auth(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
 }
@@ -198,10 +200,22 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         stop.clone(),
     ));
     let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
+    let htpasswd = match &config.htpasswd {
+        Some(path) => {
+            let users =
+                crate::auth::Htpasswd::open(path).map_err(|e| ServeError::Auth(e.to_string()))?;
+            tracing::info!(file = %path.display(), "basic authentication required; the file is read again when it changes");
+            Some(Arc::new(users))
+        }
+        None => {
+            tracing::info!("no authentication: anyone who reaches the port may push and pull");
+            None
+        }
+    };
     let stopped = stop.clone();
     let task = match tls {
         Some(tls) => {
-            let app = api::router(registry.clone(), Forwarder::tls(tls.client));
+            let app = api::router(registry.clone(), Forwarder::tls(tls.client), htpasswd);
             let listener = crate::tls::TlsListener::new(listener, tls.server, stop.clone())
                 .map_err(|source| ServeError::Bind { addr, source })?;
             tokio::spawn(async move {
@@ -211,7 +225,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
             })
         }
         None => {
-            let app = api::router(registry.clone(), Forwarder::plain());
+            let app = api::router(registry.clone(), Forwarder::plain(), htpasswd);
             tokio::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stopped.cancelled_owned())

@@ -2,7 +2,7 @@
 //! `{"errors":[{"code","message","detail"}]}` with the variant's status.
 
 use axum::response::{IntoResponse, Response};
-use http::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER};
+use http::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::HeaderValue;
 
 use crate::registry::Error;
@@ -35,6 +35,11 @@ impl IntoResponse for Error {
             // A failover (lease, election timeout, election) takes 3-4 s.
             Error::Unavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("4"));
+            }
+            Error::Unauthorized(_) => {
+                let challenge =
+                    format!("Basic realm=\"{}\", charset=\"UTF-8\"", crate::auth::REALM);
+                headers.insert(WWW_AUTHENTICATE, super::headers::value(challenge));
             }
             _ => {}
         }
@@ -86,6 +91,7 @@ mod tests {
             },
             Error::RouteUnknown,
             Error::NodeUnknown("node 3".into()),
+            Error::Unauthorized("no credentials".into()),
             Error::Denied("wrong secret".into()),
             Error::Unavailable("no quorum".into()),
             Error::Internal("disk".into()),
@@ -117,7 +123,7 @@ mod tests {
         }
         // Every spec code that a request can provoke is reachable from the table.
         for code in ErrorCode::ALL {
-            let reachable = !matches!(code, ErrorCode::Unauthorized | ErrorCode::TooManyRequests);
+            let reachable = !matches!(code, ErrorCode::TooManyRequests);
             assert_eq!(codes.contains(&code), reachable, "{code}");
         }
     }

@@ -4,6 +4,7 @@
 
 mod access_log;
 pub mod admin;
+mod authn;
 mod blobs;
 mod error;
 pub mod headers;
@@ -34,8 +35,12 @@ pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
 /// Builds the application: every `/v2/` route, behind the access log, and
 /// the health probes. `forwarder` reaches the other nodes, for upload
-/// sessions they own.
-pub fn router(registry: Arc<Registry>, forwarder: proxy::Forwarder) -> Router {
+/// sessions they own; with `htpasswd`, `/v2/` needs its users' passwords.
+pub fn router(
+    registry: Arc<Registry>,
+    forwarder: proxy::Forwarder,
+    htpasswd: Option<Arc<crate::auth::Htpasswd>>,
+) -> Router {
     let probes = Router::new()
         .route("/healthz", axum::routing::get(health::alive))
         .route("/readyz", axum::routing::get(health::ready))
@@ -49,6 +54,7 @@ pub fn router(registry: Arc<Registry>, forwarder: proxy::Forwarder) -> Router {
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))
+        .layer(axum::Extension(authn::Authn::new(htpasswd)))
         .layer(axum::middleware::from_fn(limit_headers))
         .layer(axum::middleware::from_fn(access_log::layer));
     probes.merge(api)
@@ -65,12 +71,14 @@ async fn limit_headers(request: Request, next: axum::middleware::Next) -> Respon
 async fn dispatch(
     State(reg): State<Arc<Registry>>,
     axum::Extension(forwarder): axum::Extension<Arc<proxy::Forwarder>>,
+    axum::Extension(authn): axum::Extension<authn::Authn>,
     route: Route,
     params: Params,
     request: Request,
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method, parts.headers);
+    authn.check(&headers).await?;
     let body = byte_stream(body);
     let reg = reg.as_ref();
     // A session lives on the node that opened it; others pass requests on.

@@ -60,6 +60,8 @@ pub enum Error {
     RouteUnknown,
     #[error("{0}")]
     NodeUnknown(String),
+    #[error("authentication required: {0}")]
+    Unauthorized(String),
     #[error("access denied: {0}")]
     Denied(String),
     #[error("service unavailable: {0}")]
@@ -92,6 +94,7 @@ impl Error {
             }
             PaginationInvalid(_) | MethodNotAllowed { .. } | RouteUnknown => ErrorCode::Unsupported,
             NodeUnknown(_) => ErrorCode::NameUnknown,
+            Unauthorized(_) => ErrorCode::Unauthorized,
             Denied(_) => ErrorCode::Denied,
             Unavailable(_) => ErrorCode::Unavailable,
             Internal(_) => ErrorCode::Unknown,
@@ -115,6 +118,7 @@ impl Error {
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             NodeUnknown(_) => StatusCode::NOT_FOUND,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Denied(_) => StatusCode::FORBIDDEN,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

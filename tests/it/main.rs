@@ -4,6 +4,7 @@
 mod common;
 mod raw;
 
+mod auth;
 mod bad_input;
 mod base;
 mod blobs;
