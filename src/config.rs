@@ -57,9 +57,28 @@ pub enum Command {
     /// it has joined the cluster and caught up (`/readyz`). Exits 0 if so and
     /// 1 if not: a container health check needs no curl in the image.
     Health {
-        /// The node to ask (its client API URL).
-        #[arg(long, env = "BERTH_NODE", default_value = "http://127.0.0.1:5000")]
-        node: String,
+        /// The node to ask (its client API URL). [default: https://127.0.0.1:5000
+        /// with --tls-cert, else http://127.0.0.1:5000]
+        #[arg(long, env = "BERTH_NODE")]
+        node: Option<String>,
+        /// The certificate the node serves: an HTTPS node is trusted when it
+        /// serves exactly this one (its name need not match the address).
+        /// Inside berth's container the server's own setting applies.
+        #[arg(
+            long,
+            env = "BERTH_TLS_CERT",
+            value_name = "FILE",
+            requires = "tls_key"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The key of --tls-cert.
+        #[arg(
+            long,
+            env = "BERTH_TLS_KEY",
+            value_name = "FILE",
+            requires = "tls_cert"
+        )]
+        tls_key: Option<PathBuf>,
         /// Ask whether the node is ready to serve, not only alive.
         #[arg(long)]
         ready: bool,

@@ -23,9 +23,16 @@ fn main() -> ExitCode {
             Command::Cluster(cmd) => cluster(cmd).await,
             Command::Health {
                 node,
+                tls_cert,
+                tls_key,
                 ready,
                 or_joining,
-            } => health(&node, ready, or_joining).await,
+            } => {
+                let tls = tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| berth::tls::TlsFiles { cert, key });
+                health(node, tls, ready, or_joining).await
+            }
         }
     });
     match result {
@@ -88,7 +95,8 @@ async fn cluster(cmd: ClusterCommand) -> Result<(), Box<dyn std::error::Error>> 
 }
 
 async fn health(
-    node: &str,
+    node: Option<String>,
+    tls: Option<berth::tls::TlsFiles>,
     ready: bool,
     or_joining: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -97,13 +105,18 @@ async fn health(
         (true, false) => "readyz",
         (true, true) => "readyz?joining",
     };
+    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5));
+    let default_node = match &tls {
+        Some(files) => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            client = client.use_preconfigured_tls(berth::tls::node_tls(files, stop)?.client);
+            "https://127.0.0.1:5000"
+        }
+        None => "http://127.0.0.1:5000",
+    };
+    let node = node.unwrap_or_else(|| default_node.to_owned());
     let url = format!("{}/{path}", node.trim_end_matches('/'));
-    let resp = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()?
-        .get(&url)
-        .send()
-        .await?;
+    let resp = client.build()?.get(&url).send().await?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {

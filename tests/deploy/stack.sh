@@ -29,6 +29,16 @@ else not_ok "docker stack config: $(cat "$work/stack.yml.err")"; fi
 if out=$(check "$work/stack.yml"); then ok "stack.yml passes the extra checks"
 else not_ok "stack.yml: $out"; fi
 
+# The optional overrides, alone and together, merged onto stack.yml.
+for overrides in "docs/swarm/tls.yml" "docs/swarm/htpasswd.yml" "docs/swarm/tls.yml docs/swarm/htpasswd.yml"; do
+  args=(-c stack.yml)
+  for o in $overrides; do args+=(-c "$o"); done
+  if ! BERTH_NODES=3 docker stack config "${args[@]}" >"$work/merged.yml" 2>"$work/merged.err"; then
+    not_ok "stack.yml with $overrides: $(cat "$work/merged.err")"
+  elif out=$(check "$work/merged.yml"); then ok "stack.yml with $overrides passes the checks"
+  else not_ok "stack.yml with $overrides: $out"; fi
+done
+
 if docker stack config -c stack.yml >/dev/null 2>"$work/err"; then
   not_ok "a deploy without BERTH_NODES was accepted"
 elif grep -q "BERTH_NODES" "$work/err"; then ok "a deploy without BERTH_NODES fails naming it"
@@ -54,6 +64,8 @@ s/^      - berth-cluster-secret$/      - other-secret/|an undefined secret|secre
 s/- data:\/var\/lib\/berth/- store:\/var\/lib\/berth/|an undefined volume|volume 'store'
 s/mode: host/mode: ingress/|the port published through the mesh|host mode
 s/endpoint_mode: dnsrr/endpoint_mode: vip/|a virtual IP for peers|dnsrr
+s/BERTH_PLAIN_HTTP: "true"/BERTH_PLAIN_HTTP: "false"/|neither TLS nor plain HTTP|exactly one
+s#BERTH_CLUSTER_SECRET_FILE: /run/secrets/berth-cluster-secret#BERTH_CLUSTER_SECRET_FILE: /run/secrets/cluster#|a secret file the service is not given|not given
 CASES
 
 echo "stack: $passed passed, $failed failed"

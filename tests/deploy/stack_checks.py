@@ -73,6 +73,15 @@ def berth_expectations(stack):
     test = (svc.get("healthcheck") or {}).get("test") or []
     if "--ready" not in test or "--or-joining" not in test:
         yield "berth: the health check must wait for readiness, and let joining nodes into DNS"
+    granted = set(names(svc.get("secrets")))
+    for key, value in env.items():
+        secret = str(value).removeprefix("/run/secrets/")
+        if secret != str(value) and secret not in granted:
+            yield f"berth: {key} names secret {secret!r}, which the service is not given"
+    tls = "BERTH_TLS_CERT" in env
+    plain = str(env.get("BERTH_PLAIN_HTTP", "false")).lower() == "true"
+    if tls == plain:
+        yield "berth: exactly one of BERTH_TLS_CERT and BERTH_PLAIN_HTTP=true must be set"
     mounts = [v.get("target") for v in svc.get("volumes") or [] if isinstance(v, dict)]
     if "/var/lib/berth" not in mounts:
         yield "berth: /var/lib/berth must be a volume"

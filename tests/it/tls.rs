@@ -162,3 +162,42 @@ async fn uploads_cross_nodes_over_https() {
         .unwrap();
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[..]);
 }
+
+/// `berth health` as a container health check runs it: with the server's own
+/// certificate settings in its environment.
+fn health_check(node: &TestNode, tls: Option<&TlsFiles>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(["health", "--ready"])
+        .env_remove("BERTH_TLS_CERT")
+        .env_remove("BERTH_TLS_KEY")
+        .env(
+            "BERTH_NODE",
+            format!("https://127.0.0.1:{}", node.addr().port()),
+        );
+    if let Some(files) = tls {
+        cmd.env("BERTH_TLS_CERT", &files.cert)
+            .env("BERTH_TLS_KEY", &files.key);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_trusts_the_nodes_own_certificate_only() {
+    let ca = Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (files, _) = ca.issue(certs.path(), "node");
+    let (other, _) = ca.issue(certs.path(), "other");
+    let node = tls_node(&files).await;
+    let out = tokio::task::block_in_place(|| health_check(&node, Some(&files)));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n");
+    // Another certificate, even from the same authority, is not the node's.
+    let out = tokio::task::block_in_place(|| health_check(&node, Some(&other)));
+    assert!(!out.status.success());
+    let out = tokio::task::block_in_place(|| health_check(&node, None));
+    assert!(!out.status.success());
+}
