@@ -61,24 +61,11 @@ pub enum Command {
         /// with --tls-cert, else http://127.0.0.1:5000]
         #[arg(long, env = "BERTH_NODE")]
         node: Option<String>,
-        /// The certificate the node serves: an HTTPS node is trusted when it
-        /// serves exactly this one (its name need not match the address).
-        /// Inside berth's container the server's own setting applies.
-        #[arg(
-            long,
-            env = "BERTH_TLS_CERT",
-            value_name = "FILE",
-            requires = "tls_key"
-        )]
-        tls_cert: Option<PathBuf>,
-        /// The key of --tls-cert.
-        #[arg(
-            long,
-            env = "BERTH_TLS_KEY",
-            value_name = "FILE",
-            requires = "tls_cert"
-        )]
-        tls_key: Option<PathBuf>,
+        /// An HTTPS node is trusted when it serves exactly this certificate
+        /// (its name need not match the address); inside berth's container
+        /// the server's own setting applies.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Ask whether the node is ready to serve, not only alive.
         #[arg(long)]
         ready: bool,
@@ -115,6 +102,39 @@ pub enum ClusterCommand {
     },
 }
 
+/// A node's HTTPS certificate: `serve` serves it, `health` trusts it.
+#[derive(Debug, Default, Args)]
+pub struct TlsArgs {
+    /// The node's PEM certificate chain (with --tls-key): `serve` serves HTTPS
+    /// with it and reads the files again when they change, so a renewed
+    /// certificate needs no restart.
+    #[arg(
+        long,
+        env = "BERTH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "BERTH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The two files, when both are given.
+    pub fn files(self) -> Option<TlsFiles> {
+        self.tls_cert
+            .zip(self.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key })
+    }
+}
+
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
     /// YAML configuration file. Its keys are the long option names
@@ -132,25 +152,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
-    /// Serve HTTPS with this PEM certificate chain (with --tls-key). The
-    /// files are read again when they change: a renewed certificate needs no
-    /// restart.
-    #[arg(
-        long,
-        env = "BERTH_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-
-    /// The PEM private key of --tls-cert.
-    #[arg(
-        long,
-        env = "BERTH_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Serve plain HTTP. Without TLS this must be said: registry passwords
     /// and tokens would cross the network in clear text. Clients trust plain
@@ -316,8 +319,8 @@ impl ServeArgs {
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5000))),
             tls: match (
-                self.tls_cert.or(file.tls_cert),
-                self.tls_key.or(file.tls_key),
+                self.tls.tls_cert.or(file.tls_cert),
+                self.tls.tls_key.or(file.tls_key),
             ) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 (None, None) => None,

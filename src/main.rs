@@ -23,16 +23,10 @@ fn main() -> ExitCode {
             Command::Cluster(cmd) => cluster(cmd).await,
             Command::Health {
                 node,
-                tls_cert,
-                tls_key,
+                tls,
                 ready,
                 or_joining,
-            } => {
-                let tls = tls_cert
-                    .zip(tls_key)
-                    .map(|(cert, key)| berth::tls::TlsFiles { cert, key });
-                health(node, tls, ready, or_joining).await
-            }
+            } => health(node, tls.files(), ready, or_joining).await,
         }
     });
     match result {
