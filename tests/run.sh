@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR=never
 
 packages=(
   clang libclang-dev protobuf-compiler pkg-config   # building rocksdb and protos
-  curl jq openssl haproxy                            # test plumbing
+  curl jq openssl haproxy apache2-utils              # test plumbing (htpasswd)
   python3 python3-venv                               # the deploy checks' venv
   skopeo podman buildah containerd umoci             # real clients
   docker-registry                                    # the reference registry
