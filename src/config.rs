@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::cluster::discovery::parse_peers;
+use crate::cluster::peer::PeerTlsFiles;
 use crate::cluster::PeerSpec;
 use crate::registry::DEFAULT_MAX_MANIFEST_SIZE;
 use crate::replication::repair::RepairConfig;
@@ -205,6 +206,37 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_CLUSTER_SECRET_FILE", value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
 
+    /// PEM certificate of the CA that signs every node's peer certificate.
+    /// With --peer-tls-cert and --peer-tls-key, peers talk over mutual TLS:
+    /// a client without a certificate this CA signed gets no answer from the
+    /// peer port. Peer certificates must name `berth-peer` (a DNS name), not
+    /// the nodes' addresses.
+    #[arg(
+        long,
+        env = "BERTH_PEER_TLS_CA",
+        value_name = "FILE",
+        requires_all = ["peer_tls_cert", "peer_tls_key"]
+    )]
+    pub peer_tls_ca: Option<PathBuf>,
+
+    /// This node's PEM peer certificate, signed by --peer-tls-ca.
+    #[arg(
+        long,
+        env = "BERTH_PEER_TLS_CERT",
+        value_name = "FILE",
+        requires = "peer_tls_ca"
+    )]
+    pub peer_tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --peer-tls-cert.
+    #[arg(
+        long,
+        env = "BERTH_PEER_TLS_KEY",
+        value_name = "FILE",
+        requires = "peer_tls_ca"
+    )]
+    pub peer_tls_key: Option<PathBuf>,
+
     /// Seconds a write may wait for the cluster to commit it before the
     /// client gets 503. [default: 10]
     #[arg(long, env = "BERTH_WRITE_TIMEOUT", value_name = "SECONDS")]
@@ -252,6 +284,9 @@ struct FileConfig {
     peers: Option<String>,
     bootstrap_expect: Option<usize>,
     cluster_secret_file: Option<PathBuf>,
+    peer_tls_ca: Option<PathBuf>,
+    peer_tls_cert: Option<PathBuf>,
+    peer_tls_key: Option<PathBuf>,
     write_timeout: Option<u64>,
     replication_factor: Option<String>,
     repair_interval: Option<u64>,
@@ -275,6 +310,8 @@ pub struct ServeConfig {
     pub peers: Vec<PeerSpec>,
     pub bootstrap_expect: Option<usize>,
     pub cluster_secret_file: Option<PathBuf>,
+    /// Mutual TLS on the peer port.
+    pub peer_tls: Option<PeerTlsFiles>,
     pub write_timeout: Duration,
     pub replication_factor: ReplicationFactor,
     pub repair: RepairConfig,
@@ -350,6 +387,19 @@ impl ServeArgs {
             },
             bootstrap_expect: self.bootstrap_expect.or(file.bootstrap_expect),
             cluster_secret_file: self.cluster_secret_file.or(file.cluster_secret_file),
+            peer_tls: match (
+                self.peer_tls_ca.or(file.peer_tls_ca),
+                self.peer_tls_cert.or(file.peer_tls_cert),
+                self.peer_tls_key.or(file.peer_tls_key),
+            ) {
+                (Some(ca), Some(cert), Some(key)) => Some(PeerTlsFiles { ca, cert, key }),
+                (None, None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "--peer-tls-ca, --peer-tls-cert and --peer-tls-key go together".into(),
+                    ))
+                }
+            },
             write_timeout: Duration::from_secs(
                 self.write_timeout
                     .or(file.write_timeout)
@@ -422,6 +472,7 @@ impl ServeConfig {
             peers: Vec::new(),
             bootstrap_expect: None,
             cluster_secret_file: None,
+            peer_tls: None,
             write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT),
             replication_factor: ReplicationFactor::Copies(3),
             repair: RepairConfig {

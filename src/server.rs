@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api;
 use crate::api::proxy::Forwarder;
 use crate::cluster::discovery;
-use crate::cluster::peer::Secret;
+use crate::cluster::peer::{PeerTls, Secret};
 use crate::cluster::service::secret_check;
 use crate::cluster::types::NodeAddr;
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
@@ -150,6 +150,10 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         bootstrap_expect: config.bootstrap_expect,
         write_timeout: config.write_timeout,
         remove_after: config.remove_after,
+        peer_tls: match &config.peer_tls {
+            Some(files) => Some(PeerTls::load(files).map_err(ServeError::Tls)?),
+            None => None,
+        },
     };
     let blob_service = tonic::service::interceptor::InterceptedService::new(
         BlobService::new(BlobStore::new(layout.clone(), db.clone())),

@@ -64,6 +64,8 @@ pub struct ClusterConfig {
     pub write_timeout: Duration,
     /// Members silent this long are removed by the leader; `None` never.
     pub remove_after: Option<Duration>,
+    /// Mutual TLS between peers; `None` is plain gRPC (with the secret).
+    pub peer_tls: Option<peer::PeerTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +140,10 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| ClusterError::Start(e.to_string()))?;
-        let pool = PeerPool::new(secret.clone());
+        let pool = match &config.peer_tls {
+            Some(tls) => PeerPool::with_tls(secret.clone(), tls.clone()),
+            None => PeerPool::new(secret.clone()),
+        };
         let committed = log_store::Committed::default();
         let sm = state_machine::StateMachineStore::open(db.clone(), layout.clone())
             .map_err(|e| ClusterError::Start(e.to_string()))?;
@@ -177,16 +182,23 @@ impl Cluster {
         }
         match listener {
             Some(listener) => {
+                let mode = if cluster.config.peer_tls.is_some() {
+                    "mutual TLS with the cluster CA, and the cluster secret"
+                } else {
+                    "plain gRPC; the cluster secret required"
+                };
                 tracing::info!(
                     node_id = cluster.id,
                     peer_addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
                     advertise = %cluster.addr,
-                    "peer listener up (cluster secret required)"
+                    mode,
+                    "peer listener up"
                 );
                 let serve = service::serve(
                     cluster.clone(),
                     listener,
                     secret,
+                    cluster.config.peer_tls.clone(),
                     layout,
                     extra,
                     stop.clone(),

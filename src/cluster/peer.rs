@@ -1,13 +1,16 @@
 //! gRPC clients to other nodes: one lazily connected channel per address,
-//! with timeouts and the cluster secret on every call. tonic reconnects a
-//! channel by itself after a peer restarts.
+//! with timeouts and the cluster secret on every call, over mutual TLS when
+//! the cluster has a CA. tonic reconnects a channel by itself after a peer
+//! restarts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
+};
 
 use super::pb::blobs_client::BlobsClient;
 use super::pb::cluster_client::ClusterClient;
@@ -59,6 +62,45 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The files of mutual TLS between peers: the cluster CA that signs every
+/// node's certificate, and this node's certificate and key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerTlsFiles {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Mutual TLS between peers. Nodes are reached by address, which their
+/// certificates need not name: every peer certificate names
+/// [`PeerTls::NAME`] instead, and a peer is one whose certificate the
+/// cluster CA signed for that name.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    client: ClientTlsConfig,
+    pub(super) server: ServerTlsConfig,
+}
+
+impl PeerTls {
+    /// The DNS name every peer certificate carries.
+    pub const NAME: &'static str = "berth-peer";
+
+    pub fn load(files: &PeerTlsFiles) -> Result<PeerTls, String> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let ca = Certificate::from_pem(read(&files.ca)?);
+        let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+        Ok(PeerTls {
+            client: ClientTlsConfig::new()
+                .ca_certificate(ca.clone())
+                .identity(identity.clone())
+                .domain_name(PeerTls::NAME),
+            server: ServerTlsConfig::new().identity(identity).client_ca_root(ca),
+        })
+    }
+}
+
 /// A client to one peer address.
 #[derive(Clone)]
 pub struct PeerClient {
@@ -99,6 +141,7 @@ impl PeerClient {
 #[derive(Clone)]
 pub struct PeerPool {
     secret: Secret,
+    tls: Option<PeerTls>,
     clients: Arc<Mutex<HashMap<String, PeerClient>>>,
     heard: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
@@ -107,8 +150,17 @@ impl PeerPool {
     pub fn new(secret: Secret) -> PeerPool {
         PeerPool {
             secret,
+            tls: None,
             clients: Arc::default(),
             heard: Arc::default(),
+        }
+    }
+
+    /// A pool whose calls go over mutual TLS.
+    pub fn with_tls(secret: Secret, tls: PeerTls) -> PeerPool {
+        PeerPool {
+            tls: Some(tls),
+            ..PeerPool::new(secret)
         }
     }
 
@@ -117,7 +169,12 @@ impl PeerPool {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.client.clone())?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -29,6 +29,7 @@ pub async fn serve(
     cluster: Arc<Cluster>,
     listener: tokio::net::TcpListener,
     secret: Secret,
+    tls: Option<super::peer::PeerTls>,
     layout: Layout,
     extra: tonic::service::Routes,
     stop: CancellationToken,
@@ -44,7 +45,19 @@ pub async fn serve(
     let raft = tonic::service::interceptor::InterceptedService::new(raft, check.clone());
     let admin = tonic::service::interceptor::InterceptedService::new(admin, check);
     let incoming = tokio_stream_listener(listener);
-    let result = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        // A client without a certificate the cluster CA signed gets no
+        // answer at all: the handshake fails before any call is read.
+        server = match server.tls_config(tls.server) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "peer TLS settings refused; peer listener not started");
+                return;
+            }
+        };
+    }
+    let result = server
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_routes(extra)
         .add_service(raft)

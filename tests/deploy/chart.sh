@@ -169,6 +169,8 @@ must_fail() {
 refusals() {
     must_fail "tls.enabled without tls.secretName" \
         'tls\.secretName is required when tls\.enabled' --set tls.enabled=true
+    must_fail "peerTls.enabled without peerTls.secretName" \
+        'peerTls\.secretName is required when peerTls\.enabled' --set peerTls.enabled=true
     must_fail "auth.htpasswd.enabled without auth.htpasswd.secretName" \
         'auth\.htpasswd\.secretName is required' --set auth.htpasswd.enabled=true
     must_fail "replicas=0 (schema)" '/replicas.*minimum' --set replicas=0

@@ -20,6 +20,7 @@ BERTH_ENV = {
     "BERTH_PEERS", "BERTH_BOOTSTRAP_EXPECT", "BERTH_CLUSTER_SECRET_FILE",
     "BERTH_REPLICATION_FACTOR", "BERTH_REMOVE_AFTER", "BERTH_LOG",
     "BERTH_LOG_FORMAT", "BERTH_TLS_CERT", "BERTH_TLS_KEY", "BERTH_PLAIN_HTTP", "BERTH_HTPASSWD",
+    "BERTH_PEER_TLS_CA", "BERTH_PEER_TLS_CERT", "BERTH_PEER_TLS_KEY",
     "BERTH_REPAIR_BANDWIDTH", "BERTH_REPAIR_INTERVAL", "BERTH_WRITE_TIMEOUT",
     "BERTH_UPLOAD_TTL", "BERTH_MAX_MANIFEST_SIZE",
 }
@@ -96,6 +97,7 @@ def main():
     replicas = values["replicas"]
     tls = values["tls"]["enabled"]
     htpasswd = values["auth"]["htpasswd"]["enabled"]
+    peer_tls = values["peerTls"]["enabled"]
     host_port = values["hostPort"]["enabled"]
     domain = values["clusterDomain"]
 
@@ -289,6 +291,18 @@ def main():
                 env.get("BERTH_HTPASSWD", {}).get("value") == "/etc/berth/auth/htpasswd")
     else:
         c.check("no htpasswd mount or variable", "/etc/berth/auth" not in mounts and "BERTH_HTPASSWD" not in env)
+
+    ps = secret_mount("/etc/berth/peer-tls")
+    peer_env = {"BERTH_PEER_TLS_CA": "ca.crt", "BERTH_PEER_TLS_CERT": "tls.crt", "BERTH_PEER_TLS_KEY": "tls.key"}
+    if peer_tls:
+        c.check(f"peer TLS Secret {values['peerTls']['secretName']} mounted read-only at /etc/berth/peer-tls",
+                ps and ps.get("secretName") == values["peerTls"]["secretName"]
+                and all({"key": f, "path": f} in ps.get("items", []) for f in peer_env.values()), ps)
+        c.check("BERTH_PEER_TLS_* point into the mount",
+                all(env.get(k, {}).get("value") == f"/etc/berth/peer-tls/{f}" for k, f in peer_env.items()))
+    else:
+        c.check("no peer TLS mount or variables",
+                "/etc/berth/peer-tls" not in mounts and not any(k in env for k in peer_env))
 
     # Security.
     psc = pod.get("securityContext", {})

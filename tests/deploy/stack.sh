@@ -30,7 +30,8 @@ if out=$(check "$work/stack.yml"); then ok "stack.yml passes the extra checks"
 else not_ok "stack.yml: $out"; fi
 
 # The optional overrides, alone and together, merged onto stack.yml.
-for overrides in "docs/swarm/tls.yml" "docs/swarm/htpasswd.yml" "docs/swarm/tls.yml docs/swarm/htpasswd.yml"; do
+for overrides in docs/swarm/tls.yml docs/swarm/htpasswd.yml docs/swarm/peer-tls.yml \
+  "docs/swarm/tls.yml docs/swarm/htpasswd.yml docs/swarm/peer-tls.yml"; do
   args=(-c stack.yml)
   for o in $overrides; do args+=(-c "$o"); done
   if ! BERTH_NODES=3 docker stack config "${args[@]}" >"$work/merged.yml" 2>"$work/merged.err"; then

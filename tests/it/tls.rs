@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use berth::cluster::peer::PeerTlsFiles;
 use berth::tls::TlsFiles;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use reqwest::StatusCode;
@@ -48,6 +49,26 @@ impl Ca {
         std::fs::write(&files.cert, cert.pem()).unwrap();
         std::fs::write(&files.key, key.serialize_pem()).unwrap();
         (files, cert.der().to_vec())
+    }
+
+    /// A peer certificate (it names `berth-peer`) with the CA beside it.
+    fn issue_peer(&self, dir: &Path, name: &str) -> PeerTlsFiles {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names = vec![SanType::DnsName(
+            berth::cluster::peer::PeerTls::NAME.try_into().unwrap(),
+        )];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let files = PeerTlsFiles {
+            ca: dir.join(format!("{name}-ca.pem")),
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}-key.pem")),
+        };
+        std::fs::write(&files.ca, self.cert.pem()).unwrap();
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
     }
 
     /// A client that trusts only this authority, on a fresh connection.
@@ -200,4 +221,49 @@ async fn the_health_command_trusts_the_nodes_own_certificate_only() {
     assert!(!out.status.success());
     let out = tokio::task::block_in_place(|| health_check(&node, None));
     assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peers_talk_mutual_tls_and_strangers_get_no_answer() {
+    use berth::cluster::discovery::hello_at;
+    use berth::cluster::peer::{PeerPool, PeerTls, Secret};
+    let ca = Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    let files = ca.issue_peer(certs.path(), "peer");
+    let node_files = files.clone();
+    let cluster = TestCluster::with_config(3, move |c| c.peer_tls = Some(node_files.clone())).await;
+    // Raft and blob copies run over it: a blob pushed to one node is on all.
+    let data = random_blob(100_000);
+    let digest = cluster.nodes[0].push_blob("m/app", &data).await;
+    let resp = cluster.nodes[2]
+        .get(&format!("/v2/m/app/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[..]);
+
+    let addr = cluster.nodes[1].server().peer_addr.unwrap().to_string();
+    let secret = || Secret::new(crate::cluster::SECRET).unwrap();
+    let member = PeerPool::with_tls(secret(), PeerTls::load(&files).unwrap());
+    hello_at(&member, &addr).await.unwrap();
+    // With the secret but no certificate, or one another CA signed, the
+    // handshake fails: no call is ever answered, not even with a refusal.
+    let plain = PeerPool::new(secret());
+    // The stranger trusts the cluster CA, so only the node's check of the
+    // client certificate can turn it away.
+    let stranger_ca = Ca::new();
+    let stranger_files = PeerTlsFiles {
+        ca: files.ca.clone(),
+        ..stranger_ca.issue_peer(certs.path(), "stranger")
+    };
+    let stranger = PeerPool::with_tls(secret(), PeerTls::load(&stranger_files).unwrap());
+    for (who, pool) in [("no certificate", plain), ("another CA", stranger)] {
+        let refused = hello_at(&pool, &addr).await.unwrap_err();
+        assert_ne!(
+            refused.code(),
+            tonic::Code::Unauthenticated,
+            "{who}: {refused:?}"
+        );
+        assert_ne!(refused.code(), tonic::Code::Ok, "{who}");
+    }
 }

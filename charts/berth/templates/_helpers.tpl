@@ -96,6 +96,9 @@ nothing.
 {{- if .Values.tls.enabled }}
 {{- $_ := required "tls.secretName is required when tls.enabled is true: name a kubernetes.io/tls Secret with tls.crt and tls.key" .Values.tls.secretName }}
 {{- end }}
+{{- if .Values.peerTls.enabled }}
+{{- $_ := required "peerTls.secretName is required when peerTls.enabled is true: name a Secret with ca.crt, tls.crt and tls.key" .Values.peerTls.secretName }}
+{{- end }}
 {{- if .Values.auth.htpasswd.enabled }}
 {{- $_ := required "auth.htpasswd.secretName is required when auth.htpasswd.enabled is true: name a Secret with the key htpasswd" .Values.auth.htpasswd.secretName }}
 {{- end }}
