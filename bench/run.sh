@@ -8,12 +8,19 @@
 # and, only when named (or all three as "cluster"): berth as a 3-node cluster against
 # itself, see bench/measurements/cluster.sh
 #   cluster-push cluster-relay cluster-spread
+# and, only when named (or both as "secure"): berth with authentication or HTTPS against
+# plain berth, see bench/measurements/secure.sh
+#   auth-manifest tls-get
 set -euo pipefail
 shopt -s inherit_errexit
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread)
+SECURE_MEASUREMENTS=(auth-manifest tls-get)
+# Extra curl options and wrk's Authorization header, for the secure measurements.
+CURL_EXTRA=()
+WRK_AUTH=
 
 : "${BERTH_BIN:=/var/cache/berth/target/release/berth}"
 : "${REFERENCE_BIN:=/usr/bin/docker-registry}"
@@ -52,6 +59,7 @@ usage() {
 usage: bench/run.sh [MEASUREMENT...]
 measurements: ${ALL_MEASUREMENTS[*]} (default: all)
               ${CLUSTER_MEASUREMENTS[*]} (only when named; "cluster" names all three)
+              ${SECURE_MEASUREMENTS[*]} (only when named; "secure" names both)
 environment:
   BERTH_BIN            berth binary ($BERTH_BIN)
   BENCH_CANDIDATE      berth, or distribution to check the suite itself ($BENCH_CANDIDATE)
@@ -72,7 +80,7 @@ USAGE
 check_measurements() {
     local name
     for name in "$@"; do
-        [[ " ${ALL_MEASUREMENTS[*]} ${CLUSTER_MEASUREMENTS[*]} " == *" $name "* ]] ||
+        [[ " ${ALL_MEASUREMENTS[*]} ${CLUSTER_MEASUREMENTS[*]} ${SECURE_MEASUREMENTS[*]} " == *" $name "* ]] ||
             { usage >&2; die "unknown measurement '$name'"; }
     done
 }
@@ -81,7 +89,11 @@ check_measurements() {
 expand_measurements() {
     local name
     for name in "$@"; do
-        if [[ $name == cluster ]]; then printf '%s\n' "${CLUSTER_MEASUREMENTS[@]}"; else printf '%s\n' "$name"; fi
+        case $name in
+            cluster) printf '%s\n' "${CLUSTER_MEASUREMENTS[@]}" ;;
+            secure) printf '%s\n' "${SECURE_MEASUREMENTS[@]}" ;;
+            *) printf '%s\n' "$name" ;;
+        esac
     done
 }
 
@@ -94,6 +106,7 @@ is_cluster() {
 tools_for() {
     case $1 in
         manifest | head) printf 'wrk\n' ;;
+        auth-manifest) printf 'wrk\nhtpasswd\n' ;;
         skopeo) printf 'skopeo\numoci\n' ;;
         cluster-*) printf 'haproxy\n' ;;
     esac
@@ -125,8 +138,9 @@ main() {
     check_measurements "${measurements[@]}"
     for name in "${measurements[@]}"; do
         mapfile -t -O "${#tools[@]}" tools < <(tools_for "$name")
-        if is_cluster "$name" && [[ $BENCH_CANDIDATE != berth ]]; then
-            die "$name runs berth as a cluster; it needs BENCH_CANDIDATE=berth"
+        if { is_cluster "$name" || [[ " ${SECURE_MEASUREMENTS[*]} " == *" $name "* ]]; } &&
+            [[ $BENCH_CANDIDATE != berth ]]; then
+            die "$name runs berth against berth; it needs BENCH_CANDIDATE=berth"
         fi
     done
     ensure_tools "${tools[@]}"

@@ -8,7 +8,7 @@
 curl_expect() {
     local expected=$1 out code
     shift
-    out=$(curl -sS -o /dev/null -D "$WORK_DIR/last.headers" -H 'Expect:' \
+    out=$(curl -sS -o /dev/null -D "$WORK_DIR/last.headers" -H 'Expect:' "${CURL_EXTRA[@]}" \
         -w '%{http_code} %{time_total} %{size_download} %{size_upload}' "$@") ||
         die "curl failed: $*"
     code=${out%% *}
@@ -82,7 +82,7 @@ push_small_image() {
 # run_wrk URL METHOD ACCEPT : one wrk run; prints "<requests per second> <p99 in ms>".
 run_wrk() {
     local url=$1 method=$2 accept=$3 out result
-    out=$(BENCH_WRK_METHOD=$method BENCH_WRK_ACCEPT=$accept \
+    out=$(BENCH_WRK_METHOD=$method BENCH_WRK_ACCEPT=$accept BENCH_WRK_AUTH=$WRK_AUTH \
         wrk -t"$BENCH_WRK_THREADS" -c"$BENCH_WRK_CONNECTIONS" -d"$BENCH_WRK_DURATION" --latency \
         -s "$BENCH_DIR/wrk/request.lua" "$url") || die "wrk failed against $url"
     result=$(grep '^bench-result ' <<<"$out") || die "wrk printed no result: $out"

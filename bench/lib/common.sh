@@ -16,6 +16,7 @@ die() {
 package_of() {
     case $1 in
         ss) printf 'iproute2\n' ;;
+        htpasswd) printf 'apache2-utils\n' ;;
         *) printf '%s\n' "$1" ;;
     esac
 }

@@ -66,13 +66,27 @@ launch() {
             RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "$dir/data" \
                 --listen "127.0.0.1:$port" >"$dir/server.log" 2>&1 &
             ;;
+        berth-auth)
+            RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "$dir/data" \
+                --listen "127.0.0.1:$port" --htpasswd "$(secure_file htpasswd)" >"$dir/server.log" 2>&1 &
+            ;;
+        berth-tls)
+            RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --data-dir "$dir/data" \
+                --listen "127.0.0.1:$port" --tls-cert "$(secure_file cert.pem)" \
+                --tls-key "$(secure_file key.pem)" >"$dir/server.log" 2>&1 &
+            ;;
     esac
+}
+
+# scheme_of KIND : how a server of that kind is reached.
+scheme_of() {
+    if [[ $1 == berth-tls ]]; then printf 'https\n'; else printf 'http\n'; fi
 }
 
 # registry_up SIDE : true once GET /v2/ answers 200.
 registry_up() {
     local code
-    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "${REG_URL[$1]}/v2/") || return 1
+    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "${CURL_EXTRA[@]}" "${REG_URL[$1]}/v2/") || return 1
     [[ $code == 200 ]]
 }
 
@@ -101,7 +115,7 @@ start_side() {
         launch "$kind" "$dir" "$port"
         REG_PID[$side]=$!
         STARTED_PIDS+=("${REG_PID[$side]}")
-        REG_URL[$side]="http://127.0.0.1:$port"
+        REG_URL[$side]="$(scheme_of "$kind")://127.0.0.1:$port"
         REG_DIR[$side]=$dir
         await_side "$side" && return 0
         log "$(side_label "$side") failed to start on port $port (attempt $attempt):"

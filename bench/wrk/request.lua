@@ -2,12 +2,18 @@
 -- environment and prints one machine-readable result line when the run is over.
 --   BENCH_WRK_METHOD  GET or HEAD (default GET)
 --   BENCH_WRK_ACCEPT  Accept header value (optional)
+--   BENCH_WRK_AUTH    Authorization header value (optional)
 
 wrk.method = os.getenv("BENCH_WRK_METHOD") or "GET"
 
 local accept = os.getenv("BENCH_WRK_ACCEPT")
 if accept and accept ~= "" then
    wrk.headers["Accept"] = accept
+end
+
+local auth = os.getenv("BENCH_WRK_AUTH")
+if auth and auth ~= "" then
+   wrk.headers["Authorization"] = auth
 end
 
 function done(summary, latency, requests)

@@ -1,0 +1,81 @@
+# shellcheck shell=bash
+# auth-manifest and tls-get: what authentication and HTTPS cost, berth against itself.
+# The reference side is berth serving plain HTTP without users; the candidate is berth
+# with an htpasswd file (auth-manifest) or a certificate (tls-get). Every request, to
+# either side, carries the same credentials and trusts the same CA, so both sides get
+# the same bytes and only the candidate checks them.
+
+BENCH_USER=bench
+BENCH_PASSWORD='a long benchmark password'
+
+# secure_file NAME : the run's htpasswd file, certificate or key, made on first use.
+secure_file() {
+    local dir=$WORK_DIR/secure
+    if [[ ! -e $dir/done ]]; then
+        mkdir -p "$dir"
+        # Cost 10, bcrypt's usual: what a real htpasswd file holds.
+        htpasswd -bnBC 10 "$BENCH_USER" "$BENCH_PASSWORD" >"$dir/htpasswd" 2>/dev/null ||
+            die "htpasswd failed (apt-get install apache2-utils)"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj "/CN=berth bench" -addext "subjectAltName=IP:127.0.0.1" \
+            -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null || die "openssl req failed"
+        touch "$dir/done"
+    fi
+    printf '%s\n' "$dir/$1"
+}
+
+# secure_pair_start KIND : the plain berth as reference, a berth of KIND as candidate.
+secure_pair_start() {
+    PAIR_COUNT=$((PAIR_COUNT + 1))
+    sync
+    CURL_EXTRA=(-u "$BENCH_USER:$BENCH_PASSWORD" --cacert "$(secure_file cert.pem)")
+    WRK_AUTH="Basic $(printf '%s:%s' "$BENCH_USER" "$BENCH_PASSWORD" | base64 -w0)"
+    start_side ref berth
+    start_side cand "$1"
+    log "plain berth ${REG_URL[ref]} (pid ${REG_PID[ref]}), $1 ${REG_URL[cand]} (pid ${REG_PID[cand]})"
+}
+
+secure_pair_stop() {
+    pair_stop
+    CURL_EXTRA=()
+    WRK_AUTH=
+}
+
+measure_auth_manifest() {
+    local run side result rps p99 path=/v2/bench/small/manifests/latest
+    secure_pair_start berth-auth
+    for side in "${SIDES[@]}"; do
+        push_small_image "${REG_URL[$side]}" bench/small latest
+    done
+    samples_reset
+    for ((run = 1; run <= BENCH_WRK_REPEAT; run++)); do
+        for side in $(sides_in_turn "$run"); do
+            result=$(run_wrk "${REG_URL[$side]}$path" GET "$MANIFEST_ACCEPT")
+            read -r rps p99 <<<"$result"
+            samples_add rate "$side" "$rps"
+            samples_add p99 "$side" "$p99"
+        done
+    done
+    secure_pair_stop
+    record_samples "manifest GET with basic auth (bcrypt cost 10) vs none, berth vs berth" req/s rate 'ratio>=0.8'
+    record_samples "manifest GET with basic auth vs none, p99 latency" ms p99 'report'
+}
+
+measure_tls_get() {
+    local run side file seconds
+    file=$(blob_file "$BENCH_SIZE_MIB" 1)
+    secure_pair_start berth-tls
+    for side in "${SIDES[@]}"; do
+        put_blob "${REG_URL[$side]}" bench/tls "$file" >/dev/null
+        get_blob "${REG_URL[$side]}" bench/tls "$file" >/dev/null
+    done
+    samples_reset
+    for ((run = 1; run <= BENCH_GET_REPEAT; run++)); do
+        for side in $(sides_in_turn "$run"); do
+            seconds=$(get_blob "${REG_URL[$side]}" bench/tls "$file")
+            samples_add get "$side" "$(mb_per_s "$(size_of "$file")" "$seconds")"
+        done
+    done
+    secure_pair_stop
+    record_samples "GET $(size_label "$BENCH_SIZE_MIB") over HTTPS vs plain HTTP, berth vs berth" MB/s get 'report'
+}
