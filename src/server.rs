@@ -223,17 +223,23 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
             let listener = crate::tls::TlsListener::new(listener, tls.server, stop.clone())
                 .map_err(|source| ServeError::Bind { addr, source })?;
             tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped.cancelled_owned())
-                    .await
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<api::ClientAddr>(),
+                )
+                .with_graceful_shutdown(stopped.cancelled_owned())
+                .await
             })
         }
         None => {
             let app = api::router(registry.clone(), Forwarder::plain(), htpasswd);
             tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped.cancelled_owned())
-                    .await
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<api::ClientAddr>(),
+                )
+                .with_graceful_shutdown(stopped.cancelled_owned())
+                .await
             })
         }
     };

@@ -30,6 +30,28 @@ use crate::storage::ByteStream;
 use params::Params;
 use route::Route;
 
+/// The address a connection comes from, over plain TCP or TLS.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
 /// Request headers larger than this in total are refused (431).
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
@@ -72,13 +94,14 @@ async fn dispatch(
     State(reg): State<Arc<Registry>>,
     axum::Extension(forwarder): axum::Extension<Arc<proxy::Forwarder>>,
     axum::Extension(authn): axum::Extension<authn::Authn>,
+    axum::extract::ConnectInfo(ClientAddr(source)): axum::extract::ConnectInfo<ClientAddr>,
     route: Route,
     params: Params,
     request: Request,
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method, parts.headers);
-    authn.check(&headers).await?;
+    authn.check(source.ip(), &headers).await?;
     let body = byte_stream(body);
     let reg = reg.as_ref();
     // A session lives on the node that opened it; others pass requests on.

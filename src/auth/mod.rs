@@ -1,9 +1,11 @@
 //! Who is calling. Today: HTTP basic authentication against an htpasswd
-//! file ([`htpasswd`]).
+//! file ([`htpasswd`]), with failed logins limited per source ([`limit`]).
 
 pub mod htpasswd;
+pub mod limit;
 
 pub use htpasswd::{Htpasswd, HtpasswdError};
+pub use limit::LoginLimiter;
 
 /// The realm named in challenges.
 pub const REALM: &str = "berth";

@@ -62,6 +62,8 @@ pub enum Error {
     NodeUnknown(String),
     #[error("authentication required: {0}")]
     Unauthorized(String),
+    #[error("too many failed logins from this address; try again in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
     #[error("access denied: {0}")]
     Denied(String),
     #[error("service unavailable: {0}")]
@@ -95,6 +97,7 @@ impl Error {
             PaginationInvalid(_) | MethodNotAllowed { .. } | RouteUnknown => ErrorCode::Unsupported,
             NodeUnknown(_) => ErrorCode::NameUnknown,
             Unauthorized(_) => ErrorCode::Unauthorized,
+            TooManyRequests { .. } => ErrorCode::TooManyRequests,
             Denied(_) => ErrorCode::Denied,
             Unavailable(_) => ErrorCode::Unavailable,
             Internal(_) => ErrorCode::Unknown,
@@ -119,6 +122,7 @@ impl Error {
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             NodeUnknown(_) => StatusCode::NOT_FOUND,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Denied(_) => StatusCode::FORBIDDEN,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -85,7 +85,8 @@ async fn a_changed_htpasswd_file_is_read_again() {
             break;
         }
         assert!(Instant::now() < deadline, "the new user never got in");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Slowly: each refusal counts against this address's failed logins.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let old = node
         .get("/v2/")
@@ -114,4 +115,40 @@ async fn a_file_with_other_than_bcrypt_entries_is_refused_at_start() {
         .unwrap()
         .to_string();
     assert!(e.contains("line 1") && e.contains("htpasswd -B"), "{e}");
+}
+
+#[tokio::test]
+async fn a_source_with_too_many_failed_logins_is_turned_away() {
+    let (node, _files) = node_with_users(&[("alice", "right")]).await;
+    for _ in 0..10 {
+        let resp = node
+            .get("/v2/")
+            .basic_auth("alice", Some("guess"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Even the right password waits now...
+    let resp = node
+        .get("/v2/")
+        .basic_auth("alice", Some("right"))
+        .send()
+        .await
+        .unwrap();
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_oci_error(resp, 429, "TOOMANYREQUESTS").await;
+    // ...but only from that address.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let resp = elsewhere
+        .get(node.url("/v2/"))
+        .basic_auth("alice", Some("right"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }
