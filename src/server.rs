@@ -216,31 +216,16 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
             None
         }
     };
-    let stopped = stop.clone();
     let task = match tls {
         Some(tls) => {
             let app = api::router(registry.clone(), Forwarder::tls(tls.client), htpasswd);
             let listener = crate::tls::TlsListener::new(listener, tls.server, stop.clone())
                 .map_err(|source| ServeError::Bind { addr, source })?;
-            tokio::spawn(async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<api::ClientAddr>(),
-                )
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await
-            })
+            serve_api(listener, app, stop.clone())
         }
         None => {
             let app = api::router(registry.clone(), Forwarder::plain(), htpasswd);
-            tokio::spawn(async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<api::ClientAddr>(),
-                )
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await
-            })
+            serve_api(listener, app, stop.clone())
         }
     };
     Ok(Server {
@@ -253,6 +238,29 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         task,
         purge,
         repair,
+    })
+}
+
+/// Serves the API on `listener` until `stop`, then lets requests in flight
+/// finish.
+fn serve_api<L>(
+    listener: L,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> JoinHandle<std::io::Result<()>>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    api::ClientAddr:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<api::ClientAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
     })
 }
 

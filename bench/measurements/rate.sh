@@ -17,8 +17,18 @@ measure_head() {
 
 # measure_rate TITLE METHOD ACCEPT PATH
 measure_rate() {
-    local title=$1 method=$2 accept=$3 path=$4 run side result rps p99
+    local title=$1
     pair_start
+    rate_runs "$2" "$3" "$4"
+    pair_stop
+    record_samples "$title" req/s rate 'ratio>=10'
+    record_samples "$title, p99 latency" ms p99 'max=5'
+}
+
+# rate_runs METHOD ACCEPT PATH : on the running pair, the small image pushed to both
+# sides, then wrk on PATH; samples "rate" and "p99".
+rate_runs() {
+    local method=$1 accept=$2 path=$3 run side result rps p99
     for side in "${SIDES[@]}"; do
         push_small_image "${REG_URL[$side]}" bench/small latest
     done
@@ -31,7 +41,4 @@ measure_rate() {
             samples_add p99 "$side" "$p99"
         done
     done
-    pair_stop
-    record_samples "$title" req/s rate 'ratio>=10'
-    record_samples "$title, p99 latency" ms p99 'max=5'
 }

@@ -42,40 +42,18 @@ secure_pair_stop() {
 }
 
 measure_auth_manifest() {
-    local run side result rps p99 path=/v2/bench/small/manifests/latest
     secure_pair_start berth-auth
-    for side in "${SIDES[@]}"; do
-        push_small_image "${REG_URL[$side]}" bench/small latest
-    done
-    samples_reset
-    for ((run = 1; run <= BENCH_WRK_REPEAT; run++)); do
-        for side in $(sides_in_turn "$run"); do
-            result=$(run_wrk "${REG_URL[$side]}$path" GET "$MANIFEST_ACCEPT")
-            read -r rps p99 <<<"$result"
-            samples_add rate "$side" "$rps"
-            samples_add p99 "$side" "$p99"
-        done
-    done
+    rate_runs GET "$MANIFEST_ACCEPT" /v2/bench/small/manifests/latest
     secure_pair_stop
     record_samples "manifest GET with basic auth (bcrypt cost 10) vs none, berth vs berth" req/s rate 'ratio>=0.8'
     record_samples "manifest GET with basic auth vs none, p99 latency" ms p99 'report'
 }
 
 measure_tls_get() {
-    local run side file seconds
+    local file
     file=$(blob_file "$BENCH_SIZE_MIB" 1)
     secure_pair_start berth-tls
-    for side in "${SIDES[@]}"; do
-        put_blob "${REG_URL[$side]}" bench/tls "$file" >/dev/null
-        get_blob "${REG_URL[$side]}" bench/tls "$file" >/dev/null
-    done
-    samples_reset
-    for ((run = 1; run <= BENCH_GET_REPEAT; run++)); do
-        for side in $(sides_in_turn "$run"); do
-            seconds=$(get_blob "${REG_URL[$side]}" bench/tls "$file")
-            samples_add get "$side" "$(mb_per_s "$(size_of "$file")" "$seconds")"
-        done
-    done
+    get_runs bench/tls "$file"
     secure_pair_stop
     record_samples "GET $(size_label "$BENCH_SIZE_MIB") over HTTPS vs plain HTTP, berth vs berth" MB/s get 'report'
 }
