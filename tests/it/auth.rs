@@ -136,7 +136,11 @@ async fn a_source_with_too_many_failed_logins_is_turned_away() {
         .send()
         .await
         .unwrap();
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     assert_oci_error(resp, 429, "TOOMANYREQUESTS").await;
     // ...but only from that address.
