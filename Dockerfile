@@ -41,7 +41,7 @@ VOLUME /var/lib/berth
 EXPOSE 5000 5001
 # Liveness only: a node that lost its quorum is still alive and still serves
 # blobs by digest. Orchestrators that should wait for readiness ask
-# `berth health --ready` (stack.yml does).
+# `berth health --ready` (stack.yml asks `--ready --or-joining`).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/berth", "health"]
 ENTRYPOINT ["/usr/local/bin/berth"]
