@@ -169,6 +169,27 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_HTPASSWD", value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
 
+    /// Where clients get tokens, as the `Bearer` challenge names it.
+    /// [default: this node's own /auth/token, at the host the client used]
+    #[arg(long, env = "BERTH_TOKEN_REALM", value_name = "URL")]
+    pub token_realm: Option<String>,
+
+    /// The service name tokens are issued for; tokens for another are
+    /// refused. [default: berth]
+    #[arg(long, env = "BERTH_TOKEN_SERVICE", value_name = "NAME")]
+    pub token_service: Option<String>,
+
+    /// Trust tokens signed by an external token service with this public
+    /// key (PEM, EC P-256 or RSA) instead of issuing them; needs
+    /// --token-realm, the service's address.
+    #[arg(
+        long,
+        env = "BERTH_TOKEN_ISSUER_KEY",
+        value_name = "FILE",
+        requires = "token_realm"
+    )]
+    pub token_issuer_key: Option<PathBuf>,
+
     /// Largest manifest accepted, in bytes; larger pushes get 413.
     /// [default: 4194304]
     #[arg(long, env = "BERTH_MAX_MANIFEST_SIZE", value_name = "BYTES")]
@@ -277,6 +298,9 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     plain_http: Option<bool>,
     htpasswd: Option<PathBuf>,
+    token_realm: Option<String>,
+    token_service: Option<String>,
+    token_issuer_key: Option<PathBuf>,
     max_manifest_size: Option<usize>,
     upload_ttl: Option<u64>,
     peer_listen: Option<SocketAddr>,
@@ -294,6 +318,24 @@ struct FileConfig {
     remove_after: Option<u64>,
 }
 
+/// How tokens are issued and checked.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub realm: Option<String>,
+    pub service: String,
+    pub issuer_key: Option<PathBuf>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> TokenConfig {
+        TokenConfig {
+            realm: None,
+            service: "berth".into(),
+            issuer_key: None,
+        }
+    }
+}
+
 /// Fully resolved settings of a node.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -303,6 +345,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// Basic authentication against this htpasswd file.
     pub htpasswd: Option<PathBuf>,
+    /// Tokens: where clients get them, for which service, and whose.
+    pub token: TokenConfig,
     pub max_manifest_size: usize,
     pub upload_ttl: u64,
     pub peer_listen: SocketAddr,
@@ -368,6 +412,14 @@ impl ServeArgs {
                 }
             },
             htpasswd: self.htpasswd.or(file.htpasswd),
+            token: TokenConfig {
+                realm: self.token_realm.or(file.token_realm),
+                service: self
+                    .token_service
+                    .or(file.token_service)
+                    .unwrap_or_else(|| "berth".into()),
+                issuer_key: self.token_issuer_key.or(file.token_issuer_key),
+            },
             max_manifest_size: self
                 .max_manifest_size
                 .or(file.max_manifest_size)
@@ -440,6 +492,11 @@ impl ServeArgs {
             }
             _ => {}
         }
+        if config.token.issuer_key.is_some() && config.token.realm.is_none() {
+            return Err(ConfigError::Invalid(
+                "--token-issuer-key needs --token-realm, the token service's address".into(),
+            ));
+        }
         if config.max_manifest_size == 0 {
             return Err(ConfigError::ManifestSize);
         }
@@ -465,6 +522,7 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             htpasswd: None,
+            token: TokenConfig::default(),
             max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
             upload_ttl: DEFAULT_UPLOAD_TTL,
             peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -10,7 +10,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::api::authn::Authn;
 use crate::api::proxy::Forwarder;
+use crate::auth::token::Tokens;
 use crate::cluster::discovery;
 use crate::cluster::peer::{PeerTls, Secret};
 use crate::cluster::service::secret_check;
@@ -134,6 +136,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     let node_id = identity::load_or_create(&layout).map_err(|e| setup(e.to_string()))?;
     let db = Db::open(&layout.db()).map_err(|e| setup(e.to_string()))?;
     let secret = load_secret(config)?;
+    let authn = authn(config, &layout)?;
     let (listener, addr) = bind(config.listen).await?;
     // A node with neither peers nor a secret is standalone: it has no peer
     // port at all, so nothing unauthenticated can reach its consensus.
@@ -204,27 +207,15 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         stop.clone(),
     ));
     let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
-    let htpasswd = match &config.htpasswd {
-        Some(path) => {
-            let users =
-                crate::auth::Htpasswd::open(path).map_err(|e| ServeError::Auth(e.to_string()))?;
-            tracing::info!(file = %path.display(), "basic authentication required; the file is read again when it changes");
-            Some(Arc::new(users))
-        }
-        None => {
-            tracing::info!("no authentication: anyone who reaches the port may push and pull");
-            None
-        }
-    };
     let task = match tls {
         Some(tls) => {
-            let app = api::router(registry.clone(), Forwarder::tls(tls.client), htpasswd);
+            let app = api::router(registry.clone(), Forwarder::tls(tls.client), authn);
             let listener = crate::tls::TlsListener::new(listener, tls.server, stop.clone())
                 .map_err(|source| ServeError::Bind { addr, source })?;
             serve_api(listener, app, stop.clone())
         }
         None => {
-            let app = api::router(registry.clone(), Forwarder::plain(), htpasswd);
+            let app = api::router(registry.clone(), Forwarder::plain(), authn);
             serve_api(listener, app, stop.clone())
         }
     };
@@ -239,6 +230,49 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         purge,
         repair,
     })
+}
+
+/// Who may use the API: htpasswd users, and tokens berth issues (signed with
+/// a key derived from the cluster secret, or a standalone node's own) or an
+/// external issuer signs.
+fn authn(config: &ServeConfig, layout: &Layout) -> Result<Authn, ServeError> {
+    let auth = ServeError::Auth;
+    let htpasswd = match &config.htpasswd {
+        Some(path) => {
+            let users = crate::auth::Htpasswd::open(path).map_err(|e| auth(e.to_string()))?;
+            tracing::info!(file = %path.display(), "basic authentication and tokens required; the file is read again when it changes");
+            Some(Arc::new(users))
+        }
+        None => None,
+    };
+    let service = &config.token.service;
+    let tokens = match (&config.token.issuer_key, &htpasswd) {
+        (Some(key), _) => {
+            tracing::info!(key = %key.display(), realm = ?config.token.realm, "trusting tokens of an external issuer");
+            Some(Tokens::external(key, service).map_err(|e| auth(e.to_string()))?)
+        }
+        (None, Some(_)) => {
+            let key = match &config.cluster_secret_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| auth(format!("{}: {e}", path.display())))?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+                None => identity::token_key(layout).map_err(|e| auth(e.to_string()))?,
+            };
+            Some(Tokens::internal(&key, service))
+        }
+        (None, None) => {
+            tracing::info!("no authentication: anyone who reaches the port may push and pull");
+            None
+        }
+    };
+    Ok(Authn::new(
+        htpasswd,
+        tokens.map(Arc::new),
+        config.token.realm.clone(),
+        config.tls.is_some(),
+    ))
 }
 
 /// Serves the API on `listener` until `stop`, then lets requests in flight

@@ -39,10 +39,10 @@ impl IntoResponse for Error {
             Error::TooManyRequests { retry_after } => {
                 headers.insert(RETRY_AFTER, super::headers::value(retry_after.to_string()));
             }
-            Error::Unauthorized(_) => {
-                let challenge =
-                    format!("Basic realm=\"{}\", charset=\"UTF-8\"", crate::auth::REALM);
-                headers.insert(WWW_AUTHENTICATE, super::headers::value(challenge));
+            Error::Unauthorized { challenge, .. } => {
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    headers.insert(WWW_AUTHENTICATE, v);
+                }
             }
             _ => {}
         }
@@ -94,7 +94,10 @@ mod tests {
             },
             Error::RouteUnknown,
             Error::NodeUnknown("node 3".into()),
-            Error::Unauthorized("no credentials".into()),
+            Error::Unauthorized {
+                reason: "no credentials".into(),
+                challenge: "Basic realm=\"berth\"".into(),
+            },
             Error::TooManyRequests { retry_after: 30 },
             Error::Denied("wrong secret".into()),
             Error::Unavailable("no quorum".into()),

@@ -4,7 +4,7 @@
 
 mod access_log;
 pub mod admin;
-mod authn;
+pub mod authn;
 mod blobs;
 mod error;
 pub mod headers;
@@ -14,6 +14,7 @@ mod manifests;
 mod params;
 pub mod proxy;
 pub mod route;
+mod token;
 mod uploads;
 
 use std::sync::Arc;
@@ -58,11 +59,7 @@ pub const MAX_HEADER_BYTES: usize = 64 << 10;
 /// Builds the application: every `/v2/` route, behind the access log, and
 /// the health probes. `forwarder` reaches the other nodes, for upload
 /// sessions they own; with `htpasswd`, `/v2/` needs its users' passwords.
-pub fn router(
-    registry: Arc<Registry>,
-    forwarder: proxy::Forwarder,
-    htpasswd: Option<Arc<crate::auth::Htpasswd>>,
-) -> Router {
+pub fn router(registry: Arc<Registry>, forwarder: proxy::Forwarder, authn: authn::Authn) -> Router {
     let probes = Router::new()
         .route("/healthz", axum::routing::get(health::alive))
         .route("/readyz", axum::routing::get(health::ready))
@@ -70,13 +67,17 @@ pub fn router(
     let api = Router::new()
         .route("/_berth/cluster/status", axum::routing::get(admin::status))
         .route(
+            "/auth/token",
+            axum::routing::get(token::get).post(token::post),
+        )
+        .route(
             "/_berth/cluster/members/{id}",
             axum::routing::delete(admin::remove),
         )
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))
-        .layer(axum::Extension(authn::Authn::new(htpasswd)))
+        .layer(axum::Extension(authn))
         .layer(axum::middleware::from_fn(limit_headers))
         .layer(axum::middleware::from_fn(access_log::layer));
     probes.merge(api)
@@ -101,7 +102,17 @@ async fn dispatch(
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method, parts.headers);
-    authn.check(source.ip(), &headers).await?;
+    authn
+        .check(source.ip(), &headers, &need(&route, &method))
+        .await?;
+    if let (Route::UploadStart { .. }, Some(from)) = (&route, params.repo("from")?) {
+        // A mount reads the blob from another repository.
+        let read = authn::Need::Repository {
+            name: from.to_string(),
+            action: "pull",
+        };
+        authn.check(source.ip(), &headers, &read).await?;
+    }
     let body = byte_stream(body);
     let reg = reg.as_ref();
     // A session lives on the node that opened it; others pass requests on.
@@ -147,6 +158,31 @@ async fn dispatch(
         (_, method) => Err(Error::MethodNotAllowed {
             method: method.to_string(),
         }),
+    }
+}
+
+/// What a request needs its caller to be allowed.
+fn need(route: &Route, method: &Method) -> authn::Need {
+    use authn::Need;
+    let repo = match route {
+        Route::Base => return Need::Anyone,
+        Route::Catalog => return Need::Catalog,
+        Route::Tags { repo }
+        | Route::Manifest { repo, .. }
+        | Route::UploadStart { repo }
+        | Route::Upload { repo, .. }
+        | Route::Blob { repo, .. }
+        | Route::Referrers { repo, .. } => repo,
+    };
+    let action = match (route, method) {
+        (Route::UploadStart { .. } | Route::Upload { .. }, _) => "push",
+        (_, &Method::GET | &Method::HEAD) => "pull",
+        (_, &Method::DELETE) => "delete",
+        _ => "push",
+    };
+    Need::Repository {
+        name: repo.to_string(),
+        action,
     }
 }
 

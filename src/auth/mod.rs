@@ -3,6 +3,7 @@
 
 pub mod htpasswd;
 pub mod limit;
+pub mod token;
 
 pub use htpasswd::{Htpasswd, HtpasswdError};
 pub use limit::LoginLimiter;

@@ -60,8 +60,8 @@ pub enum Error {
     RouteUnknown,
     #[error("{0}")]
     NodeUnknown(String),
-    #[error("authentication required: {0}")]
-    Unauthorized(String),
+    #[error("{reason}")]
+    Unauthorized { reason: String, challenge: String },
     #[error("too many failed logins from this address; try again in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
     #[error("access denied: {0}")]
@@ -96,7 +96,7 @@ impl Error {
             }
             PaginationInvalid(_) | MethodNotAllowed { .. } | RouteUnknown => ErrorCode::Unsupported,
             NodeUnknown(_) => ErrorCode::NameUnknown,
-            Unauthorized(_) => ErrorCode::Unauthorized,
+            Unauthorized { .. } => ErrorCode::Unauthorized,
             TooManyRequests { .. } => ErrorCode::TooManyRequests,
             Denied(_) => ErrorCode::Denied,
             Unavailable(_) => ErrorCode::Unavailable,
@@ -121,7 +121,7 @@ impl Error {
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             NodeUnknown(_) => StatusCode::NOT_FOUND,
-            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Denied(_) => StatusCode::FORBIDDEN,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -30,6 +30,35 @@ pub fn load_or_create(layout: &Layout) -> io::Result<u64> {
     }
 }
 
+/// The key a node without a cluster secret signs its tokens with: random,
+/// created once, readable by its owner only, so tokens outlive a restart.
+pub fn token_key(layout: &Layout) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = layout.token_key();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => hex::decode(text.trim()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} does not hold a key: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            let tmp = layout.tmp_file();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            writeln!(f, "{}", hex::encode(key))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(key.to_vec())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

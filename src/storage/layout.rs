@@ -3,6 +3,7 @@
 //! ```text
 //! <data-dir>/
 //!   node-id                         this node's identity, created once
+//!   token-key                       a standalone node's token signing key
 //!   db/                             the node's RocksDB (see crate::db::keys)
 //!   blobs/<alg>/<2 hex>/<hex>       verified, fsynced blob content
 //!   uploads/<id>                    bytes of an upload session in progress
@@ -42,6 +43,10 @@ impl Layout {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn token_key(&self) -> PathBuf {
+        self.root.join("token-key")
     }
 
     pub fn node_id(&self) -> PathBuf {

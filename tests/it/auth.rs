@@ -30,9 +30,22 @@ async fn every_v2_request_needs_a_known_user_and_password() {
     let anonymous = node.get("/v2/").send().await.unwrap();
     assert_eq!(
         anonymous.headers()["www-authenticate"],
-        "Basic realm=\"berth\", charset=\"UTF-8\""
+        format!(
+            "Bearer realm=\"http://{}/auth/token\",service=\"berth\"",
+            node.addr()
+        )
+        .as_str()
     );
     assert_oci_error(anonymous, 401, "UNAUTHORIZED").await;
+    let pull = node.get("/v2/a/app/tags/list").send().await.unwrap();
+    assert!(
+        pull.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .ends_with(",scope=\"repository:a/app:pull\""),
+        "{:?}",
+        pull.headers()
+    );
     for (user, password) in [("alice", "wrong"), ("mallory", "a long password")] {
         let resp = node
             .get("/v2/")
@@ -155,4 +168,187 @@ async fn a_source_with_too_many_failed_logins_is_turned_away() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// A token from the node's endpoint for `scopes`, signed in as alice.
+async fn token(node: &TestNode, scopes: &[&str]) -> String {
+    let query: String = scopes.iter().map(|s| format!("&scope={s}")).collect();
+    let resp = node
+        .get(&format!("/auth/token?service=berth{query}"))
+        .basic_auth("alice", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["expires_in"], 300);
+    body["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn tokens_grant_exactly_their_scopes() {
+    let (node, _files) = node_with_users(&[("alice", "pw")]).await;
+    let push = token(&node, &["repository:a/app:pull,push"]).await;
+    let data = random_blob(5000);
+    let digest = sha256(&data);
+    let resp = node
+        .post(&format!("/v2/a/app/blobs/uploads/?digest={digest}"))
+        .bearer_auth(&push)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = node
+        .get(&format!("/v2/a/app/blobs/{digest}"))
+        .bearer_auth(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[..]);
+
+    // Another repository, or an action not granted: asked to get a new token.
+    let other = node
+        .get(&format!("/v2/b/app/blobs/{digest}"))
+        .bearer_auth(&push)
+        .send()
+        .await
+        .unwrap();
+    let challenge = other.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.contains("scope=\"repository:b/app:pull\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert_oci_error(other, 401, "UNAUTHORIZED").await;
+    let pull_only = token(&node, &["repository:a/app:pull"]).await;
+    let resp = node
+        .delete(&format!("/v2/a/app/blobs/{digest}"))
+        .bearer_auth(&pull_only)
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(resp, 401, "UNAUTHORIZED").await;
+    let resp = node
+        .get("/v2/_catalog")
+        .bearer_auth(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(resp, 401, "UNAUTHORIZED").await;
+    let catalog = token(&node, &["registry:catalog:*"]).await;
+    let resp = node
+        .get("/v2/_catalog")
+        .bearer_auth(&catalog)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Forged, or meant for another service: refused.
+    let mut forged = push.clone();
+    forged.insert(forged.len() - 3, 'x');
+    let resp = node
+        .get("/v2/a/app/tags/list")
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    let resp = node
+        .get("/auth/token?service=elsewhere&scope=repository:a/app:pull")
+        .basic_auth("alice", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(resp, 403, "DENIED").await;
+    let resp = node
+        .get("/auth/token?service=berth&scope=repository:a/app:pull")
+        .basic_auth("alice", Some("nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(resp, 401, "UNAUTHORIZED").await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_stands_in_for_the_password() {
+    let (node, _files) = node_with_users(&[("alice", "pw")]).await;
+    let form = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace(' ', "+")))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let resp = node
+        .post("/auth/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "pw"),
+            ("service", "berth"),
+            ("client_id", "test"),
+            ("access_type", "offline"),
+            ("scope", "repository:a/app:pull"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    // The refresh token is no access token...
+    let resp = node.get("/v2/").bearer_auth(&refresh).send().await.unwrap();
+    assert_oci_error(resp, 401, "UNAUTHORIZED").await;
+    // ...but buys one.
+    let resp = node
+        .post("/auth/token")
+        .body(form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("service", "berth"),
+            ("scope", "repository:a/app:pull repository:b/app:pull"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap();
+    let resp = node
+        .get("/v2/b/app/tags/list")
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(resp, 404, "NAME_UNKNOWN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_from_one_node_is_good_on_every_node() {
+    let files = tempfile::tempdir().unwrap();
+    write_users(files.path(), &[("alice", "pw")]);
+    let path = files.path().join("htpasswd");
+    let cluster =
+        crate::cluster::TestCluster::with_config(2, move |c| c.htpasswd = Some(path.clone())).await;
+    let token = token(&cluster.nodes[0], &["repository:c/app:pull"]).await;
+    let resp = cluster.nodes[1]
+        .get("/v2/c/app/tags/list")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(resp, 404, "NAME_UNKNOWN").await;
 }

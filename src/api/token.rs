@@ -1,0 +1,147 @@
+//! `GET|POST /auth/token`: the token endpoint of the Docker registry token
+//! specification. A caller proves who it is (basic credentials on `GET`, a
+//! password or refresh token in the OAuth2 form of `POST`) and gets a
+//! short-lived token granting the scopes it asked for; with
+//! `offline_token=true` or `access_type=offline` also a refresh token, which
+//! `docker login` keeps instead of the password.
+
+use axum::extract::{ConnectInfo, RawQuery};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use http::HeaderMap;
+use serde_json::json;
+
+use super::authn::Authn;
+use super::ClientAddr;
+use crate::auth::token::{Access, Tokens, ACCESS_TTL};
+use crate::registry::Error;
+
+/// Actions a signed-in user may be granted on a repository.
+const REPOSITORY_ACTIONS: [&str; 4] = ["pull", "push", "delete", "*"];
+
+pub async fn get(
+    Extension(authn): Extension<Authn>,
+    ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let form = Form::parse(query.as_deref().unwrap_or(""));
+    let tokens = issuer(&authn)?;
+    form.check_service(tokens)?;
+    let user = authn.login(source.ip(), &headers).await?;
+    let scopes = form
+        .all("scope")
+        .into_iter()
+        .filter_map(Access::parse_scope)
+        .collect();
+    let token = sign(tokens, &user, scopes)?;
+    let mut body = json!({ "token": token, "access_token": token, "expires_in": ACCESS_TTL });
+    if form.get("offline_token") == Some("true") {
+        body["refresh_token"] = tokens.refresh_token(&user).into();
+    }
+    Ok(Json(body).into_response())
+}
+
+pub async fn post(
+    Extension(authn): Extension<Authn>,
+    ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let form = Form::parse(std::str::from_utf8(&body).unwrap_or(""));
+    let tokens = issuer(&authn)?;
+    form.check_service(tokens)?;
+    let user = match form.get("grant_type") {
+        Some("password") => {
+            let user = form.get("username").unwrap_or_default().to_owned();
+            let password = form.get("password").unwrap_or_default();
+            authn.password_login(source.ip(), &user, password).await?;
+            user
+        }
+        Some("refresh_token") => {
+            let refresh = form.get("refresh_token").unwrap_or_default();
+            tokens
+                .verify_refresh(refresh)
+                .map_err(|e| Error::Unauthorized {
+                    reason: format!("refresh token refused: {e}"),
+                    challenge: String::new(),
+                })?
+        }
+        other => {
+            return Err(Error::UploadInvalid(format!(
+                "grant_type must be password or refresh_token, not {other:?}"
+            )))
+        }
+    };
+    let scope = form.get("scope").unwrap_or_default();
+    let scopes = scope.split(' ').filter_map(Access::parse_scope).collect();
+    let token = sign(tokens, &user, scopes)?;
+    let mut body = json!({ "access_token": token, "expires_in": ACCESS_TTL, "scope": scope });
+    if form.get("grant_type") == Some("password") && form.get("access_type") == Some("offline") {
+        body["refresh_token"] = tokens.refresh_token(&user).into();
+    }
+    Ok(Json(body).into_response())
+}
+
+fn issuer(authn: &Authn) -> Result<&Tokens, Error> {
+    authn
+        .tokens()
+        .filter(|t| t.issues())
+        .ok_or(Error::RouteUnknown)
+}
+
+/// A token granting `user` what it asked for. Every signed-in user may do
+/// anything; per-repository permissions narrow this later.
+fn sign(tokens: &Tokens, user: &str, asked: Vec<Access>) -> Result<String, Error> {
+    let granted = asked
+        .into_iter()
+        .filter_map(|mut a| {
+            match a.kind.as_str() {
+                "repository" => a
+                    .actions
+                    .retain(|x| REPOSITORY_ACTIONS.contains(&x.as_str())),
+                "registry" if a.name == "catalog" => a.actions.retain(|x| x == "*"),
+                _ => return None,
+            }
+            (!a.actions.is_empty()).then_some(a)
+        })
+        .collect();
+    tokens
+        .access_token(user, granted)
+        .ok_or_else(|| Error::Internal("the token could not be signed".into()))
+}
+
+/// `k=v&…` pairs, from a query or a form body.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(text: &str) -> Form {
+        Form(
+            form_urlencoded::parse(text.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.all(key).into_iter().next()
+    }
+
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn check_service(&self, tokens: &Tokens) -> Result<(), Error> {
+        match self.get("service") {
+            Some(s) if s != tokens.service() => Err(Error::Denied(format!(
+                "tokens here are for the service {:?}, not {s:?}",
+                tokens.service()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
