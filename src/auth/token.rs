@@ -294,6 +294,44 @@ mod tests {
     }
 
     #[test]
+    fn tokens_of_an_external_issuer_are_checked_with_its_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap(); // P-256
+        let public = dir.path().join("issuer.pem");
+        std::fs::write(&public, key.public_key_pem()).unwrap();
+        let tokens = Tokens::external(&public, "berth").unwrap();
+        assert!(!tokens.issues());
+        assert!(tokens.access_token("alice", Vec::new()).is_none());
+        let now = now_secs();
+        let claims = Claims {
+            iss: "https://auth.example.com".into(),
+            sub: "alice".into(),
+            aud: "berth".into(),
+            exp: now + 60,
+            nbf: now - 1,
+            iat: now,
+            jti: "x".into(),
+            access: vec![pull("a/app")],
+            typ: None,
+        };
+        let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &signing).unwrap();
+        assert!(tokens
+            .verify_access(&token)
+            .unwrap()
+            .allows("repository", "a/app", "pull"));
+        // Signed by anyone else: refused.
+        let other = rcgen::KeyPair::generate().unwrap();
+        let signing = EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
+        let forged =
+            jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &signing).unwrap();
+        assert!(tokens.verify_access(&forged).is_err());
+        std::fs::write(&public, "not a key").unwrap();
+        assert!(Tokens::external(&public, "berth").is_err());
+    }
+
+    #[test]
     fn expired_tokens_are_refused() {
         let tokens = Tokens::internal(b"cluster secret 0123456789", "berth");
         let now = now_secs();
