@@ -9,7 +9,9 @@
 //! token one node issued is good on all. With `--token-issuer-key` it
 //! instead trusts an external token service's public key and issues none.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -83,6 +85,8 @@ struct Claims {
 pub struct Grant {
     pub subject: String,
     pub access: Vec<Access>,
+    /// When the token expires, in Unix seconds.
+    pub expires: u64,
 }
 
 impl Grant {
@@ -111,7 +115,14 @@ pub struct Tokens {
     algorithm: Algorithm,
     encode: Option<EncodingKey>,
     decode: DecodingKey,
+    /// Tokens verified already, by their hash: a client sends the same one
+    /// with every request until it expires, and a hash costs less than a
+    /// signature check and a JSON parse.
+    verified: Mutex<HashMap<[u8; 32], Arc<Grant>>>,
 }
+
+/// Most verified tokens remembered; the memory is emptied when it fills.
+const REMEMBER_MAX: usize = 4096;
 
 impl Tokens {
     /// Tokens berth issues itself, signed with a key derived from `secret`.
@@ -125,6 +136,7 @@ impl Tokens {
             algorithm: Algorithm::HS256,
             encode: Some(EncodingKey::from_secret(&key)),
             decode: DecodingKey::from_secret(&key),
+            verified: Mutex::default(),
         }
     }
 
@@ -149,6 +161,7 @@ impl Tokens {
             algorithm,
             encode: None,
             decode,
+            verified: Mutex::default(),
         })
     }
 
@@ -209,15 +222,33 @@ impl Tokens {
     }
 
     /// The grant of a valid access token.
-    pub fn verify_access(&self, token: &str) -> Result<Grant, TokenError> {
+    pub fn verify_access(&self, token: &str) -> Result<Arc<Grant>, TokenError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = now_secs();
+        {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(grant) = verified.get(&key).filter(|g| g.expires + LEEWAY > now) {
+                return Ok(grant.clone());
+            }
+        }
         let claims = self.claims(token)?;
         if claims.typ.is_some() {
             return Err(TokenError::RefreshForAccess);
         }
-        Ok(Grant {
+        let grant = Arc::new(Grant {
             subject: claims.sub,
             access: claims.access,
-        })
+            expires: claims.exp,
+        });
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= REMEMBER_MAX {
+            verified.retain(|_, g| g.expires + LEEWAY > now);
+            if verified.len() >= REMEMBER_MAX {
+                verified.clear();
+            }
+        }
+        verified.insert(key, grant.clone());
+        Ok(grant)
     }
 
     /// The subject of a valid refresh token.
