@@ -8,7 +8,7 @@ use http::header::{AUTHORIZATION, HOST};
 use http::HeaderMap;
 
 use crate::auth::token::{Access, Grant, Tokens};
-use crate::auth::{basic_credentials, Htpasswd, LoginLimiter, REALM};
+use crate::auth::{basic_credentials, bearer_token, Htpasswd, LoginLimiter, REALM};
 use crate::registry::Error;
 
 /// What a request needs the caller to hold.
@@ -79,7 +79,7 @@ impl Authn {
             return Ok(());
         }
         let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if let Some(token) = header.and_then(bearer) {
+        if let Some(token) = header.and_then(bearer_token) {
             let tokens = self
                 .tokens
                 .as_ref()
@@ -190,11 +190,6 @@ fn grants(grant: &Grant, need: &Need) -> bool {
         Need::Repository { name, action } => grant.allows("repository", name, action),
         Need::Catalog => grant.allows("registry", "catalog", "*"),
     }
-}
-
-fn bearer(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn basic_challenge() -> String {

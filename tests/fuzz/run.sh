@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes berth's OCI parsing (src/oci) with cargo fuzz and libFuzzer.
+# Fuzzes berth's OCI parsing (src/oci) and its Authorization header and token
+# handling (src/auth) with cargo fuzz and libFuzzer.
 #
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]     SECONDS per target, default 60
 #
@@ -16,7 +17,7 @@
 set -euo pipefail
 
 FUZZ_DIR=tests/fuzz
-ALL_TARGETS=(reference manifest)
+ALL_TARGETS=(reference manifest auth)
 BUILD_TIMEOUT=3600 # seconds for building all targets
 RUN_SLACK=300      # seconds a run may exceed its fuzzing time (start-up, a last slow input)
 
