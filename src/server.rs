@@ -136,7 +136,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     let node_id = identity::load_or_create(&layout).map_err(|e| setup(e.to_string()))?;
     let db = Db::open(&layout.db()).map_err(|e| setup(e.to_string()))?;
     let secret = load_secret(config)?;
-    let authn = authn(config, &layout)?;
+    let authn = authn(config, &secret, &layout)?;
     let (listener, addr) = bind(config.listen).await?;
     // A node with neither peers nor a secret is standalone: it has no peer
     // port at all, so nothing unauthenticated can reach its consensus.
@@ -235,7 +235,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
 /// Who may use the API: htpasswd users, and tokens berth issues (signed with
 /// a key derived from the cluster secret, or a standalone node's own) or an
 /// external issuer signs.
-fn authn(config: &ServeConfig, layout: &Layout) -> Result<Authn, ServeError> {
+fn authn(config: &ServeConfig, secret: &Secret, layout: &Layout) -> Result<Authn, ServeError> {
     let auth = ServeError::Auth;
     let htpasswd = match &config.htpasswd {
         Some(path) => {
@@ -252,12 +252,8 @@ fn authn(config: &ServeConfig, layout: &Layout) -> Result<Authn, ServeError> {
             Some(Tokens::external(key, service).map_err(|e| auth(e.to_string()))?)
         }
         (None, Some(_)) => {
-            let key = match &config.cluster_secret_file {
-                Some(path) => std::fs::read_to_string(path)
-                    .map_err(|e| auth(format!("{}: {e}", path.display())))?
-                    .trim()
-                    .as_bytes()
-                    .to_vec(),
+            let key = match secret.as_bytes() {
+                Some(secret) => secret.to_vec(),
                 None => identity::token_key(layout).map_err(|e| auth(e.to_string()))?,
             };
             Some(Tokens::internal(&key, service))

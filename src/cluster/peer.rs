@@ -53,6 +53,11 @@ impl Secret {
     pub fn is_set(&self) -> bool {
         self.0.is_some()
     }
+
+    /// The secret's bytes, for keys derived from it.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        self.0.as_ref().map(|v| v.as_bytes())
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
