@@ -64,7 +64,8 @@ impl Authn {
         }
     }
 
-    fn required(&self) -> bool {
+    /// Whether callers must prove anything at all.
+    pub fn required(&self) -> bool {
         self.htpasswd.is_some() || self.tokens.is_some()
     }
 
@@ -192,6 +193,7 @@ fn grants(grant: &Grant, need: &Need) -> bool {
     }
 }
 
-fn basic_challenge() -> String {
+/// The challenge of the token endpoint itself, which takes passwords.
+pub fn basic_challenge() -> String {
     format!("Basic realm=\"{REALM}\", charset=\"UTF-8\"")
 }
