@@ -99,6 +99,7 @@ mod tests {
                 challenge: "Basic realm=\"berth\"".into(),
             },
             Error::TooManyRequests { retry_after: 30 },
+            Error::TokenRequestInvalid("grant_type".into()),
             Error::Denied("wrong secret".into()),
             Error::Unavailable("no quorum".into()),
             Error::Internal("disk".into()),

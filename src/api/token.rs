@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::json;
 
-use super::authn::Authn;
+use super::authn::{basic_challenge, Authn};
 use super::ClientAddr;
 use crate::auth::token::{Access, Tokens, ACCESS_TTL};
 use crate::registry::Error;
@@ -64,11 +64,11 @@ pub async fn post(
                 .verify_refresh(refresh)
                 .map_err(|e| Error::Unauthorized {
                     reason: format!("refresh token refused: {e}"),
-                    challenge: String::new(),
+                    challenge: basic_challenge(),
                 })?
         }
         other => {
-            return Err(Error::UploadInvalid(format!(
+            return Err(Error::TokenRequestInvalid(format!(
                 "grant_type must be password or refresh_token, not {other:?}"
             )))
         }

@@ -62,6 +62,8 @@ pub enum Error {
     NodeUnknown(String),
     #[error("{reason}")]
     Unauthorized { reason: String, challenge: String },
+    #[error("token request invalid: {0}")]
+    TokenRequestInvalid(String),
     #[error("too many failed logins from this address; try again in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
     #[error("access denied: {0}")]
@@ -94,7 +96,10 @@ impl Error {
             ManifestUnknown | TagUnknown(_) | ManifestNotAcceptable { .. } => {
                 ErrorCode::ManifestUnknown
             }
-            PaginationInvalid(_) | MethodNotAllowed { .. } | RouteUnknown => ErrorCode::Unsupported,
+            PaginationInvalid(_)
+            | TokenRequestInvalid(_)
+            | MethodNotAllowed { .. }
+            | RouteUnknown => ErrorCode::Unsupported,
             NodeUnknown(_) => ErrorCode::NameUnknown,
             Unauthorized { .. } => ErrorCode::Unauthorized,
             TooManyRequests { .. } => ErrorCode::TooManyRequests,
@@ -135,6 +140,7 @@ impl Error {
             | ManifestInvalid(_)
             | ManifestBlobUnknown(_)
             | PaginationInvalid(_)
+            | TokenRequestInvalid(_)
             | BodyFailed(_) => StatusCode::BAD_REQUEST,
         }
     }

@@ -309,6 +309,13 @@ async fn a_refresh_token_stands_in_for_the_password() {
     assert_eq!(resp.status(), StatusCode::OK);
     let body: serde_json::Value = resp.json().await.unwrap();
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let resp = node
+        .post("/auth/token")
+        .body(form(&[("grant_type", "client_credentials")]))
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(resp, 400, "UNSUPPORTED").await;
     // The refresh token is no access token...
     let resp = node.get("/v2/").bearer_auth(&refresh).send().await.unwrap();
     assert_oci_error(resp, 401, "UNAUTHORIZED").await;
