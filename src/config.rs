@@ -54,6 +54,8 @@ pub enum Command {
     /// Inspect or change the cluster through any node.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    #[command(flatten)]
+    Access(crate::access_cli::AccessCommand),
     /// Ask a node whether it is alive (`/healthz`) or, with --ready, whether
     /// it has joined the cluster and caught up (`/readyz`). Exits 0 if so and
     /// 1 if not: a container health check needs no curl in the image.
@@ -169,6 +171,23 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_HTPASSWD", value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
 
+    /// Require sign-in, with users, organizations, teams and robots kept in
+    /// the cluster (`berth user`, `berth org`, …). --htpasswd turns this on
+    /// by itself and adds that file's users.
+    #[arg(long, env = "BERTH_AUTH")]
+    pub auth: bool,
+
+    /// Users who administer the whole registry, comma-separated: they may
+    /// do anything, the admin API included. Name an htpasswd user here to
+    /// create the first users; `berth user add --admin` makes more.
+    #[arg(
+        long,
+        env = "BERTH_ADMINS",
+        value_name = "USER,USER",
+        value_delimiter = ','
+    )]
+    pub admins: Vec<String>,
+
     /// Where clients get tokens, as the `Bearer` challenge names it.
     /// [default: this node's own /auth/token, at the host the client used]
     #[arg(long, env = "BERTH_TOKEN_REALM", value_name = "URL")]
@@ -194,6 +213,12 @@ pub struct ServeArgs {
     /// [default: 4194304]
     #[arg(long, env = "BERTH_MAX_MANIFEST_SIZE", value_name = "BYTES")]
     pub max_manifest_size: Option<usize>,
+
+    /// Largest blob an upload may grow to, in bytes; larger uploads get
+    /// 413 and keep what came before the chunk that crossed it.
+    /// [default: 68719476736, 64 GiB]
+    #[arg(long, env = "BERTH_MAX_BLOB_SIZE", value_name = "BYTES")]
+    pub max_blob_size: Option<u64>,
 
     /// Upload sessions older than this many seconds are removed (checked
     /// hourly). [default: 86400]
@@ -298,10 +323,13 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     plain_http: Option<bool>,
     htpasswd: Option<PathBuf>,
+    auth: Option<bool>,
+    admins: Option<Vec<String>>,
     token_realm: Option<String>,
     token_service: Option<String>,
     token_issuer_key: Option<PathBuf>,
     max_manifest_size: Option<usize>,
+    max_blob_size: Option<u64>,
     upload_ttl: Option<u64>,
     peer_listen: Option<SocketAddr>,
     advertise: Option<String>,
@@ -345,9 +373,14 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// Basic authentication against this htpasswd file.
     pub htpasswd: Option<PathBuf>,
+    /// Sign-in required (also implied by `htpasswd` and an external issuer).
+    pub auth: bool,
+    /// Administrators by name.
+    pub admins: std::collections::BTreeSet<String>,
     /// Tokens: where clients get them, for which service, and whose.
     pub token: TokenConfig,
     pub max_manifest_size: usize,
+    pub max_blob_size: u64,
     pub upload_ttl: u64,
     pub peer_listen: SocketAddr,
     pub advertise: Option<String>,
@@ -364,6 +397,7 @@ pub struct ServeConfig {
 }
 
 const DEFAULT_UPLOAD_TTL: u64 = 24 * 3600;
+const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
 const DEFAULT_WRITE_TIMEOUT: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
@@ -411,6 +445,16 @@ impl ServeArgs {
                     ))
                 }
             },
+            auth: self.auth || file.auth.unwrap_or(false),
+            admins: if self.admins.is_empty() {
+                file.admins.unwrap_or_default()
+            } else {
+                self.admins
+            }
+            .into_iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect(),
             htpasswd: self.htpasswd.or(file.htpasswd),
             token: TokenConfig {
                 realm: self.token_realm.or(file.token_realm),
@@ -424,6 +468,10 @@ impl ServeArgs {
                 .max_manifest_size
                 .or(file.max_manifest_size)
                 .unwrap_or(DEFAULT_MAX_MANIFEST_SIZE),
+            max_blob_size: self
+                .max_blob_size
+                .or(file.max_blob_size)
+                .unwrap_or(DEFAULT_MAX_BLOB_SIZE),
             upload_ttl: self
                 .upload_ttl
                 .or(file.upload_ttl)
@@ -522,8 +570,11 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             htpasswd: None,
+            auth: false,
+            admins: Default::default(),
             token: TokenConfig::default(),
             max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
+            max_blob_size: DEFAULT_MAX_BLOB_SIZE,
             upload_ttl: DEFAULT_UPLOAD_TTL,
             peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,

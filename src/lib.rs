@@ -5,6 +5,7 @@
 //! [`storage`] (this node's bytes). [`oci`] holds the pure types every layer
 //! shares, and [`db`] owns the RocksDB layout.
 
+pub mod access_cli;
 pub mod api;
 pub mod auth;
 pub mod cluster;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Cluster(cmd) => cluster(cmd).await,
+            Command::Access(cmd) => berth::access_cli::run(cmd).await,
             Command::Health {
                 node,
                 tls,

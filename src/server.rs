@@ -136,7 +136,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     let node_id = identity::load_or_create(&layout).map_err(|e| setup(e.to_string()))?;
     let db = Db::open(&layout.db()).map_err(|e| setup(e.to_string()))?;
     let secret = load_secret(config)?;
-    let authn = authn(config, &secret, &layout)?;
+    let authn = authn(config, &secret, &layout, &db)?;
     let (listener, addr) = bind(config.listen).await?;
     // A node with neither peers nor a secret is standalone: it has no peer
     // port at all, so nothing unauthenticated can reach its consensus.
@@ -177,6 +177,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         cluster.clone(),
         config.replication_factor,
         config.max_manifest_size,
+        config.max_blob_size,
     ));
     let stop = CancellationToken::new();
     let tls = match &config.tls {
@@ -232,40 +233,54 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     })
 }
 
-/// Who may use the API: htpasswd users, and tokens berth issues (signed with
-/// a key derived from the cluster secret, or a standalone node's own) or an
-/// external issuer signs.
-fn authn(config: &ServeConfig, secret: &Secret, layout: &Layout) -> Result<Authn, ServeError> {
+/// Who may use the API: users kept in the cluster and in an htpasswd file,
+/// and tokens berth issues (signed with a key derived from the cluster
+/// secret, or a standalone node's own) or an external issuer signs.
+fn authn(
+    config: &ServeConfig,
+    secret: &Secret,
+    layout: &Layout,
+    db: &Db,
+) -> Result<Authn, ServeError> {
     let auth = ServeError::Auth;
     let htpasswd = match &config.htpasswd {
         Some(path) => {
             let users = crate::auth::Htpasswd::open(path).map_err(|e| auth(e.to_string()))?;
-            tracing::info!(file = %path.display(), "basic authentication and tokens required; the file is read again when it changes");
+            tracing::info!(file = %path.display(), "htpasswd users may sign in; the file is read again when it changes");
             Some(Arc::new(users))
         }
         None => None,
     };
+    let required = config.auth || htpasswd.is_some() || config.token.issuer_key.is_some();
     let service = &config.token.service;
-    let tokens = match (&config.token.issuer_key, &htpasswd) {
-        (Some(key), _) => {
+    let tokens = match &config.token.issuer_key {
+        Some(key) => {
             tracing::info!(key = %key.display(), realm = ?config.token.realm, "trusting tokens of an external issuer");
             Some(Tokens::external(key, service).map_err(|e| auth(e.to_string()))?)
         }
-        (None, Some(_)) => {
+        None if required => {
             let key = match secret.as_bytes() {
                 Some(secret) => secret.to_vec(),
                 None => identity::token_key(layout).map_err(|e| auth(e.to_string()))?,
             };
             Some(Tokens::internal(&key, service))
         }
-        (None, None) => {
-            tracing::info!("no authentication: anyone who reaches the port may push and pull");
-            None
-        }
+        None => None,
+    };
+    let rules = if required {
+        tracing::info!(admins = ?config.admins, "sign-in required; anonymous callers may pull public repositories only");
+        Some(Arc::new(crate::auth::Rules::new(
+            crate::meta::StateMachine::new(db.clone()),
+            config.admins.clone(),
+        )))
+    } else {
+        tracing::info!("no authentication: anyone who reaches the port may push and pull");
+        None
     };
     Ok(Authn::new(
         htpasswd,
         tokens.map(Arc::new),
+        rules,
         config.token.realm.clone(),
         config.tls.is_some(),
     ))

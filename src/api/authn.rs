@@ -1,5 +1,8 @@
-//! The check every `/v2/` request passes before its handler runs, and the
-//! token endpoint clients are sent to by its `Bearer` challenge.
+//! The check every `/v2/` request passes before its handler runs: who the
+//! caller is (a token, a password, or nobody) and whether the access rules
+//! let them do what the request needs. Refusals say what would help: 401
+//! with a challenge when signing in (or a token with more scope) could, 403
+//! `DENIED` when the caller is known and not allowed.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,24 +11,25 @@ use http::header::{AUTHORIZATION, HOST};
 use http::HeaderMap;
 
 use crate::auth::token::{Access, Grant, Tokens};
-use crate::auth::{basic_credentials, bearer_token, Htpasswd, LoginLimiter, REALM};
+use crate::auth::{basic_credentials, bearer_token, Caller, Htpasswd, LoginLimiter, Policy};
+use crate::auth::{Rules, REALM};
 use crate::registry::Error;
 
 /// What a request needs the caller to hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// Only to be someone (`GET /v2/`).
-    Anyone,
+    /// Only to be signed in (`GET /v2/`).
+    SignedIn,
     /// An action on a repository: `pull`, `push` or `delete`.
     Repository { name: String, action: &'static str },
-    /// The repository list.
+    /// The repository list, which shows each caller what it may read.
     Catalog,
 }
 
 impl Need {
     fn access(&self) -> Option<Access> {
         let (kind, name, action) = match self {
-            Need::Anyone => return None,
+            Need::SignedIn => return None,
             Need::Repository { name, action } => ("repository", name.as_str(), *action),
             Need::Catalog => ("registry", "catalog", "*"),
         };
@@ -37,75 +41,129 @@ impl Need {
     }
 }
 
-/// How callers prove who they are. With no users and no token issuer
-/// configured there is nothing to prove.
-#[derive(Clone, Default)]
+/// How callers prove who they are. With no sign-in configured there is
+/// nothing to prove and everyone may do everything.
+#[derive(Clone)]
 pub struct Authn {
     htpasswd: Option<Arc<Htpasswd>>,
     tokens: Option<Arc<Tokens>>,
+    /// The access rules; `None` when sign-in is off.
+    rules: Option<Arc<Rules>>,
     realm: Option<String>,
     https: bool,
     limiter: Arc<LoginLimiter>,
+    passwords: Arc<crate::auth::password::Passwords>,
 }
 
 impl Authn {
+    /// Sign-in is on when `rules` is given.
     pub fn new(
         htpasswd: Option<Arc<Htpasswd>>,
         tokens: Option<Arc<Tokens>>,
+        rules: Option<Arc<Rules>>,
         realm: Option<String>,
         https: bool,
     ) -> Authn {
         Authn {
             htpasswd,
             tokens,
+            rules,
             realm,
             https,
             limiter: Arc::default(),
+            passwords: Arc::default(),
         }
     }
 
     /// Whether callers must prove anything at all.
     pub fn required(&self) -> bool {
-        self.htpasswd.is_some() || self.tokens.is_some()
+        self.rules.is_some()
     }
 
-    /// Whether the request from `source` proves its caller may do `need`.
+    /// The rules as of now; `None` when sign-in is off.
+    pub fn policy(&self) -> Result<Option<Arc<Policy>>, Error> {
+        self.rules
+            .as_ref()
+            .map(|r| r.current().map_err(|e| Error::Internal(e.to_string())))
+            .transpose()
+    }
+
+    /// Who the request from `source` comes from, if it may do `need`.
     pub async fn check(
         &self,
         source: IpAddr,
         headers: &HeaderMap,
         need: &Need,
-    ) -> Result<(), Error> {
-        if !self.required() {
-            return Ok(());
-        }
+    ) -> Result<Caller, Error> {
+        let Some(policy) = self.policy()? else {
+            return Ok(Caller::Anonymous);
+        };
         let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if let Some(token) = header.and_then(bearer_token) {
-            let tokens = self
-                .tokens
-                .as_ref()
-                .ok_or_else(|| self.challenge(headers, need, None))?;
-            let grant = tokens.verify_access(token).map_err(|e| {
-                tracing::warn!(target: "berth::audit", %source, error = %e, "refused a token");
-                self.challenge(headers, need, Some("invalid_token"))
-            })?;
-            return if grants(&grant, need) {
-                Ok(())
-            } else {
-                tracing::warn!(target: "berth::audit", %source, user = %grant.subject, ?need, "refused: the token does not grant this");
-                Err(self.challenge(headers, need, Some("insufficient_scope")))
-            };
+        let (caller, grant) = match header.and_then(bearer_token) {
+            Some(token) => {
+                let grant = self.verify(token, headers, need, source)?;
+                let caller = Caller::from_subject(&grant.subject);
+                if let Caller::Robot(name) = &caller {
+                    // Deleting a robot ends the tokens it already holds.
+                    if self.issues_tokens() && !policy.robot_active(name) {
+                        tracing::warn!(target: "berth::audit", %source, robot = %name, "refused a token of a deleted or expired robot");
+                        return Err(self.challenge(headers, need, Some("invalid_token")));
+                    }
+                }
+                (caller, Some(grant))
+            }
+            None if header.is_some_and(|h| basic_credentials(h).is_some()) => {
+                (self.login(source, headers).await?, None)
+            }
+            None => (Caller::Anonymous, None),
+        };
+        let by_rules = allowed(&policy, &caller, need);
+        let ok = match &grant {
+            // An external issuer decides alone; berth's own tokens are
+            // checked against the rules again, so a revocation is at once.
+            Some(grant) if !self.issues_tokens() => grants(grant, need),
+            Some(grant) => grants(grant, need) && by_rules,
+            None => by_rules,
+        };
+        if ok {
+            return Ok(caller);
         }
-        if header.is_some_and(|h| basic_credentials(h).is_some()) {
-            self.login(source, headers).await?;
-            return Ok(());
-        }
-        Err(self.challenge(headers, need, None))
+        tracing::warn!(target: "berth::audit", %source, caller = caller.subject(), ?need, "refused: not allowed");
+        let external = grant.is_some() && !self.issues_tokens();
+        Err(if external || (grant.is_some() && by_rules) {
+            // A new token would carry it: ask the client to get one.
+            self.challenge(headers, need, Some("insufficient_scope"))
+        } else if caller == Caller::Anonymous {
+            self.challenge(headers, need, None)
+        } else {
+            Error::Denied(format!("{} may not {}", who(&caller), what(need)))
+        })
     }
 
-    /// The user a request's basic credentials prove, counting failures
-    /// against its source.
-    pub async fn login(&self, source: IpAddr, headers: &HeaderMap) -> Result<String, Error> {
+    fn verify(
+        &self,
+        token: &str,
+        headers: &HeaderMap,
+        need: &Need,
+        source: IpAddr,
+    ) -> Result<Arc<Grant>, Error> {
+        let tokens = self
+            .tokens
+            .as_ref()
+            .ok_or_else(|| self.challenge(headers, need, None))?;
+        tokens.verify_access(token).map_err(|e| {
+            tracing::warn!(target: "berth::audit", %source, error = %e, "refused a token");
+            self.challenge(headers, need, Some("invalid_token"))
+        })
+    }
+
+    fn issues_tokens(&self) -> bool {
+        self.tokens.as_ref().is_some_and(|t| t.issues())
+    }
+
+    /// Who a request's basic credentials prove, counting failures against
+    /// its source.
+    pub async fn login(&self, source: IpAddr, headers: &HeaderMap) -> Result<Caller, Error> {
         let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         let (user, password) =
             header
@@ -114,30 +172,38 @@ impl Authn {
                     reason: "send a user name and password (HTTP basic authentication)".into(),
                     challenge: basic_challenge(),
                 })?;
-        self.password_login(source, &user, &password).await?;
-        Ok(user)
+        self.password_login(source, &user, &password).await
     }
 
-    /// Checks `user`'s `password`, counting failures against `source`.
+    /// Checks `name`'s `password` (a robot's secret for a robot), counting
+    /// failures against `source`.
     pub async fn password_login(
         &self,
         source: IpAddr,
-        user: &str,
+        name: &str,
         password: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<Caller, Error> {
         if let Err(retry_after) = self.limiter.admit(source) {
             return Err(Error::TooManyRequests { retry_after });
         }
-        let known = match &self.htpasswd {
-            Some(h) => h.check(user, password).await,
-            None => false,
+        let caller = Caller::from_subject(name);
+        let known = match (&caller, self.policy()?) {
+            (_, None) | (Caller::Anonymous, _) => false,
+            (Caller::Robot(name), Some(policy)) => policy.robot_login(name, password),
+            (Caller::User(user), Some(policy)) => match policy.password_hash(user) {
+                Some(hash) => self.passwords.check(user, password, Some(hash)).await,
+                None => match &self.htpasswd {
+                    Some(h) => h.check(user, password).await,
+                    None => self.passwords.check(user, password, None).await,
+                },
+            },
         };
         if known {
             self.limiter.succeeded(source);
-            Ok(())
+            Ok(caller)
         } else {
             self.limiter.failed(source);
-            tracing::warn!(target: "berth::audit", %user, %source, "refused a login: unknown user or wrong password");
+            tracing::warn!(target: "berth::audit", user = %name, %source, "refused a login: unknown user or wrong password");
             Err(Error::Unauthorized {
                 reason: "unknown user or wrong password".into(),
                 challenge: basic_challenge(),
@@ -154,7 +220,10 @@ impl Authn {
     fn challenge(&self, headers: &HeaderMap, need: &Need, error: Option<&str>) -> Error {
         let Some(tokens) = &self.tokens else {
             return Error::Unauthorized {
-                reason: "send a user name and password (HTTP basic authentication)".into(),
+                reason: format!(
+                    "authentication required to {}: send a user name and password",
+                    what(need)
+                ),
                 challenge: basic_challenge(),
             };
         };
@@ -185,11 +254,37 @@ impl Authn {
     }
 }
 
+/// Whether the rules let `caller` do `need`.
+fn allowed(policy: &Policy, caller: &Caller, need: &Need) -> bool {
+    match need {
+        Need::SignedIn => *caller != Caller::Anonymous,
+        Need::Repository { name, action } => policy.allows(caller, name, action),
+        Need::Catalog => true,
+    }
+}
+
+/// Whether a token carries what `need` takes.
 fn grants(grant: &Grant, need: &Need) -> bool {
     match need {
-        Need::Anyone => true,
+        Need::SignedIn => true,
         Need::Repository { name, action } => grant.allows("repository", name, action),
         Need::Catalog => grant.allows("registry", "catalog", "*"),
+    }
+}
+
+fn who(caller: &Caller) -> String {
+    match caller {
+        Caller::Anonymous => "an anonymous caller".into(),
+        Caller::User(u) => format!("user {u}"),
+        Caller::Robot(r) => format!("robot {r}"),
+    }
+}
+
+fn what(need: &Need) -> String {
+    match need {
+        Need::SignedIn => "use the registry".into(),
+        Need::Repository { name, action } => format!("{action} {name}"),
+        Need::Catalog => "list repositories".into(),
     }
 }
 

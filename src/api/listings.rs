@@ -18,9 +18,14 @@ pub async fn tags(reg: &Registry, repo: &RepoName, params: &Params) -> Result<Re
     Ok(json(body, link))
 }
 
-pub async fn catalog(reg: &Registry, params: &Params) -> Result<Response, Error> {
+/// The repositories `visible` admits.
+pub async fn catalog(
+    reg: &Registry,
+    params: &Params,
+    visible: impl Fn(&str) -> bool,
+) -> Result<Response, Error> {
     let (n, last) = params.page()?;
-    let page = reg.catalog(last, n).await?;
+    let page = reg.catalog(last, n, visible).await?;
     let link = next_link("/v2/_catalog", n, &page);
     Ok(json(
         serde_json::json!({ "repositories": page.items }),

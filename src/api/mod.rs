@@ -2,6 +2,7 @@
 //! request, calls one [`Registry`] operation and writes the response; errors
 //! become OCI error JSON in exactly one place ([`error`]).
 
+mod access;
 mod access_log;
 pub mod admin;
 pub mod authn;
@@ -74,6 +75,10 @@ pub fn router(registry: Arc<Registry>, forwarder: proxy::Forwarder, authn: authn
             "/_berth/cluster/members/{id}",
             axum::routing::delete(admin::remove),
         )
+        .route(
+            "/_berth/access",
+            axum::routing::get(access::show).post(access::change),
+        )
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))
@@ -102,19 +107,16 @@ async fn dispatch(
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method, parts.headers);
-    if authn.required() {
-        authn
-            .check(source.ip(), &headers, &need(&route, &method))
-            .await?;
-        if let (Route::UploadStart { .. }, Some(from)) = (&route, params.repo("from")?) {
-            // A mount reads the blob from another repository.
-            let read = authn::Need::Repository {
-                name: from.to_string(),
-                action: "pull",
-            };
-            authn.check(source.ip(), &headers, &read).await?;
-        }
-    }
+    let caller = authn
+        .check(source.ip(), &headers, &need(&route, &method))
+        .await?;
+    let policy = authn.policy()?;
+    // Whether the caller may read `repo`: everyone, when sign-in is off.
+    let may_read = |repo: &str| {
+        policy
+            .as_ref()
+            .is_none_or(|p| p.allows(&caller, repo, "pull"))
+    };
     let body = byte_stream(body);
     let reg = reg.as_ref();
     // A session lives on the node that opened it; others pass requests on.
@@ -142,7 +144,14 @@ async fn dispatch(
         }
         (Route::Blob { repo, digest }, Method::DELETE) => blobs::delete(reg, &repo, &digest).await,
         (Route::UploadStart { repo }, Method::POST) => {
-            uploads::start(reg, &repo, &params, body).await
+            // A mount reads the blob from another repository; from one the
+            // caller cannot read it becomes a plain upload, as the spec lets
+            // a registry do, and shows nothing of that repository.
+            let from = params.repo("from")?;
+            let may_mount = from
+                .as_ref()
+                .map_or(policy.is_none(), |f| may_read(f.as_str()));
+            uploads::start(reg, &repo, &params, may_mount, body).await
         }
         (Route::Upload { repo, id }, Method::GET) => uploads::status(reg, &repo, id).await,
         (Route::Upload { repo, id }, Method::PATCH) => {
@@ -153,7 +162,7 @@ async fn dispatch(
         }
         (Route::Upload { repo, id }, Method::DELETE) => uploads::cancel(reg, &repo, id).await,
         (Route::Tags { repo }, Method::GET) => listings::tags(reg, &repo, &params).await,
-        (Route::Catalog, Method::GET) => listings::catalog(reg, &params).await,
+        (Route::Catalog, Method::GET) => listings::catalog(reg, &params, may_read).await,
         (Route::Referrers { repo, digest }, Method::GET) => {
             listings::referrers(reg, &repo, &digest, &params).await
         }
@@ -167,7 +176,7 @@ async fn dispatch(
 fn need(route: &Route, method: &Method) -> authn::Need {
     use authn::Need;
     let repo = match route {
-        Route::Base => return Need::Anyone,
+        Route::Base => return Need::SignedIn,
         Route::Catalog => return Need::Catalog,
         Route::Tags { repo }
         | Route::Manifest { repo, .. }
@@ -208,6 +217,26 @@ fn check_header_size(headers: &HeaderMap) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Largest body of a form or JSON request: a token request, an access change.
+pub const MAX_SMALL_BODY: usize = 64 << 10;
+
+/// The whole of a small request body, refused (413) past [`MAX_SMALL_BODY`].
+async fn small_body(body: Body) -> Result<bytes::Bytes, Error> {
+    axum::body::to_bytes(body, MAX_SMALL_BODY)
+        .await
+        .map_err(|e| {
+            match e
+                .into_inner()
+                .downcast::<http_body_util::LengthLimitError>()
+            {
+                Ok(_) => Error::BodyTooLarge {
+                    limit: MAX_SMALL_BODY as u64,
+                },
+                Err(e) => Error::BodyFailed(e.to_string()),
+            }
+        })
 }
 
 fn byte_stream(body: Body) -> ByteStream {

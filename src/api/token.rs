@@ -1,20 +1,23 @@
 //! `GET|POST /auth/token`: the token endpoint of the Docker registry token
 //! specification. A caller proves who it is (basic credentials on `GET`, a
 //! password or refresh token in the OAuth2 form of `POST`) and gets a
-//! short-lived token granting the scopes it asked for; with
-//! `offline_token=true` or `access_type=offline` also a refresh token, which
-//! `docker login` keeps instead of the password.
+//! short-lived token granting what it asked for and the access rules allow;
+//! with `offline_token=true` or `access_type=offline` also a refresh token,
+//! which `docker login` keeps instead of the password. A `GET` without
+//! credentials gets an anonymous token, good for public repositories.
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use bytes::Bytes;
+use http::header::AUTHORIZATION;
 use http::HeaderMap;
 use serde_json::json;
 
 use super::authn::{basic_challenge, Authn};
 use super::ClientAddr;
 use crate::auth::token::{Access, Tokens, ACCESS_TTL};
+use crate::auth::Caller;
 use crate::registry::Error;
 
 /// Actions a signed-in user may be granted on a repository.
@@ -29,16 +32,19 @@ pub async fn get(
     let form = Form::parse(query.as_deref().unwrap_or(""));
     let tokens = issuer(&authn)?;
     form.check_service(tokens)?;
-    let user = authn.login(source.ip(), &headers).await?;
+    let caller = match headers.contains_key(AUTHORIZATION) {
+        true => authn.login(source.ip(), &headers).await?,
+        false => Caller::Anonymous,
+    };
     let scopes = form
         .all("scope")
         .into_iter()
         .filter_map(Access::parse_scope)
         .collect();
-    let token = sign(tokens, &user, scopes)?;
+    let token = sign(&authn, tokens, &caller, scopes)?;
     let mut body = json!({ "token": token, "access_token": token, "expires_in": ACCESS_TTL });
-    if form.get("offline_token") == Some("true") {
-        body["refresh_token"] = tokens.refresh_token(&user).into();
+    if form.get("offline_token") == Some("true") && caller != Caller::Anonymous {
+        body["refresh_token"] = tokens.refresh_token(caller.subject()).into();
     }
     Ok(Json(body).into_response())
 }
@@ -46,26 +52,27 @@ pub async fn get(
 pub async fn post(
     Extension(authn): Extension<Authn>,
     ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, Error> {
+    let body = super::small_body(body).await?;
     let form = Form::parse(std::str::from_utf8(&body).unwrap_or(""));
     let tokens = issuer(&authn)?;
     form.check_service(tokens)?;
-    let user = match form.get("grant_type") {
+    let caller = match form.get("grant_type") {
         Some("password") => {
-            let user = form.get("username").unwrap_or_default().to_owned();
+            let user = form.get("username").unwrap_or_default();
             let password = form.get("password").unwrap_or_default();
-            authn.password_login(source.ip(), &user, password).await?;
-            user
+            authn.password_login(source.ip(), user, password).await?
         }
         Some("refresh_token") => {
             let refresh = form.get("refresh_token").unwrap_or_default();
-            tokens
+            let subject = tokens
                 .verify_refresh(refresh)
                 .map_err(|e| Error::Unauthorized {
                     reason: format!("refresh token refused: {e}"),
                     challenge: basic_challenge(),
-                })?
+                })?;
+            Caller::from_subject(&subject)
         }
         other => {
             return Err(Error::TokenRequestInvalid(format!(
@@ -75,10 +82,10 @@ pub async fn post(
     };
     let scope = form.get("scope").unwrap_or_default();
     let scopes = scope.split(' ').filter_map(Access::parse_scope).collect();
-    let token = sign(tokens, &user, scopes)?;
+    let token = sign(&authn, tokens, &caller, scopes)?;
     let mut body = json!({ "access_token": token, "expires_in": ACCESS_TTL, "scope": scope });
     if form.get("grant_type") == Some("password") && form.get("access_type") == Some("offline") {
-        body["refresh_token"] = tokens.refresh_token(&user).into();
+        body["refresh_token"] = tokens.refresh_token(caller.subject()).into();
     }
     Ok(Json(body).into_response())
 }
@@ -90,16 +97,24 @@ fn issuer(authn: &Authn) -> Result<&Tokens, Error> {
         .ok_or(Error::RouteUnknown)
 }
 
-/// A token granting `user` what it asked for. Every signed-in user may do
-/// anything; per-repository permissions narrow this later.
-fn sign(tokens: &Tokens, user: &str, asked: Vec<Access>) -> Result<String, Error> {
+/// A token granting the caller what it asked for, as far as the access
+/// rules allow: the actions they refuse are left out, not refused, as the
+/// token specification has it.
+fn sign(
+    authn: &Authn,
+    tokens: &Tokens,
+    caller: &Caller,
+    asked: Vec<Access>,
+) -> Result<String, Error> {
+    let policy = authn.policy()?;
     let granted = asked
         .into_iter()
         .filter_map(|mut a| {
             match a.kind.as_str() {
-                "repository" => a
-                    .actions
-                    .retain(|x| REPOSITORY_ACTIONS.contains(&x.as_str())),
+                "repository" => a.actions.retain(|x| {
+                    REPOSITORY_ACTIONS.contains(&x.as_str())
+                        && policy.as_ref().is_none_or(|p| p.allows(caller, &a.name, x))
+                }),
                 "registry" if a.name == "catalog" => a.actions.retain(|x| x == "*"),
                 _ => return None,
             }
@@ -107,7 +122,7 @@ fn sign(tokens: &Tokens, user: &str, asked: Vec<Access>) -> Result<String, Error
         })
         .collect();
     tokens
-        .access_token(user, granted)
+        .access_token(caller.subject(), granted)
         .ok_or_else(|| Error::Internal("the token could not be signed".into()))
 }
 

@@ -15,9 +15,11 @@ pub async fn start(
     reg: &Registry,
     repo: &RepoName,
     params: &Params,
+    may_mount: bool,
     body: ByteStream,
 ) -> Result<Response, Error> {
-    let how = match (params.digest("mount")?, params.digest("digest")?) {
+    let mount = params.digest("mount")?.filter(|_| may_mount);
+    let how = match (mount, params.digest("digest")?) {
         (Some(digest), _) => StartUpload::Mount {
             digest,
             from: params.repo("from")?,

@@ -1,28 +1,14 @@
 //! Users and bcrypt password hashes from an htpasswd file.
-//!
-//! bcrypt is slow on purpose (tens of milliseconds), and clients send their
-//! credentials with every request, so a successful check is remembered for a
-//! while: the cost lands on the first request, not on each. The memory is
-//! keyed by a hash of user, password and stored hash, so a changed password
-//! or file takes effect at once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest as _, Sha256};
+use super::password::Passwords;
 
-/// How long a verified password is remembered.
-const REMEMBER: Duration = Duration::from_secs(600);
-/// Most remembered checks; the memory is emptied when it fills.
-const REMEMBER_MAX: usize = 4096;
 /// How often the file is looked at for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(5);
-/// Verified against when the user is unknown, so that an unknown user and a
-/// wrong password take about the same time. Cost 5 is `htpasswd -B`'s.
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| bcrypt::hash("not a password", 5).unwrap_or_default());
 
 #[derive(Debug, thiserror::Error)]
 pub enum HtpasswdError {
@@ -42,7 +28,7 @@ pub enum HtpasswdError {
 pub struct Htpasswd {
     path: PathBuf,
     users: RwLock<Loaded>,
-    verified: Mutex<HashMap<[u8; 32], Instant>>,
+    passwords: Passwords,
 }
 
 struct Loaded {
@@ -57,7 +43,7 @@ impl Htpasswd {
         Ok(Htpasswd {
             path: path.to_owned(),
             users: RwLock::new(load(path)?),
-            verified: Mutex::new(HashMap::new()),
+            passwords: Passwords::default(),
         })
     }
 
@@ -71,35 +57,9 @@ impl Htpasswd {
             .hashes
             .get(user)
             .cloned();
-        let known = stored.is_some();
-        let hash = stored.unwrap_or_else(|| DUMMY_HASH.clone());
-        let key = memory_key(user, password, &hash);
-        if known && self.remembered(&key) {
-            return true;
-        }
-        let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+        self.passwords
+            .check(user, password, stored.as_deref())
             .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false);
-        if known && matches {
-            self.remember(key);
-        }
-        known && matches
-    }
-
-    fn remembered(&self, key: &[u8; 32]) -> bool {
-        let memory = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        memory.get(key).is_some_and(|at| at.elapsed() < REMEMBER)
-    }
-
-    fn remember(&self, key: [u8; 32]) {
-        let mut memory = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if memory.len() >= REMEMBER_MAX {
-            memory.clear();
-        }
-        memory.insert(key, Instant::now());
     }
 
     /// Reads the file again when it changed; a bad new file is logged and
@@ -124,15 +84,6 @@ impl Htpasswd {
             Err(e) => tracing::warn!(error = %e, "kept the previous htpasswd users"),
         }
     }
-}
-
-fn memory_key(user: &str, password: &str, hash: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for part in [user, password, hash] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    h.finalize().into()
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -171,7 +122,7 @@ fn parse(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
         if user.is_empty() {
             return Err((i + 1, "the user name is empty".into()));
         }
-        if !["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
+        if !super::password::is_bcrypt(hash) {
             return Err((
                 i + 1,
                 format!("the entry of {user:?} is not a bcrypt hash (write it with `htpasswd -B`)"),

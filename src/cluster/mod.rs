@@ -246,6 +246,11 @@ impl Cluster {
         self.secret.admits(value.as_ref())
     }
 
+    /// Whether `presented` is the cluster secret of a cluster that has one.
+    pub fn is_secret(&self, presented: Option<&str>) -> bool {
+        self.secret.is_set() && presented.is_some() && self.admits_secret(presented)
+    }
+
     /// Applies a command through the leader. Returns once it is committed
     /// and applied on this node, so reads here see it.
     pub async fn write(&self, cmd: Command) -> Result<Applied, ClusterError> {

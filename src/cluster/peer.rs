@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use subtle::ConstantTimeEq;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{
     Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
@@ -45,7 +46,7 @@ impl Secret {
     pub fn admits(&self, presented: Option<&AsciiMetadataValue>) -> bool {
         match (&self.0, presented) {
             (None, _) => true,
-            (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
+            (Some(want), Some(got)) => want.as_bytes().ct_eq(got.as_bytes()).into(),
             (Some(_), None) => false,
         }
     }
@@ -58,13 +59,6 @@ impl Secret {
     pub fn as_bytes(&self) -> Option<&[u8]> {
         self.0.as_ref().map(|v| v.as_bytes())
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The files of mutual TLS between peers: the cluster CA that signs every

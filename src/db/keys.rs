@@ -9,6 +9,8 @@
 //!   repo_blobs  <repo> 0x00 <digest>            -> size (u64 big-endian)
 //!   blobs       <digest>                        -> size (u64 big-endian)
 //!   holders     <digest> 0x00 <node id, 16 hex> -> ()   which nodes store the bytes
+//!   access      "state"                         -> AccessState (users, teams, grants, robots)
+//!               "version"                       -> u64 big-endian, moves with every change
 //!   sm_meta     "last_applied" | "membership" | "installing" -> openraft state
 //! node-local
 //!   local_blobs <digest>                        -> LocalBlob
@@ -29,6 +31,7 @@ pub enum Cf {
     RepoBlobs,
     Blobs,
     Holders,
+    Access,
     SmMeta,
     LocalBlobs,
     Uploads,
@@ -37,7 +40,7 @@ pub enum Cf {
 }
 
 impl Cf {
-    pub const ALL: [Cf; 12] = [
+    pub const ALL: [Cf; 13] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -45,6 +48,7 @@ impl Cf {
         Cf::RepoBlobs,
         Cf::Blobs,
         Cf::Holders,
+        Cf::Access,
         Cf::SmMeta,
         Cf::LocalBlobs,
         Cf::Uploads,
@@ -54,7 +58,8 @@ impl Cf {
 
     /// The families whose content is the replicated state (what a snapshot
     /// carries), not counting `sm_meta`, which the snapshot's metadata replaces.
-    pub const REPLICATED: [Cf; 7] = [
+    /// New families go last: a snapshot names a family by its position here.
+    pub const REPLICATED: [Cf; 8] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -62,6 +67,7 @@ impl Cf {
         Cf::RepoBlobs,
         Cf::Blobs,
         Cf::Holders,
+        Cf::Access,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +79,7 @@ impl Cf {
             Cf::RepoBlobs => "repo_blobs",
             Cf::Blobs => "blobs",
             Cf::Holders => "holders",
+            Cf::Access => "access",
             Cf::SmMeta => "sm_meta",
             Cf::LocalBlobs => "local_blobs",
             Cf::Uploads => "uploads",

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::access::AccessChange;
 use crate::oci::{Digest, RepoName, Tag};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,11 @@ pub enum Command {
     DeleteTag {
         repo: RepoName,
         tag: Tag,
+    },
+    /// A change to users, teams, grants or robots, made at `at`.
+    Access {
+        change: AccessChange,
+        at: u64,
     },
 }
 

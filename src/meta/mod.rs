@@ -8,6 +8,7 @@
 //! cannot race with other writes. Reads go through [`query`], never through
 //! commands.
 
+pub mod access;
 pub mod command;
 pub mod query;
 pub mod state;
@@ -31,6 +32,10 @@ pub enum Rejection {
     ManifestUnknown,
     #[error("blob unknown to the repository")]
     BlobUnknown,
+    #[error("{0}")]
+    AccessInvalid(String),
+    #[error("{0}")]
+    AccessUnknown(String),
 }
 
 /// The result of applying one command.

@@ -1,6 +1,9 @@
 //! Read-only queries over the metadata.
 
-use super::state::{manifest_key, tag_key, ManifestRecord, StateMachine};
+use super::access::AccessState;
+use super::state::{
+    manifest_key, tag_key, ManifestRecord, StateMachine, ACCESS_STATE, ACCESS_VERSION,
+};
 use crate::db::{self, keys, Cf, DbError};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
@@ -113,6 +116,49 @@ impl StateMachine {
     /// Repository names in lexical order, after `last`, at most `n`.
     pub fn repositories(&self, last: Option<&str>, n: usize) -> Result<Page, DbError> {
         self.page(Cf::Repos, b"", last.map(str::as_bytes), n, |k| k)
+    }
+
+    /// Like [`Self::repositories`], counting only names `keep` admits. The
+    /// scan goes on past hidden names, in pages, until `n` are found.
+    pub fn repositories_where(
+        &self,
+        last: Option<&str>,
+        n: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Page, DbError> {
+        let batch = n.clamp(100, 1000);
+        let mut after = last.map(str::to_owned);
+        let mut items = Vec::new();
+        // One more than asked, to know whether another page follows.
+        while items.len() <= n {
+            let page = self.repositories(after.as_deref(), batch)?;
+            after = page.items.last().cloned();
+            items.extend(page.items.into_iter().filter(|name| keep(name)));
+            if !page.more {
+                break;
+            }
+        }
+        let more = items.len() > n;
+        items.truncate(n);
+        Ok(Page { items, more })
+    }
+
+    /// Users, teams, grants and robots.
+    pub fn access(&self) -> Result<AccessState, DbError> {
+        self.db
+            .get(Cf::Access, ACCESS_STATE)?
+            .map(|v| db::decode("access state", &v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// The access state's version: a point read, for noticing a change.
+    pub fn access_version(&self) -> Result<u64, DbError> {
+        Ok(self
+            .db
+            .get(Cf::Access, ACCESS_VERSION)?
+            .and_then(|v| keys::parse_u64(&v))
+            .unwrap_or(0))
     }
 
     fn page(

@@ -102,6 +102,16 @@ impl StateMachine {
                 }
                 batch.delete_cf(self.db.cf(Cf::Tags), tag_key(repo, tag));
             }
+            Command::Access { change, at } => {
+                let mut access = self.access()?;
+                access.apply(change, *at)?;
+                batch.put_cf(self.db.cf(Cf::Access), ACCESS_STATE, db::encode(&access));
+                batch.put_cf(
+                    self.db.cf(Cf::Access),
+                    ACCESS_VERSION,
+                    keys::u64_value(access.version),
+                );
+            }
         }
         Ok(())
     }
@@ -213,6 +223,9 @@ impl From<DbError> for Staged {
         Staged::Db(e)
     }
 }
+
+pub(super) const ACCESS_STATE: &[u8] = b"state";
+pub(super) const ACCESS_VERSION: &[u8] = b"version";
 
 pub(super) fn holder_key(digest: &Digest, node: u64) -> Vec<u8> {
     keys::join(&[digest.as_str(), &keys::node_part(node)])

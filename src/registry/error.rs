@@ -68,6 +68,12 @@ pub enum Error {
     TooManyRequests { retry_after: u64 },
     #[error("access denied: {0}")]
     Denied(String),
+    /// An account, team or grant change that cannot be made.
+    #[error("{0}")]
+    AccessInvalid(String),
+    /// An account, team or grant that does not exist.
+    #[error("{0}")]
+    AccessUnknown(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -78,7 +84,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         use Error::*;
         match self {
-            NameInvalid(_) => ErrorCode::NameInvalid,
+            NameInvalid(_) | AccessInvalid(_) => ErrorCode::NameInvalid,
             NameUnknown => ErrorCode::NameUnknown,
             DigestInvalid(_) | DigestMismatch { .. } | DigestMissing => ErrorCode::DigestInvalid,
             TagInvalid(_) | ManifestInvalid(_) | ManifestTooLarge { .. } => {
@@ -100,7 +106,7 @@ impl Error {
             | TokenRequestInvalid(_)
             | MethodNotAllowed { .. }
             | RouteUnknown => ErrorCode::Unsupported,
-            NodeUnknown(_) => ErrorCode::NameUnknown,
+            NodeUnknown(_) | AccessUnknown(_) => ErrorCode::NameUnknown,
             Unauthorized { .. } => ErrorCode::Unauthorized,
             TooManyRequests { .. } => ErrorCode::TooManyRequests,
             Denied(_) => ErrorCode::Denied,
@@ -125,13 +131,14 @@ impl Error {
             ManifestTooLarge { .. } | BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            NodeUnknown(_) => StatusCode::NOT_FOUND,
+            NodeUnknown(_) | AccessUnknown(_) => StatusCode::NOT_FOUND,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Denied(_) => StatusCode::FORBIDDEN,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             NameInvalid(_)
+            | AccessInvalid(_)
             | DigestInvalid(_)
             | TagInvalid(_)
             | DigestMismatch { .. }
@@ -181,6 +188,8 @@ impl From<Rejection> for Error {
             Rejection::ManifestBlobUnknown(d) => Error::ManifestBlobUnknown(d),
             Rejection::ManifestUnknown => Error::ManifestUnknown,
             Rejection::BlobUnknown => Error::BlobUnknown,
+            Rejection::AccessInvalid(m) => Error::AccessInvalid(m),
+            Rejection::AccessUnknown(m) => Error::AccessUnknown(m),
         }
     }
 }

@@ -14,6 +14,7 @@ pub use uploads::{StartUpload, UploadStarted};
 
 use crate::cluster::Cluster;
 use crate::db::Db;
+use crate::meta::access::{AccessChange, AccessState};
 use crate::meta::{Command, Page, StateMachine};
 use crate::oci::{Descriptor, Digest, RepoName};
 use crate::replication::repair::{self, RepairConfig, RepairStats};
@@ -87,10 +88,12 @@ impl Registry {
         cluster: Arc<Cluster>,
         factor: ReplicationFactor,
         max_manifest_size: usize,
+        max_blob_size: u64,
     ) -> Registry {
         let blobs = BlobStore::new(layout.clone(), db.clone());
         Registry {
-            uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
+            uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone())
+                .with_max_blob_size(max_blob_size),
             replicator: Replicator::new(blobs.clone(), cluster.clone(), factor),
             repair_stats: RepairStats::default(),
             blobs,
@@ -135,6 +138,24 @@ impl Registry {
             ));
         }
         Ok(self.cluster.remove(id, 0).await?)
+    }
+
+    /// Whether `presented` is the cluster secret (which stands in for an
+    /// administrator on the admin API).
+    pub fn is_cluster_secret(&self, presented: Option<&str>) -> bool {
+        self.cluster.is_secret(presented)
+    }
+
+    /// Changes users, teams, grants, visibility or robots; returns once
+    /// this node applies the change.
+    pub async fn change_access(&self, change: AccessChange) -> Result<()> {
+        let at = crate::storage::now_secs();
+        self.write(Command::Access { change, at }).await
+    }
+
+    /// Users, teams, grants, visibility and robots, as fresh as a write.
+    pub async fn access(&self) -> Result<AccessState> {
+        Ok(self.fresh().await?.access()?)
     }
 
     /// Applies a command through the cluster; returns once this node has
@@ -212,8 +233,14 @@ impl Registry {
         Ok(meta.tags(repo, last, n)?)
     }
 
-    pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Page> {
-        Ok(self.fresh().await?.repositories(last, n)?)
+    /// The repositories `visible` admits, in pages.
+    pub async fn catalog(
+        &self,
+        last: Option<&str>,
+        n: usize,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Page> {
+        Ok(self.fresh().await?.repositories_where(last, n, visible)?)
     }
 
     /// Descriptors of the manifests whose subject is `subject`, optionally

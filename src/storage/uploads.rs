@@ -97,6 +97,8 @@ pub struct Uploads {
     db: Db,
     blobs: BlobStore,
     live: Mutex<HashMap<UploadId, SessionRef>>,
+    /// Largest blob an upload may grow to.
+    max_blob_size: Option<u64>,
 }
 
 impl Uploads {
@@ -107,7 +109,14 @@ impl Uploads {
             db,
             blobs,
             live: Mutex::new(HashMap::new()),
+            max_blob_size: None,
         }
+    }
+
+    /// Refuses uploads past `limit` bytes (413).
+    pub fn with_max_blob_size(mut self, limit: u64) -> Uploads {
+        self.max_blob_size = Some(limit);
+        self
     }
 
     pub fn create(&self, repo: &RepoName) -> Result<UploadId, StorageError> {
@@ -183,8 +192,12 @@ impl Uploads {
             s.mirror = mirror();
         }
         let before = s.hasher.clone();
-        let result = write_body(file, s.hasher.as_mut(), body, None, s.mirror.as_mut()).await;
+        let room = self.max_blob_size.map(|max| max.saturating_sub(s.len));
+        let result = write_body(file, s.hasher.as_mut(), body, room, s.mirror.as_mut()).await;
         let written = match (result, declared) {
+            (Err(StorageError::TooLarge { .. }), _) => Err(StorageError::TooLarge {
+                limit: self.max_blob_size.unwrap_or_default(),
+            }),
             (Ok(w), Some(declared)) if w.bytes != declared => Err(StorageError::ChunkLength {
                 declared,
                 actual: w.bytes,

@@ -53,7 +53,7 @@ start_secure() {
     mkdir -p "$data"
     "$BERTH_BIN" serve --data-dir "$data" --listen "$REGISTRY_HOST" \
         --tls-cert "$CERTS/node.crt" --tls-key "$CERTS/node.key" \
-        --htpasswd "$CERTS/htpasswd" >>"$REGISTRY_LOG" 2>&1 &
+        --htpasswd "$CERTS/htpasswd" --admins "$USER_NAME" >>"$REGISTRY_LOG" 2>&1 &
     REGISTRY_PID=$!
     wait_until "$E2E_STARTUP_TIMEOUT" "berth to answer over HTTPS" secure_answers || {
         tail -n 20 "$REGISTRY_LOG" >&2

@@ -6,13 +6,15 @@ use reqwest::StatusCode;
 
 use crate::common::*;
 
-/// A node whose users are `users` (name, password), cost-4 bcrypt for speed.
+/// A node whose users are `users` (name, password), cost-4 bcrypt for speed;
+/// alice administers it, so these tests see sign-in alone.
 async fn node_with_users(users: &[(&str, &str)]) -> (TestNode, tempfile::TempDir) {
     let files = tempfile::tempdir().unwrap();
     write_users(files.path(), users);
     let dir = tempfile::tempdir().unwrap();
     let mut config = berth::config::ServeConfig::for_test(dir.path());
     config.htpasswd = Some(files.path().join("htpasswd"));
+    config.admins.insert("alice".into());
     (TestNode::start_with(dir, config).await, files)
 }
 
@@ -348,8 +350,11 @@ async fn a_token_from_one_node_is_good_on_every_node() {
     let files = tempfile::tempdir().unwrap();
     write_users(files.path(), &[("alice", "pw")]);
     let path = files.path().join("htpasswd");
-    let cluster =
-        crate::cluster::TestCluster::with_config(2, move |c| c.htpasswd = Some(path.clone())).await;
+    let cluster = crate::cluster::TestCluster::with_config(2, move |c| {
+        c.htpasswd = Some(path.clone());
+        c.admins.insert("alice".into());
+    })
+    .await;
     let token = token(&cluster.nodes[0], &["repository:c/app:pull"]).await;
     let resp = cluster.nodes[1]
         .get("/v2/c/app/tags/list")

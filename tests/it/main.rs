@@ -12,6 +12,7 @@ mod cluster;
 mod listings;
 mod manifests;
 mod mount;
+mod permissions;
 mod processes;
 mod referrers;
 mod replication;

@@ -1,0 +1,362 @@
+//! `berth user|org|team|repo|grant|revoke|robot|access`: the commands that
+//! manage who may do what, through the admin API of any node
+//! (`/_berth/access`). Each builds one [`AccessChange`] and sends it.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use sha2::{Digest as _, Sha256};
+
+use crate::api::admin::SECRET_HEADER;
+use crate::auth::password;
+use crate::meta::access::{AccessChange, Grantee, Level, Resource, Robot};
+use crate::storage::now_secs;
+
+/// How to reach a node and prove the caller may change access.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The node to ask (its client API URL); any node will do.
+    #[arg(long, env = "BERTH_NODE", default_value = "http://127.0.0.1:5000")]
+    pub node: String,
+    /// Sign in as this user (an administrator, or an owner of the
+    /// organization changed); the password is read from BERTH_PASSWORD.
+    #[arg(long, env = "BERTH_USER", value_name = "USER")]
+    pub login: Option<String>,
+    /// Or authorize with the cluster secret in this file: how the first
+    /// administrator is made.
+    #[arg(long, env = "BERTH_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// PEM certificate of the CA that signed an HTTPS node's certificate.
+    #[arg(long, env = "BERTH_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create a user, or change its password or administrator flag.
+    Add {
+        name: String,
+        /// Read the new password from standard input (one line). Without
+        /// it the user signs in with an htpasswd file's password.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Make the user an administrator of the whole registry.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Delete a user, its team memberships and its grants.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgAction {
+    /// Create an organization; its `owners` team administers its namespace.
+    Add {
+        name: String,
+        /// First member of the owners team.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Delete an organization, its teams and their grants.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamAction {
+    /// Create a team in an organization.
+    Add { org: String, team: String },
+    /// Delete a team and its grants.
+    Delete { org: String, team: String },
+    /// Add a user to a team.
+    AddMember {
+        org: String,
+        team: String,
+        user: String,
+    },
+    /// Remove a user from a team.
+    RemoveMember {
+        org: String,
+        team: String,
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoAction {
+    /// Let anyone pull the repository, signed in or not.
+    Public { repository: String },
+    /// Let only those granted access pull it (the default).
+    Private { repository: String },
+}
+
+/// Whom a grant is for: `--user NAME` or `--team ORG/TEAM`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Whom {
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long, value_name = "ORG/TEAM")]
+    pub team: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RobotAction {
+    /// Create a robot account `<namespace>+<name>` (or give it a new
+    /// secret) and print its secret, which is shown only this once.
+    Add {
+        /// `<namespace>+<name>`, e.g. `acme+ci`.
+        name: String,
+        /// A repository it may use (repeatable); none for every repository
+        /// of its namespace.
+        #[arg(long = "repository")]
+        repositories: Vec<String>,
+        /// `read` (pull) or `write` (pull and push).
+        #[arg(long, default_value = "write")]
+        level: Level,
+        /// Days until the secret stops working.
+        #[arg(long, default_value_t = 90)]
+        expires_in_days: u64,
+    },
+    /// Delete a robot: its secret and tokens stop working on every node.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Manage users kept in the cluster.
+    User {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage organizations.
+    Org {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        action: OrgAction,
+    },
+    /// Manage an organization's teams and their members.
+    Team {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        action: TeamAction,
+    },
+    /// Make a repository public or private.
+    Repo {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        action: RepoAction,
+    },
+    /// Grant a user or team `read`, `write` or `admin` on a repository
+    /// (`acme/app`) or a whole namespace (`acme/*`).
+    Grant {
+        #[command(flatten)]
+        conn: Connection,
+        level: Level,
+        target: String,
+        #[command(flatten)]
+        whom: Whom,
+    },
+    /// Take back a grant.
+    Revoke {
+        #[command(flatten)]
+        conn: Connection,
+        target: String,
+        #[command(flatten)]
+        whom: Whom,
+    },
+    /// Manage robot accounts, for pipelines.
+    Robot {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        action: RobotAction,
+    },
+    /// Show users, organizations, grants, public repositories and robots
+    /// (as JSON; secrets are never shown).
+    Access {
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+pub async fn run(cmd: AccessCommand) -> CliResult<()> {
+    use AccessCommand as C;
+    let (conn, change, done) = match cmd {
+        C::User { conn, action } => {
+            let change = match action {
+                UserAction::Add {
+                    name,
+                    password_stdin,
+                    admin,
+                } => AccessChange::PutUser {
+                    password_hash: match password_stdin {
+                        true => Some(password::hash(&read_password()?)?),
+                        false => None,
+                    },
+                    name,
+                    admin,
+                },
+                UserAction::Delete { name } => AccessChange::DeleteUser { name },
+            };
+            (conn, change, None)
+        }
+        C::Org { conn, action } => {
+            let change = match action {
+                OrgAction::Add { name, owner } => AccessChange::PutOrg { name, owner },
+                OrgAction::Delete { name } => AccessChange::DeleteOrg { name },
+            };
+            (conn, change, None)
+        }
+        C::Team { conn, action } => {
+            let change = match action {
+                TeamAction::Add { org, team } => AccessChange::PutTeam { org, team },
+                TeamAction::Delete { org, team } => AccessChange::DeleteTeam { org, team },
+                TeamAction::AddMember { org, team, user } => {
+                    AccessChange::AddMember { org, team, user }
+                }
+                TeamAction::RemoveMember { org, team, user } => {
+                    AccessChange::RemoveMember { org, team, user }
+                }
+            };
+            (conn, change, None)
+        }
+        C::Repo { conn, action } => {
+            let (repository, public) = match action {
+                RepoAction::Public { repository } => (repository, true),
+                RepoAction::Private { repository } => (repository, false),
+            };
+            (conn, AccessChange::SetPublic { repository, public }, None)
+        }
+        C::Grant {
+            conn,
+            level,
+            target,
+            whom,
+        } => {
+            let change = AccessChange::Grant {
+                resource: resource(&target),
+                grantee: grantee(whom)?,
+                level,
+            };
+            (conn, change, None)
+        }
+        C::Revoke { conn, target, whom } => {
+            let change = AccessChange::Revoke {
+                resource: resource(&target),
+                grantee: grantee(whom)?,
+            };
+            (conn, change, None)
+        }
+        C::Robot { conn, action } => match action {
+            RobotAction::Add {
+                name,
+                repositories,
+                level,
+                expires_in_days,
+            } => {
+                let secret = hex::encode(rand::random::<[u8; 32]>());
+                let now = now_secs();
+                let robot = Robot {
+                    secret_sha256: Sha256::digest(secret.as_bytes()).into(),
+                    repositories,
+                    level,
+                    expires: now + expires_in_days * 86_400,
+                    created: now,
+                };
+                let done = format!("robot {name}\nsecret {secret}");
+                (conn, AccessChange::PutRobot { name, robot }, Some(done))
+            }
+            RobotAction::Delete { name } => (conn, AccessChange::DeleteRobot { name }, None),
+        },
+        C::Access { conn } => {
+            let resp = request(&conn, reqwest::Method::GET)?.send().await?;
+            let body: serde_json::Value = checked(resp).await?.json().await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            return Ok(());
+        }
+    };
+    let describe = change.describe();
+    let resp = request(&conn, reqwest::Method::POST)?
+        .json(&change)
+        .send()
+        .await?;
+    checked(resp).await?;
+    println!("{}", done.unwrap_or(describe));
+    Ok(())
+}
+
+/// `acme/*` is the namespace `acme`; anything else a repository.
+fn resource(target: &str) -> Resource {
+    match target.strip_suffix("/*") {
+        Some(ns) => Resource::Namespace(ns.to_owned()),
+        None => Resource::Repository(target.to_owned()),
+    }
+}
+
+fn grantee(whom: Whom) -> CliResult<Grantee> {
+    match (whom.user, whom.team) {
+        (Some(user), _) => Ok(Grantee::User(user)),
+        (None, Some(team)) => {
+            let (org, team) = team
+                .split_once('/')
+                .ok_or("--team takes ORG/TEAM, e.g. acme/dev")?;
+            Ok(Grantee::Team {
+                org: org.to_owned(),
+                team: team.to_owned(),
+            })
+        }
+        (None, None) => Err("say whom: --user NAME or --team ORG/TEAM".into()),
+    }
+}
+
+fn read_password() -> CliResult<String> {
+    let mut text = String::new();
+    std::io::stdin().take(4096).read_to_string(&mut text)?;
+    let password = text.lines().next().unwrap_or_default().to_owned();
+    if password.is_empty() {
+        return Err("no password on standard input".into());
+    }
+    Ok(password)
+}
+
+fn request(conn: &Connection, method: reqwest::Method) -> CliResult<reqwest::RequestBuilder> {
+    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(ca) = &conn.ca_cert {
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    let url = format!("{}/_berth/access", conn.node.trim_end_matches('/'));
+    let mut req = client.build()?.request(method, url);
+    if let Some(path) = &conn.cluster_secret_file {
+        let secret =
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        req = req.header(SECRET_HEADER, secret.trim());
+    }
+    if let Some(user) = &conn.login {
+        let password = std::env::var("BERTH_PASSWORD")
+            .map_err(|_| "--login needs the password in BERTH_PASSWORD")?;
+        req = req.basic_auth(user, Some(password));
+    }
+    Ok(req)
+}
+
+/// The response, or its status and OCI error message as the error.
+async fn checked(resp: reqwest::Response) -> CliResult<reqwest::Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let message = body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("no error message");
+    Err(format!("{status}: {message}").into())
+}

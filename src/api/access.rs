@@ -1,0 +1,146 @@
+//! The admin API for users, organizations, teams, grants, visibility and
+//! robots, on the client port of any node: `GET /_berth/access` shows them,
+//! `POST /_berth/access` makes one [`AccessChange`]. `berth user|org|team|
+//! repo|grant|robot` call it. Callers are administrators, an organization's
+//! owners or a repository's admins (see [`crate::auth::Policy::may_change`]),
+//! or carry the cluster secret, which is how the first users are made.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+
+use super::admin::SECRET_HEADER;
+use super::authn::{Authn, Need};
+use super::ClientAddr;
+use crate::auth::password::is_bcrypt;
+use crate::auth::Caller;
+use crate::meta::access::{AccessChange, AccessState};
+use crate::registry::{Error, Registry};
+
+/// Who is asking, when they may administer: `None` for the cluster secret.
+async fn administrator(
+    reg: &Registry,
+    authn: &Authn,
+    source: std::net::IpAddr,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, Error> {
+    let secret = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
+    if reg.is_cluster_secret(secret) {
+        return Ok(None);
+    }
+    if !authn.required() {
+        return Err(Error::Denied(
+            "sign-in is off on this node: send the cluster secret to change access".into(),
+        ));
+    }
+    Ok(Some(authn.check(source, headers, &Need::SignedIn).await?))
+}
+
+pub async fn show(
+    State(reg): State<Arc<Registry>>,
+    Extension(authn): Extension<Authn>,
+    ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    if let Some(caller) = administrator(&reg, &authn, source.ip(), &headers).await? {
+        let policy = authn.policy()?;
+        if !policy.is_some_and(|p| p.is_admin(&caller)) {
+            return Err(Error::Denied(format!(
+                "only administrators may list accounts, not {}",
+                caller.subject()
+            )));
+        }
+    }
+    Ok(Json(redacted(reg.access().await?)).into_response())
+}
+
+pub async fn change(
+    State(reg): State<Arc<Registry>>,
+    Extension(authn): Extension<Authn>,
+    ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, Error> {
+    let admin = administrator(&reg, &authn, source.ip(), &headers).await?;
+    let change = parse(&super::small_body(body).await?)?;
+    let actor = match &admin {
+        Some(caller) => {
+            let allowed = authn
+                .policy()?
+                .is_some_and(|p| p.may_change(caller, &change));
+            if !allowed {
+                tracing::warn!(target: "berth::audit", %source, actor = caller.subject(), change = change.describe(), "refused an access change");
+                return Err(Error::Denied(format!(
+                    "{} may not {}",
+                    caller.subject(),
+                    change.describe()
+                )));
+            }
+            caller.subject().to_owned()
+        }
+        None => "cluster secret".to_owned(),
+    };
+    reg.change_access(change.clone()).await?;
+    tracing::info!(target: "berth::audit", %source, %actor, change = change.describe(), "access changed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A change from its JSON, with what JSON cannot check checked.
+fn parse(body: &[u8]) -> Result<AccessChange, Error> {
+    let change: AccessChange = serde_json::from_slice(body)
+        .map_err(|e| Error::AccessInvalid(format!("not an access change: {e}")))?;
+    if let AccessChange::PutUser {
+        password_hash: Some(hash),
+        ..
+    } = &change
+    {
+        if !is_bcrypt(hash) {
+            return Err(Error::AccessInvalid(
+                "password_hash must be a bcrypt hash".into(),
+            ));
+        }
+    }
+    Ok(change)
+}
+
+/// The state without password hashes and robot secrets.
+fn redacted(state: AccessState) -> serde_json::Value {
+    let users: serde_json::Map<_, _> = state
+        .users
+        .iter()
+        .map(|(name, u)| {
+            let shown = json!({ "admin": u.admin, "password": u.password_hash.is_some(), "created": u.created });
+            (name.clone(), shown)
+        })
+        .collect();
+    let robots: serde_json::Map<_, _> = state
+        .robots
+        .iter()
+        .map(|(name, r)| {
+            let shown = json!({ "repositories": r.repositories, "level": r.level, "expires": r.expires, "created": r.created });
+            (name.clone(), shown)
+        })
+        .collect();
+    let grants: Vec<_> = state
+        .grants
+        .iter()
+        .flat_map(|(resource, grants)| {
+            grants.iter().map(move |(grantee, level)| {
+                json!({ "resource": resource, "grantee": grantee, "level": level })
+            })
+        })
+        .collect();
+    json!({
+        "version": state.version,
+        "users": users,
+        "organizations": state.orgs,
+        "grants": grants,
+        "public": state.public,
+        "robots": robots,
+    })
+}

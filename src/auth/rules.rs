@@ -1,0 +1,42 @@
+//! The node's current [`Policy`], rebuilt only when the replicated access
+//! state moves: a request pays one point read to learn that it did not.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use super::Policy;
+use crate::db::DbError;
+use crate::meta::StateMachine;
+
+pub struct Rules {
+    meta: StateMachine,
+    admins: Arc<BTreeSet<String>>,
+    current: Mutex<Arc<Policy>>,
+}
+
+impl Rules {
+    /// Rules over `meta`'s access state, with `admins` (user names)
+    /// administrators whatever the state says.
+    pub fn new(meta: StateMachine, admins: BTreeSet<String>) -> Rules {
+        let admins = Arc::new(admins);
+        Rules {
+            meta,
+            current: Mutex::new(Arc::new(Policy::new(Default::default(), admins.clone()))),
+            admins,
+        }
+    }
+
+    pub fn current(&self) -> Result<Arc<Policy>, DbError> {
+        let version = self.meta.access_version()?;
+        {
+            let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            if current.version() == version {
+                return Ok(current.clone());
+            }
+        }
+        // The version travels inside the state, so the two always agree.
+        let policy = Arc::new(Policy::new(self.meta.access()?, self.admins.clone()));
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = policy.clone();
+        Ok(policy)
+    }
+}
