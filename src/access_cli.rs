@@ -17,18 +17,28 @@ use crate::storage::now_secs;
 #[derive(Debug, Args)]
 pub struct Connection {
     /// The node to ask (its client API URL); any node will do.
-    #[arg(long, env = "BERTH_NODE", default_value = "http://127.0.0.1:5000")]
+    #[arg(
+        long,
+        env = "BERTH_NODE",
+        default_value = "http://127.0.0.1:5000",
+        global = true
+    )]
     pub node: String,
     /// Sign in as this user (an administrator, or an owner of the
     /// organization changed); the password is read from BERTH_PASSWORD.
-    #[arg(long, env = "BERTH_USER", value_name = "USER")]
+    #[arg(long, env = "BERTH_USER", value_name = "USER", global = true)]
     pub login: Option<String>,
     /// Or authorize with the cluster secret in this file: how the first
     /// administrator is made.
-    #[arg(long, env = "BERTH_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "BERTH_CLUSTER_SECRET_FILE",
+        value_name = "FILE",
+        global = true
+    )]
     pub cluster_secret_file: Option<PathBuf>,
     /// PEM certificate of the CA that signed an HTTPS node's certificate.
-    #[arg(long, env = "BERTH_CA_CERT", value_name = "FILE")]
+    #[arg(long, env = "BERTH_CA_CERT", value_name = "FILE", global = true)]
     pub ca_cert: Option<PathBuf>,
 }
 
@@ -359,4 +369,63 @@ async fn checked(resp: reqwest::Response) -> CliResult<reqwest::Response> {
         .as_str()
         .unwrap_or("no error message");
     Err(format!("{status}: {message}").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> AccessCommand {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Access(cmd) => cmd,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_parse_with_the_connection_anywhere() {
+        let cmd = parse(&[
+            "berth",
+            "user",
+            "add",
+            "bob",
+            "--admin",
+            "--node",
+            "https://r:5000",
+            "--login",
+            "root",
+        ]);
+        let AccessCommand::User { conn, action } = cmd else {
+            panic!("user")
+        };
+        assert_eq!(conn.node, "https://r:5000");
+        assert_eq!(conn.login.as_deref(), Some("root"));
+        assert!(matches!(action, UserAction::Add { admin: true, .. }));
+        let AccessCommand::Grant {
+            level,
+            target,
+            whom,
+            ..
+        } = parse(&["berth", "grant", "write", "acme/*", "--team", "acme/dev"])
+        else {
+            panic!("grant")
+        };
+        assert_eq!(level, Level::Write);
+        assert_eq!(resource(&target), Resource::Namespace("acme".into()));
+        assert_eq!(
+            grantee(whom).unwrap(),
+            Grantee::Team {
+                org: "acme".into(),
+                team: "dev".into()
+            }
+        );
+        assert_eq!(
+            resource("acme/app"),
+            Resource::Repository("acme/app".into())
+        );
+        assert!(Cli::try_parse_from(["berth", "grant", "write", "acme/app"]).is_err());
+        assert!(Cli::try_parse_from(["berth", "grant", "owner", "a/b", "--user", "x"]).is_err());
+    }
 }

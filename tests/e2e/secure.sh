@@ -8,6 +8,10 @@
 #                    the CA; wrong credentials and an unknown CA are refused
 #   secure-podman    podman login with the CA, pull and push again
 #   secure-plain     the port speaks no plain HTTP
+#   secure-accounts  the berth commands over HTTPS make a user, an organization and a
+#                    robot; docker pushes as the robot (only where it may), pulls
+#                    anonymously once the repository is public, and is refused once
+#                    the robot is deleted
 # Usage: tests/e2e/secure.sh [SCENARIO...]
 set -euo pipefail
 
@@ -15,7 +19,7 @@ E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
 source "$E2E_DIR/lib.sh"
 
-SCENARIOS=(secure-docker secure-skopeo secure-podman secure-plain)
+SCENARIOS=(secure-docker secure-skopeo secure-podman secure-plain secure-accounts)
 USER_NAME=alice
 PASSWORD='a long password for alice'
 CERTS=   # the CA and the node's certificate; also a cert dir for skopeo and podman
@@ -130,6 +134,60 @@ scenario_secure_plain() {
     local status
     status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "http://$REGISTRY_HOST/v2/" 2>/dev/null || true)
     [[ $status != 200 && $status != 401 ]] || die "plain HTTP answered $status"
+}
+
+# berth_admin ARGS...: a berth access command against the node, as alice.
+berth_admin() {
+    BERTH_PASSWORD=$PASSWORD bounded "$BERTH_BIN" "$@" --node "$REGISTRY_URL" \
+        --login "$USER_NAME" --ca-cert "$CERTS/ca.crt"
+}
+
+scenario_secure_accounts() {
+    local robot=$SCENARIO_DIR/robot anonymous=$SCENARIO_DIR/anonymous secret
+    local local_ref app other image_id
+    local_ref=berth-e2e/accounts:$E2E_SEED
+    app=$REGISTRY_HOST/acme/app:$E2E_SEED
+    other=$REGISTRY_HOST/acme/other:$E2E_SEED
+    mkdir -p "$robot" "$anonymous"
+    defer docker_remove "$local_ref" "$app" "$other"
+    printf 'bobs password\n' | berth_admin user add bob --password-stdin
+    berth_admin org add acme --owner bob
+    berth_admin robot add acme+ci --repository acme/app --level write --expires-in-days 1 >robot.out
+    secret=$(awk '$1 == "secret" { print $2 }' robot.out)
+    [[ ${#secret} -eq 64 ]] || die "no robot secret in: $(cat robot.out)"
+    berth_admin access >access.json
+    jq -e '.organizations.acme.teams.owners == ["bob"] and (.robots["acme+ci"].level == "write")' \
+        access.json >/dev/null || die "unexpected access state: $(cat access.json)"
+    grep -q "$secret" access.json && die "the robot secret is shown"
+
+    make_rootfs rootfs
+    tar -C rootfs -c . | bounded docker import - "$local_ref" >/dev/null
+    docker tag "$local_ref" "$app"
+    docker tag "$local_ref" "$other"
+    image_id=$(docker_image_id "$robot" "$app")
+    printf '%s\n' "$secret" |
+        bounded docker --config "$robot" login -u acme+ci --password-stdin "$REGISTRY_HOST"
+    bounded docker --config "$robot" push "$app"
+    if bounded docker --config "$robot" push "$other" >other.out 2>&1; then
+        die "the robot pushed outside its repository"
+    fi
+    grep -qi "denied" other.out || die "unexpected refusal: $(cat other.out)"
+
+    # Private: no anonymous pull. Public: docker pulls with an anonymous token.
+    docker image rm "$app" >/dev/null
+    if bounded docker --config "$anonymous" pull "$app" >private.out 2>&1; then
+        die "an anonymous pull of a private repository worked"
+    fi
+    berth_admin repo public acme/app
+    bounded docker --config "$anonymous" pull "$app"
+    assert_eq "image id after an anonymous pull" "$image_id" "$(docker_image_id "$anonymous" "$app")"
+
+    berth_admin robot delete acme+ci
+    if bounded docker --config "$robot" push "$app" >revoked.out 2>&1; then
+        die "a deleted robot still pushed"
+    fi
+    grep -q 'berth::audit.*access changed.*delete robot acme+ci' "$REGISTRY_LOG" ||
+        die "no audit event for the robot's deletion"
 }
 
 main() {
