@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::header::{AUTHORIZATION, HOST};
 use http::HeaderMap;
 
+use crate::auth::header::bearer_challenge;
 use crate::auth::token::{Access, Grant, Tokens};
 use crate::auth::{basic_credentials, bearer_token, Caller, Htpasswd, LoginLimiter, Policy};
 use crate::auth::{Rules, REALM};
@@ -235,13 +236,17 @@ impl Authn {
             let scheme = if self.https { "https" } else { "http" };
             format!("{scheme}://{host}/auth/token")
         });
-        let mut challenge = format!("Bearer realm=\"{realm}\",service=\"{}\"", tokens.service());
-        if let Some(access) = need.access() {
-            challenge.push_str(&format!(",scope=\"{}\"", access.scope()));
-        }
-        if let Some(error) = error {
-            challenge.push_str(&format!(",error=\"{error}\""));
-        }
+        let scope = need.access().map(|a| a.scope());
+        let params: Vec<(&str, &str)> = [
+            Some(("realm", realm.as_str())),
+            Some(("service", tokens.service())),
+            scope.as_deref().map(|s| ("scope", s)),
+            error.map(|e| ("error", e)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let challenge = bearer_challenge(&params);
         let reason = match error {
             Some("insufficient_scope") => "the token does not grant this",
             Some(_) => "the token is invalid or expired",

@@ -484,3 +484,26 @@ async fn request_bodies_have_caps() {
     let resp = send(node.post("/auth/token").body(form)).await;
     assert_oci_error(resp, 413, "SIZE_INVALID").await;
 }
+
+#[tokio::test]
+async fn a_revoked_grant_ends_the_tokens_that_carry_it() {
+    let (node, _files) = node_with(&["rita"]).await;
+    node.push_image("root/app", "v1").await;
+    let grant = |verb: &str| json!({ verb: { "resource": { "repository": "root/app" }, "grantee": { "user": "rita" } } });
+    let mut give = grant("grant");
+    give["grant"]["level"] = json!("read");
+    scene(&node, vec![give]).await;
+    let tags = "/v2/root/app/tags/list";
+    let query = "/auth/token?service=berth&scope=repository:root/app:pull";
+    let issued = json_body(send(signed_in("rita", PASSWORD).get(node.url(query))).await).await;
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let with_token = || {
+        reqwest::Client::new()
+            .get(node.url(tags))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(with_token().await.unwrap().status(), StatusCode::OK);
+    scene(&node, vec![grant("revoke")]).await;
+    assert_oci_error(with_token().await.unwrap(), 403, "DENIED").await;
+}

@@ -1,16 +1,17 @@
-//! `Authorization` header values, token scopes and tokens from arbitrary
-//! bytes.
+//! `Authorization` header values, `WWW-Authenticate` challenges, token
+//! scopes and tokens from arbitrary bytes.
 //!
 //! Properties: nothing panics; basic credentials that parse encode back to
 //! the same user and password; a bearer token is never empty or padded; a
 //! scope that parses prints back to a scope that parses equal; and no input
 //! is ever accepted as a token, nor are the fuzzer's bytes once appended to
-//! a real one.
+//! a real one. A challenge built from any values is printable ASCII and
+//! reads back as exactly those parameters, what is not printable dropped.
 
 #![no_main]
 
 use base64::Engine as _;
-use berth_fuzz::auth_header::{basic_credentials, bearer_token};
+use berth_fuzz::auth_header::{basic_credentials, bearer_challenge, bearer_token, challenge_params};
 use berth_fuzz::auth_token::{Access, Tokens};
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
@@ -41,6 +42,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Access::parse_scope(&access.scope()), Some(access));
     }
     assert!(TOKENS.verify_access(&s).is_err());
+    let names = ["realm", "service", "scope", "error"];
+    let params: Vec<(&str, &str)> = names.into_iter().zip(s.split('\n')).collect();
+    let challenge = bearer_challenge(&params);
+    assert!(challenge.bytes().all(|b| (b' '..=b'~').contains(&b)), "{challenge:?}");
+    let expected: Vec<(String, String)> = params
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.chars().filter(|c| (' '..='~').contains(c)).collect()))
+        .collect();
+    assert_eq!(challenge_params(&challenge), Some(expected), "{challenge:?}");
     // A real token with anything changed or added is no token.
     if !data.is_empty() {
         let tampered = format!("{}{s}", VALID.as_str());
