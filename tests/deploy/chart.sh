@@ -173,6 +173,7 @@ refusals() {
         'peerTls\.secretName is required when peerTls\.enabled' --set peerTls.enabled=true
     must_fail "auth.htpasswd.enabled without auth.htpasswd.secretName" \
         'auth\.htpasswd\.secretName is required' --set auth.htpasswd.enabled=true
+    must_fail "an administrator name berth would refuse" '/auth/admins/0.*pattern' --set 'auth.admins={Root}'
     must_fail "replicas=0 (schema)" '/replicas.*minimum' --set replicas=0
     must_fail "replicas=0 (template, schema skipped)" 'replicas must be at least 1' \
         --set replicas=0 --skip-schema-validation

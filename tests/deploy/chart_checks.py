@@ -20,6 +20,7 @@ BERTH_ENV = {
     "BERTH_PEERS", "BERTH_BOOTSTRAP_EXPECT", "BERTH_CLUSTER_SECRET_FILE",
     "BERTH_REPLICATION_FACTOR", "BERTH_REMOVE_AFTER", "BERTH_LOG",
     "BERTH_LOG_FORMAT", "BERTH_TLS_CERT", "BERTH_TLS_KEY", "BERTH_PLAIN_HTTP", "BERTH_HTPASSWD",
+    "BERTH_AUTH", "BERTH_ADMINS",
     "BERTH_PEER_TLS_CA", "BERTH_PEER_TLS_CERT", "BERTH_PEER_TLS_KEY",
     "BERTH_REPAIR_BANDWIDTH", "BERTH_REPAIR_INTERVAL", "BERTH_WRITE_TIMEOUT",
     "BERTH_UPLOAD_TTL", "BERTH_MAX_MANIFEST_SIZE",
@@ -291,6 +292,13 @@ def main():
                 env.get("BERTH_HTPASSWD", {}).get("value") == "/etc/berth/auth/htpasswd")
     else:
         c.check("no htpasswd mount or variable", "/etc/berth/auth" not in mounts and "BERTH_HTPASSWD" not in env)
+    if values["auth"]["enabled"]:
+        c.check("BERTH_AUTH turns sign-in on", env.get("BERTH_AUTH", {}).get("value") == "true")
+    else:
+        c.check("no BERTH_AUTH", "BERTH_AUTH" not in env)
+    admins = values["auth"]["admins"]
+    c.check("BERTH_ADMINS lists the administrators",
+            env.get("BERTH_ADMINS", {}).get("value") == ",".join(admins) if admins else "BERTH_ADMINS" not in env)
 
     ps = secret_mount("/etc/berth/peer-tls")
     peer_env = {"BERTH_PEER_TLS_CA": "ca.crt", "BERTH_PEER_TLS_CERT": "tls.crt", "BERTH_PEER_TLS_KEY": "tls.key"}

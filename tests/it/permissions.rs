@@ -507,3 +507,19 @@ async fn a_revoked_grant_ends_the_tokens_that_carry_it() {
     scene(&node, vec![grant("revoke")]).await;
     assert_oci_error(with_token().await.unwrap(), 403, "DENIED").await;
 }
+
+#[tokio::test]
+async fn an_upload_past_the_blob_size_cap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.max_blob_size = 1000;
+    let node = TestNode::start_with(dir, config).await;
+    let location = node.start_upload("a/app").await;
+    let resp = send(node.patch(&location).body(vec![7u8; 600])).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let resp = send(node.patch(&location).body(vec![7u8; 600])).await;
+    assert_oci_error(resp, 413, "SIZE_INVALID").await;
+    // The session keeps what came before the chunk that crossed the cap.
+    let resp = send(node.get(&location)).await;
+    assert_eq!(header(&resp, "range"), "0-599");
+}
