@@ -38,7 +38,9 @@ async fn administrator(
             "sign-in is off on this node: send the cluster secret to change access".into(),
         ));
     }
-    Ok(Some(authn.check(source, headers, &Need::SignedIn).await?))
+    Ok(Some(
+        authn.check(source, headers, &Need::SignedIn).await?.caller,
+    ))
 }
 
 pub async fn show(

@@ -42,6 +42,27 @@ impl Need {
     }
 }
 
+/// A caller the check let through, and the rules it was judged by.
+pub struct Authorized {
+    pub caller: Caller,
+    /// `None` when sign-in is off.
+    policy: Option<Arc<Policy>>,
+}
+
+impl Authorized {
+    /// Whether the caller may read `repo`: anyone may when sign-in is off.
+    pub fn may_read(&self, repo: &str) -> bool {
+        self.policy
+            .as_ref()
+            .is_none_or(|p| p.allows(&self.caller, repo, "pull"))
+    }
+
+    /// The rules the caller was judged by; `None` when sign-in is off.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_deref()
+    }
+}
+
 /// How callers prove who they are. With no sign-in configured there is
 /// nothing to prove and everyone may do everything.
 #[derive(Clone)]
@@ -95,9 +116,12 @@ impl Authn {
         source: IpAddr,
         headers: &HeaderMap,
         need: &Need,
-    ) -> Result<Caller, Error> {
+    ) -> Result<Authorized, Error> {
         let Some(policy) = self.policy()? else {
-            return Ok(Caller::Anonymous);
+            return Ok(Authorized {
+                caller: Caller::Anonymous,
+                policy: None,
+            });
         };
         let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         let (caller, grant) = match header.and_then(bearer_token) {
@@ -127,7 +151,10 @@ impl Authn {
             None => by_rules,
         };
         if ok {
-            return Ok(caller);
+            return Ok(Authorized {
+                caller,
+                policy: Some(policy),
+            });
         }
         tracing::warn!(target: "berth::audit", %source, caller = caller.subject(), ?need, "refused: not allowed");
         let external = grant.is_some() && !self.issues_tokens();

@@ -107,16 +107,10 @@ async fn dispatch(
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method, parts.headers);
-    let caller = authn
+    let authorized = authn
         .check(source.ip(), &headers, &need(&route, &method))
         .await?;
-    let policy = authn.policy()?;
-    // Whether the caller may read `repo`: everyone, when sign-in is off.
-    let may_read = |repo: &str| {
-        policy
-            .as_ref()
-            .is_none_or(|p| p.allows(&caller, repo, "pull"))
-    };
+    let may_read = |repo: &str| authorized.may_read(repo);
     let body = byte_stream(body);
     let reg = reg.as_ref();
     // A session lives on the node that opened it; others pass requests on.
@@ -150,7 +144,7 @@ async fn dispatch(
             let from = params.repo("from")?;
             let may_mount = from
                 .as_ref()
-                .map_or(policy.is_none(), |f| may_read(f.as_str()));
+                .map_or(authorized.policy().is_none(), |f| may_read(f.as_str()));
             uploads::start(reg, &repo, &params, may_mount, body).await
         }
         (Route::Upload { repo, id }, Method::GET) => uploads::status(reg, &repo, id).await,
