@@ -368,7 +368,13 @@ async fn checked(resp: reqwest::Response) -> CliResult<reqwest::Response> {
     let message = body["errors"][0]["message"]
         .as_str()
         .unwrap_or("no error message");
-    Err(format!("{status}: {message}").into())
+    let hint = match status {
+        reqwest::StatusCode::UNAUTHORIZED => {
+            " (sign in with --login USER and the password in BERTH_PASSWORD, or give --cluster-secret-file)"
+        }
+        _ => "",
+    };
+    Err(format!("{status}: {message}{hint}").into())
 }
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ impl Authn {
                 policy: Some(policy),
             });
         }
-        tracing::warn!(target: "berth::audit", %source, caller = caller.subject(), ?need, "refused: not allowed");
+        tracing::warn!(target: "berth::audit", %source, caller = who(&caller), ?need, "refused: not allowed");
         let external = grant.is_some() && !self.issues_tokens();
         Err(if external || (grant.is_some() && by_rules) {
             // A new token would carry it: ask the client to get one.
