@@ -59,6 +59,10 @@ pub struct Policy {
     admins: Arc<BTreeSet<String>>,
     /// Each user's teams, `(org, team)`.
     teams: HashMap<String, Vec<(String, String)>>,
+    /// Grants by namespace and by repository, looked up by `&str` on every
+    /// request without building a key.
+    namespace_grants: HashMap<String, Vec<(Grantee, Level)>>,
+    repository_grants: HashMap<String, Vec<(Grantee, Level)>>,
 }
 
 impl Policy {
@@ -74,10 +78,21 @@ impl Policy {
                 }
             }
         }
+        let (mut namespace_grants, mut repository_grants) = (HashMap::new(), HashMap::new());
+        for (resource, grants) in &state.grants {
+            let (map, name) = match resource {
+                Resource::Namespace(n) => (&mut namespace_grants, n),
+                Resource::Repository(r) => (&mut repository_grants, r),
+            };
+            let list: Vec<(Grantee, Level)> = grants.iter().map(|(g, l)| (g.clone(), *l)).collect();
+            map.insert(name.clone(), list);
+        }
         Policy {
             state,
             admins,
             teams,
+            namespace_grants,
+            repository_grants,
         }
     }
 
@@ -92,11 +107,13 @@ impl Policy {
     /// Whether the caller is an administrator of the whole registry.
     pub fn is_admin(&self, caller: &Caller) -> bool {
         match caller {
-            Caller::User(name) => {
-                self.admins.contains(name) || self.state.users.get(name).is_some_and(|u| u.admin)
-            }
+            Caller::User(name) => self.is_admin_user(name),
             _ => false,
         }
+    }
+
+    fn is_admin_user(&self, name: &str) -> bool {
+        self.admins.contains(name) || self.state.users.get(name).is_some_and(|u| u.admin)
     }
 
     /// The bcrypt hash of a user kept in the cluster.
@@ -140,7 +157,7 @@ impl Policy {
 
     /// A user's level over a namespace, and over `repo` in it when given.
     fn user_level(&self, user: &str, namespace: &str, repo: Option<&str>) -> Option<Level> {
-        if self.is_admin(&Caller::User(user.to_owned())) {
+        if self.is_admin_user(user) {
             return Some(Level::Admin);
         }
         let teams = self.teams.get(user).map(Vec::as_slice).unwrap_or_default();
@@ -151,12 +168,10 @@ impl Policy {
         if owns {
             return Some(Level::Admin);
         }
-        let namespace = Resource::Namespace(namespace.to_owned());
-        let repo = repo.map(|r| Resource::Repository(r.to_owned()));
-        [Some(namespace), repo]
+        let on_repo = repo.and_then(|r| self.repository_grants.get(r));
+        [self.namespace_grants.get(namespace), on_repo]
             .into_iter()
             .flatten()
-            .filter_map(|resource| self.state.grants.get(&resource))
             .flat_map(|grants| grants.iter())
             .filter(|(grantee, _)| match grantee {
                 Grantee::User(u) => u == user,
