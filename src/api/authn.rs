@@ -128,12 +128,10 @@ impl Authn {
             Some(token) => {
                 let grant = self.verify(token, headers, need, source)?;
                 let caller = Caller::from_subject(&grant.subject);
-                if let Caller::Robot(name) = &caller {
-                    // Deleting a robot ends the tokens it already holds.
-                    if self.issues_tokens() && !policy.robot_active(name) {
-                        tracing::warn!(target: "berth::audit", %source, robot = %name, "refused a token of a deleted or expired robot");
-                        return Err(self.challenge(headers, need, Some("invalid_token")));
-                    }
+                // Deleting a user or robot ends the tokens it already holds.
+                if self.issues_tokens() && !self.still_known(&policy, &caller) {
+                    tracing::warn!(target: "berth::audit", %source, caller = who(&caller), "refused a token of a deleted or expired account");
+                    return Err(self.challenge(headers, need, Some("invalid_token")));
                 }
                 (caller, Some(grant))
             }
@@ -166,6 +164,19 @@ impl Authn {
         } else {
             Error::Denied(format!("{} may not {}", who(&caller), what(need)))
         })
+    }
+
+    /// Whether a token's subject still exists: a user kept in the cluster or
+    /// in the htpasswd file, an unexpired robot, or anonymous.
+    pub fn still_known(&self, policy: &Policy, caller: &Caller) -> bool {
+        match caller {
+            Caller::Anonymous => true,
+            Caller::Robot(name) => policy.robot_active(name),
+            Caller::User(name) => {
+                policy.state().users.contains_key(name)
+                    || self.htpasswd.as_ref().is_some_and(|h| h.contains(name))
+            }
+        }
     }
 
     fn verify(

@@ -72,7 +72,18 @@ pub async fn post(
                     reason: format!("refresh token refused: {e}"),
                     challenge: basic_challenge(),
                 })?;
-            Caller::from_subject(&subject)
+            let caller = Caller::from_subject(&subject);
+            let known = match authn.policy()? {
+                Some(policy) => authn.still_known(&policy, &caller),
+                None => false,
+            };
+            if !known || caller == Caller::Anonymous {
+                return Err(Error::Unauthorized {
+                    reason: format!("refresh token refused: {subject:?} no longer exists"),
+                    challenge: basic_challenge(),
+                });
+            }
+            caller
         }
         other => {
             return Err(Error::TokenRequestInvalid(format!(

@@ -64,6 +64,13 @@ impl Htpasswd {
 
     /// Reads the file again when it changed; a bad new file is logged and
     /// the old users kept.
+    /// Whether the file names `user`.
+    pub fn contains(&self, user: &str) -> bool {
+        self.reload_if_changed();
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        users.hashes.contains_key(user)
+    }
+
     fn reload_if_changed(&self) {
         {
             let users = self.users.read().unwrap_or_else(|p| p.into_inner());

@@ -523,3 +523,35 @@ async fn an_upload_past_the_blob_size_cap_is_refused() {
     let resp = send(node.get(&location)).await;
     assert_eq!(header(&resp, "range"), "0-599");
 }
+
+#[tokio::test]
+async fn a_deleted_user_loses_its_tokens_and_refresh_tokens_at_once() {
+    let (node, _files) = node_with(&[]).await;
+    let hash = bcrypt::hash("carols password", 4).unwrap();
+    let put = json!({ "put_user": { "name": "carol", "password_hash": hash, "admin": false } });
+    scene(&node, vec![put]).await;
+    let carol = signed_in("carol", "carols password");
+    let query = "/auth/token?service=berth&offline_token=true&scope=repository:carol/app:pull,push";
+    let issued = json_body(carol.get(node.url(query)).send().await.unwrap()).await;
+    let (token, refresh) = (
+        issued["token"].as_str().unwrap().to_owned(),
+        issued["refresh_token"].as_str().unwrap().to_owned(),
+    );
+    let push = || {
+        reqwest::Client::new()
+            .post(node.url("/v2/carol/app/blobs/uploads/"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let renew = || {
+        reqwest::Client::new()
+            .post(node.url("/auth/token"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+            .send()
+    };
+    assert_eq!(push().await.unwrap().status(), StatusCode::ACCEPTED);
+    assert_eq!(renew().await.unwrap().status(), StatusCode::OK);
+    scene(&node, vec![json!({ "delete_user": { "name": "carol" } })]).await;
+    assert_oci_error(push().await.unwrap(), 401, "UNAUTHORIZED").await;
+    assert_oci_error(renew().await.unwrap(), 401, "UNAUTHORIZED").await;
+}
