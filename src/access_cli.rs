@@ -104,8 +104,10 @@ pub enum RepoAction {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct Whom {
+    /// A user (kept in the cluster or in the htpasswd file).
     #[arg(long)]
     pub user: Option<String>,
+    /// A team of an organization, e.g. `acme/dev`.
     #[arg(long, value_name = "ORG/TEAM")]
     pub team: Option<String>,
 }
@@ -167,7 +169,10 @@ pub enum AccessCommand {
     Grant {
         #[command(flatten)]
         conn: Connection,
+        /// `read` (pull), `write` (also push) or `admin` (also delete, and
+        /// manage the repository's visibility and grants).
         level: Level,
+        /// A repository (`acme/app`) or a namespace (`acme/*`).
         target: String,
         #[command(flatten)]
         whom: Whom,
@@ -176,6 +181,7 @@ pub enum AccessCommand {
     Revoke {
         #[command(flatten)]
         conn: Connection,
+        /// The repository or namespace (`acme/*`) the grant was on.
         target: String,
         #[command(flatten)]
         whom: Whom,
