@@ -1,12 +1,12 @@
 //! `berth user|org|team|repo|grant|revoke|robot|access`: the commands that
 //! manage who may do what, through the admin API of any node
-//! (`/_berth/access`). Each builds one [`AccessChange`] and sends it.
+//! (`/_berth/access`). Each builds one [`AccessChange`] and sends it; a new
+//! robot's secret comes back from the node, which draws it.
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use sha2::{Digest as _, Sha256};
 
 use crate::api::admin::SECRET_HEADER;
 use crate::auth::password;
@@ -278,16 +278,14 @@ pub async fn run(cmd: AccessCommand) -> CliResult<()> {
                 level,
                 expires_in_days,
             } => {
-                let secret = hex::encode(rand::random::<[u8; 32]>());
-                let now = now_secs();
                 let robot = Robot {
-                    secret_sha256: Sha256::digest(secret.as_bytes()).into(),
+                    secret_sha256: [0; 32],
                     repositories,
                     level,
-                    expires: now + expires_in_days * 86_400,
-                    created: now,
+                    expires: now_secs() + expires_in_days * 86_400,
+                    created: 0,
                 };
-                let done = format!("robot {name}\nsecret {secret}");
+                let done = format!("robot {name}");
                 (conn, AccessChange::PutRobot { name, robot }, Some(done))
             }
             RobotAction::Delete { name } => (conn, AccessChange::DeleteRobot { name }, None),
@@ -304,8 +302,13 @@ pub async fn run(cmd: AccessCommand) -> CliResult<()> {
         .json(&change)
         .send()
         .await?;
-    checked(resp).await?;
+    let resp = checked(resp).await?;
     println!("{}", done.unwrap_or(describe));
+    if matches!(change, AccessChange::PutRobot { .. }) {
+        let body: serde_json::Value = resp.json().await?;
+        let secret = body["secret"].as_str().ok_or("the node sent no secret")?;
+        println!("secret {secret}");
+    }
     Ok(())
 }
 

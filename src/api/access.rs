@@ -21,6 +21,7 @@ use crate::auth::password::is_bcrypt;
 use crate::auth::Caller;
 use crate::meta::access::{AccessChange, AccessState};
 use crate::registry::{Error, Registry};
+use crate::storage::now_secs;
 
 /// Who is asking, when they may administer: `None` for the cluster secret.
 async fn administrator(
@@ -67,9 +68,14 @@ pub async fn change(
     ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
     headers: HeaderMap,
     body: Body,
-) -> Result<StatusCode, Error> {
+) -> Result<Response, Error> {
     let admin = administrator(&reg, &authn, source.ip(), &headers).await?;
-    let change = parse(&super::small_body(body).await?)?;
+    let mut change = parse(&super::small_body(body).await?)?;
+    // A robot's secret is drawn here, never chosen by a caller.
+    let secret = match &mut change {
+        AccessChange::PutRobot { robot, .. } => Some(robot.new_secret(now_secs())),
+        _ => None,
+    };
     let actor = match &admin {
         Some(caller) => {
             let allowed = authn
@@ -87,9 +93,13 @@ pub async fn change(
         }
         None => "cluster secret".to_owned(),
     };
-    reg.change_access(change.clone()).await?;
-    tracing::info!(target: "berth::audit", %source, %actor, change = change.describe(), "access changed");
-    Ok(StatusCode::NO_CONTENT)
+    let describe = change.describe();
+    reg.change_access(change).await?;
+    tracing::info!(target: "berth::audit", %source, %actor, change = describe, "access changed");
+    Ok(match secret {
+        Some(secret) => Json(json!({ "secret": secret })).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 /// A change from its JSON, with what JSON cannot check checked.

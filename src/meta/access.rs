@@ -117,8 +117,10 @@ pub const OWNERS: &str = "owners";
 /// A robot account: a secret for a pipeline, confined to one namespace.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Robot {
-    /// SHA-256 of the secret, which is random and long: a fast hash is
-    /// enough, and the secret itself is shown once and never stored.
+    /// SHA-256 of the secret, which the admin API draws at random (256
+    /// bits): a fast hash is enough, and the secret itself is shown once
+    /// and never stored. Callers of the API leave it out.
+    #[serde(default)]
     pub secret_sha256: [u8; 32],
     /// Repositories (full names) it may use; empty for the whole namespace.
     pub repositories: Vec<String>,
@@ -126,7 +128,20 @@ pub struct Robot {
     pub level: Level,
     /// Unix seconds after which it is refused.
     pub expires: u64,
+    /// Set by the admin API.
+    #[serde(default)]
     pub created: u64,
+}
+
+impl Robot {
+    /// Gives the robot a new random secret, made at `now`; returns it.
+    pub fn new_secret(&mut self, now: u64) -> String {
+        use sha2::Digest as _;
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        self.secret_sha256 = sha2::Sha256::digest(secret.as_bytes()).into();
+        self.created = now;
+        secret
+    }
 }
 
 /// Longest user, organization, team or robot name part.

@@ -386,17 +386,23 @@ async fn users_kept_in_the_cluster_sign_in_with_their_password() {
     assert_oci_error(resp, 400, "NAME_INVALID").await;
 }
 
-/// A robot with write access to acme/app, and its secret.
-fn robot(secret: &str) -> Value {
-    let digest: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+/// Makes robot acme+ci, with write access to acme/app; returns its secret.
+/// A secret hash the caller sends is ignored: the node draws the secret.
+async fn robot(node: &TestNode) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    json!({ "put_robot": { "name": "acme+ci", "robot": {
-        "secret_sha256": digest, "repositories": ["acme/app"], "level": "write",
-        "expires": now + 3600, "created": now,
-    } } })
+    let weak: [u8; 32] = sha2::Sha256::digest(b"guessable").into();
+    let change = json!({ "put_robot": { "name": "acme+ci", "robot": {
+        "secret_sha256": weak, "repositories": ["acme/app"], "level": "write",
+        "expires": now + 3600,
+    } } });
+    let resp = send(node.post("/_berth/access").json(&change)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let secret = json_body(resp).await["secret"].as_str().unwrap().to_owned();
+    assert_eq!(secret.len(), 64);
+    secret
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -416,18 +422,17 @@ async fn a_revoked_robot_stops_working_on_every_node() {
     for node in &mut cluster.nodes {
         node.http = signed_in(ROOT, PASSWORD);
     }
-    let secret = "robot secret 0123456789abcdef";
     scene(
         &cluster.nodes[0],
-        vec![
-            json!({ "put_org": { "name": "acme", "owner": null } }),
-            robot(secret),
-        ],
+        vec![json!({ "put_org": { "name": "acme", "owner": null } })],
     )
     .await;
+    let secret = robot(&cluster.nodes[0]).await;
+    let guess = signed_in("acme+ci", "guessable").get(cluster.nodes[1].url("/v2/"));
+    assert_oci_error(guess.send().await.unwrap(), 401, "UNAUTHORIZED").await;
     // The robot pushes with its secret on one node and with a token from
     // another on a third; it may not leave its repository.
-    let bot = signed_in("acme+ci", secret);
+    let bot = signed_in("acme+ci", &secret);
     let push = |i: usize, repo: &str| {
         let url = cluster.nodes[i].url(&format!("/v2/{repo}/blobs/uploads/"));
         bot.post(url).send()
