@@ -1,5 +1,6 @@
 //! The admin API for users, organizations, teams, grants, visibility and
-//! robots, on the client port of any node: `GET /_berth/access` shows them,
+//! robots, on the client port of any node: `GET /_berth/access` shows them
+//! (to an administrator all, to others what they administer),
 //! `POST /_berth/access` makes one [`AccessChange`]. `berth user|org|team|
 //! repo|grant|robot` call it. Callers are administrators, an organization's
 //! owners or a repository's admins (see [`crate::auth::Policy::may_change`]),
@@ -50,16 +51,13 @@ pub async fn show(
     ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    if let Some(caller) = administrator(&reg, &authn, source.ip(), &headers).await? {
-        let policy = authn.policy()?;
-        if !policy.is_some_and(|p| p.is_admin(&caller)) {
-            return Err(Error::Denied(format!(
-                "only administrators may list accounts, not {}",
-                caller.subject()
-            )));
-        }
-    }
-    Ok(Json(redacted(reg.access().await?)).into_response())
+    let caller = administrator(&reg, &authn, source.ip(), &headers).await?;
+    let state = reg.access().await?;
+    let shown = match (caller, authn.policy()?) {
+        (Some(caller), Some(policy)) => policy.visible_to(&caller, state),
+        _ => state,
+    };
+    Ok(Json(redacted(shown)).into_response())
 }
 
 pub async fn change(

@@ -189,6 +189,32 @@ impl Policy {
         }
     }
 
+    /// The part of `state` the caller may see through the admin API:
+    /// everything for administrators; for a user, itself and what lies in
+    /// the namespaces it administers; nothing for anyone else.
+    pub fn visible_to(&self, caller: &Caller, mut state: AccessState) -> AccessState {
+        if self.is_admin(caller) {
+            return state;
+        }
+        let Caller::User(user) = caller else {
+            return AccessState {
+                version: state.version,
+                ..AccessState::default()
+            };
+        };
+        let administers = |ns: &str| self.user_level(user, ns, None) == Some(Level::Admin);
+        state.users.retain(|name, _| name == user);
+        state.orgs.retain(|org, _| administers(org));
+        state
+            .grants
+            .retain(|resource, _| administers(resource.namespace()));
+        state.public.retain(|repo| administers(namespace_of(repo)));
+        state
+            .robots
+            .retain(|name, _| robot_namespace(name).is_some_and(administers));
+        state
+    }
+
     /// Whether the caller may make `change` through the admin API:
     /// administrators anything; an organization's owners its teams, robots
     /// and grants; a repository's admins its visibility and grants.

@@ -336,19 +336,29 @@ async fn only_administrators_and_owners_change_access() {
     let huge = vec![b' '; 100 << 10];
     let resp = send(node.post("/_berth/access").body(huge)).await;
     assert_oci_error(resp, 413, "SIZE_INVALID").await;
-    // Only administrators list accounts, and never see secrets.
-    let resp = signed_in("olga", PASSWORD)
-        .get(node.url("/_berth/access"))
-        .send()
-        .await
-        .unwrap();
-    assert_oci_error(resp, 403, "DENIED").await;
+    // Administrators see everything, owners what they administer, others
+    // nothing but themselves; nobody sees a secret.
+    let other = json!({ "put_org": { "name": "other", "owner": "dave" } });
+    assert_eq!(change(&node, other).await, StatusCode::NO_CONTENT);
     let shown = json_body(send(node.get("/_berth/access")).await).await;
     assert_eq!(
         shown["organizations"]["acme"]["teams"]["owners"],
         json!(["olga"])
     );
     assert!(shown["organizations"]["acme"]["teams"]["dev"].is_array());
+    assert!(shown["organizations"]["other"].is_object());
+    let as_olga = signed_in("olga", PASSWORD)
+        .get(node.url("/_berth/access"))
+        .send()
+        .await
+        .unwrap();
+    let seen = json_body(as_olga).await;
+    assert!(seen["organizations"]["acme"].is_object(), "{seen}");
+    assert!(seen["organizations"]["other"].is_null(), "{seen}");
+    let anonymous = reqwest::Client::new()
+        .get(node.url("/_berth/access"))
+        .send();
+    assert_oci_error(anonymous.await.unwrap(), 401, "UNAUTHORIZED").await;
 }
 
 #[tokio::test]
