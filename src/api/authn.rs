@@ -47,14 +47,28 @@ pub struct Authorized {
     pub caller: Caller,
     /// `None` when sign-in is off.
     policy: Option<Arc<Policy>>,
+    /// The grant of a token an external issuer signed: that issuer, not
+    /// berth's rules, decides what its callers may read.
+    external: Option<Arc<Grant>>,
 }
 
 impl Authorized {
     /// Whether the caller may read `repo`: anyone may when sign-in is off.
     pub fn may_read(&self, repo: &str) -> bool {
-        self.policy
-            .as_ref()
-            .is_none_or(|p| p.allows(&self.caller, repo, "pull"))
+        match (&self.policy, &self.external) {
+            (None, _) => true,
+            (Some(_), Some(grant)) => grant.allows("repository", repo, "pull"),
+            (Some(p), None) => p.allows(&self.caller, repo, "pull"),
+        }
+    }
+
+    /// Whether the catalog shows `repo`: what the caller may read, or every
+    /// repository to a caller an external issuer granted the catalog.
+    pub fn lists(&self, repo: &str) -> bool {
+        match &self.external {
+            Some(grant) => grant.allows("registry", "catalog", "*"),
+            None => self.may_read(repo),
+        }
     }
 
     /// The rules the caller was judged by; `None` when sign-in is off.
@@ -121,6 +135,7 @@ impl Authn {
             return Ok(Authorized {
                 caller: Caller::Anonymous,
                 policy: None,
+                external: None,
             });
         };
         let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -149,9 +164,11 @@ impl Authn {
             None => by_rules,
         };
         if ok {
+            let external = grant.filter(|_| !self.issues_tokens());
             return Ok(Authorized {
                 caller,
                 policy: Some(policy),
+                external,
             });
         }
         tracing::warn!(target: "berth::audit", %source, caller = who(&caller), ?need, "refused: not allowed");

@@ -156,7 +156,9 @@ async fn dispatch(
         }
         (Route::Upload { repo, id }, Method::DELETE) => uploads::cancel(reg, &repo, id).await,
         (Route::Tags { repo }, Method::GET) => listings::tags(reg, &repo, &params).await,
-        (Route::Catalog, Method::GET) => listings::catalog(reg, &params, may_read).await,
+        (Route::Catalog, Method::GET) => {
+            listings::catalog(reg, &params, |repo| authorized.lists(repo)).await
+        }
         (Route::Referrers { repo, digest }, Method::GET) => {
             listings::referrers(reg, &repo, &digest, &params).await
         }

@@ -570,3 +570,71 @@ async fn a_deleted_user_loses_its_tokens_and_refresh_tokens_at_once() {
     assert_oci_error(push().await.unwrap(), 401, "UNAUTHORIZED").await;
     assert_oci_error(renew().await.unwrap(), 401, "UNAUTHORIZED").await;
 }
+
+/// A token for `access` (scopes), signed with an external issuer's key.
+fn external_token(key: &rcgen::KeyPair, access: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let access: Vec<Value> = access
+        .iter()
+        .map(|scope| {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next(), parts.next(), parts.next());
+            json!({ "type": kind, "name": name, "actions": actions.unwrap().split(',').collect::<Vec<_>>() })
+        })
+        .collect();
+    let claims = json!({
+        "iss": "https://auth.example.com", "sub": "ext-user", "aud": "berth",
+        "exp": now + 300, "nbf": now - 1, "iat": now, "jti": "t", "access": access,
+    });
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    jsonwebtoken::encode(&header, &claims, &signing).unwrap()
+}
+
+#[tokio::test]
+async fn an_external_issuer_decides_what_its_callers_read() {
+    let files = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(files.path().join("issuer.pem"), key.public_key_pem()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.token.issuer_key = Some(files.path().join("issuer.pem"));
+    config.token.realm = Some("https://auth.example.com/token".into());
+    let mut node = TestNode::start_with(dir, config).await;
+    let all = external_token(
+        &key,
+        &["repository:a/app:pull,push", "repository:b/app:pull,push"],
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, format!("Bearer {all}").parse().unwrap());
+    node.http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let image = node.push_image("a/app", "v1").await;
+    let layer = &image.layers[0].0.digest;
+    let as_token = |token: String, method: Method, path: String| {
+        reqwest::Client::new()
+            .request(method, node.url(&path))
+            .bearer_auth(token)
+            .send()
+    };
+    // The catalog: the issuer granted it, so berth lists everything.
+    let catalog = external_token(&key, &["registry:catalog:*"]);
+    let resp = as_token(catalog, Method::GET, "/v2/_catalog".into()).await;
+    let listed = json_body(resp.unwrap()).await;
+    assert_eq!(listed["repositories"], json!(["a/app"]));
+    let resp = as_token(all.clone(), Method::GET, "/v2/_catalog".into()).await;
+    assert_oci_error(resp.unwrap(), 401, "UNAUTHORIZED").await;
+    // A mount reads its source as far as the token grants it.
+    let mount = format!("/v2/b/app/blobs/uploads/?mount={layer}&from=a/app");
+    let resp = as_token(all, Method::POST, mount.clone()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let push_only = external_token(&key, &["repository:c/app:pull,push"]);
+    let into_c = mount.replace("/v2/b/app/", "/v2/c/app/");
+    let resp = as_token(push_only, Method::POST, into_c).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+}
