@@ -151,7 +151,7 @@ impl Authn {
                 (caller, Some(grant))
             }
             None if header.is_some_and(|h| basic_credentials(h).is_some()) => {
-                (self.login(source, headers).await?, None)
+                (self.login(source, headers, &policy).await?, None)
             }
             None => (Caller::Anonymous, None),
         };
@@ -217,9 +217,14 @@ impl Authn {
         self.tokens.as_ref().is_some_and(|t| t.issues())
     }
 
-    /// Who a request's basic credentials prove, counting failures against
-    /// its source.
-    pub async fn login(&self, source: IpAddr, headers: &HeaderMap) -> Result<Caller, Error> {
+    /// Who a request's basic credentials prove under `policy`, counting
+    /// failures against its source.
+    pub async fn login(
+        &self,
+        source: IpAddr,
+        headers: &HeaderMap,
+        policy: &Policy,
+    ) -> Result<Caller, Error> {
         let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         let (user, password) =
             header
@@ -228,25 +233,26 @@ impl Authn {
                     reason: "send a user name and password (HTTP basic authentication)".into(),
                     challenge: basic_challenge(),
                 })?;
-        self.password_login(source, &user, &password).await
+        self.password_login(source, &user, &password, policy).await
     }
 
-    /// Checks `name`'s `password` (a robot's secret for a robot), counting
-    /// failures against `source`.
+    /// Checks `name`'s `password` (a robot's secret for a robot) under
+    /// `policy`, counting failures against `source`.
     pub async fn password_login(
         &self,
         source: IpAddr,
         name: &str,
         password: &str,
+        policy: &Policy,
     ) -> Result<Caller, Error> {
         if let Err(retry_after) = self.limiter.admit(source) {
             return Err(Error::TooManyRequests { retry_after });
         }
         let caller = Caller::from_subject(name);
-        let known = match (&caller, self.policy()?) {
-            (_, None) | (Caller::Anonymous, _) => false,
-            (Caller::Robot(name), Some(policy)) => policy.robot_login(name, password),
-            (Caller::User(user), Some(policy)) => match policy.password_hash(user) {
+        let known = match &caller {
+            Caller::Anonymous => false,
+            Caller::Robot(name) => policy.robot_login(name, password),
+            Caller::User(user) => match policy.password_hash(user) {
                 Some(hash) => self.passwords.check(user, password, Some(hash)).await,
                 None => match &self.htpasswd {
                     Some(h) => h.check(user, password).await,

@@ -6,6 +6,8 @@
 //! which `docker login` keeps instead of the password. A `GET` without
 //! credentials gets an anonymous token, good for public repositories.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +19,7 @@ use serde_json::json;
 use super::authn::{basic_challenge, Authn};
 use super::ClientAddr;
 use crate::auth::token::{Access, Tokens, ACCESS_TTL};
-use crate::auth::Caller;
+use crate::auth::{Caller, Policy};
 use crate::registry::Error;
 
 /// Actions a signed-in user may be granted on a repository.
@@ -30,10 +32,10 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let form = Form::parse(query.as_deref().unwrap_or(""));
-    let tokens = issuer(&authn)?;
+    let (tokens, policy) = issuer(&authn)?;
     form.check_service(tokens)?;
     let caller = match headers.contains_key(AUTHORIZATION) {
-        true => authn.login(source.ip(), &headers).await?,
+        true => authn.login(source.ip(), &headers, &policy).await?,
         false => Caller::Anonymous,
     };
     let scopes = form
@@ -41,7 +43,7 @@ pub async fn get(
         .into_iter()
         .filter_map(Access::parse_scope)
         .collect();
-    let token = sign(&authn, tokens, &caller, scopes)?;
+    let token = sign(tokens, &policy, &caller, scopes)?;
     let mut body = json!({ "token": token, "access_token": token, "expires_in": ACCESS_TTL });
     if form.get("offline_token") == Some("true") && caller != Caller::Anonymous {
         body["refresh_token"] = tokens.refresh_token(caller.subject()).into();
@@ -56,13 +58,15 @@ pub async fn post(
 ) -> Result<Response, Error> {
     let body = super::small_body(body).await?;
     let form = Form::parse(std::str::from_utf8(&body).unwrap_or(""));
-    let tokens = issuer(&authn)?;
+    let (tokens, policy) = issuer(&authn)?;
     form.check_service(tokens)?;
     let caller = match form.get("grant_type") {
         Some("password") => {
             let user = form.get("username").unwrap_or_default();
             let password = form.get("password").unwrap_or_default();
-            authn.password_login(source.ip(), user, password).await?
+            authn
+                .password_login(source.ip(), user, password, &policy)
+                .await?
         }
         Some("refresh_token") => {
             let refresh = form.get("refresh_token").unwrap_or_default();
@@ -73,11 +77,7 @@ pub async fn post(
                     challenge: basic_challenge(),
                 })?;
             let caller = Caller::from_subject(&subject);
-            let known = match authn.policy()? {
-                Some(policy) => authn.still_known(&policy, &caller),
-                None => false,
-            };
-            if !known || caller == Caller::Anonymous {
+            if !authn.still_known(&policy, &caller) || caller == Caller::Anonymous {
                 return Err(Error::Unauthorized {
                     reason: format!("refresh token refused: {subject:?} no longer exists"),
                     challenge: basic_challenge(),
@@ -93,7 +93,7 @@ pub async fn post(
     };
     let scope = form.get("scope").unwrap_or_default();
     let scopes = scope.split(' ').filter_map(Access::parse_scope).collect();
-    let token = sign(&authn, tokens, &caller, scopes)?;
+    let token = sign(tokens, &policy, &caller, scopes)?;
     let mut body = json!({ "access_token": token, "expires_in": ACCESS_TTL, "scope": scope });
     if form.get("grant_type") == Some("password") && form.get("access_type") == Some("offline") {
         body["refresh_token"] = tokens.refresh_token(caller.subject()).into();
@@ -101,30 +101,32 @@ pub async fn post(
     Ok(Json(body).into_response())
 }
 
-fn issuer(authn: &Authn) -> Result<&Tokens, Error> {
-    authn
+/// This node's token issuer and the rules its tokens follow; 404 where
+/// berth issues no tokens (sign-in off, or an external issuer).
+fn issuer(authn: &Authn) -> Result<(&Tokens, Arc<Policy>), Error> {
+    let tokens = authn
         .tokens()
         .filter(|t| t.issues())
-        .ok_or(Error::RouteUnknown)
+        .ok_or(Error::RouteUnknown)?;
+    let policy = authn.policy()?.ok_or(Error::RouteUnknown)?;
+    Ok((tokens, policy))
 }
 
 /// A token granting the caller what it asked for, as far as the access
 /// rules allow: the actions they refuse are left out, not refused, as the
 /// token specification has it.
 fn sign(
-    authn: &Authn,
     tokens: &Tokens,
+    policy: &Policy,
     caller: &Caller,
     asked: Vec<Access>,
 ) -> Result<String, Error> {
-    let policy = authn.policy()?;
     let granted = asked
         .into_iter()
         .filter_map(|mut a| {
             match a.kind.as_str() {
                 "repository" => a.actions.retain(|x| {
-                    REPOSITORY_ACTIONS.contains(&x.as_str())
-                        && policy.as_ref().is_none_or(|p| p.allows(caller, &a.name, x))
+                    REPOSITORY_ACTIONS.contains(&x.as_str()) && policy.allows(caller, &a.name, x)
                 }),
                 "registry" if a.name == "catalog" => a.actions.retain(|x| x == "*"),
                 _ => return None,
