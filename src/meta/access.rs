@@ -8,13 +8,10 @@
 //! moves. [`AccessState::apply`] is a pure function of the state and one
 //! [`AccessChange`]: every node reaches the same state.
 
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::LazyLock;
-
-use regex::Regex;
-use serde::{Deserialize, Serialize};
 
 use super::Rejection;
 
@@ -149,16 +146,17 @@ pub const MAX_NAME: usize = 64;
 /// Most entries of each kind, so the record and its check stay small.
 pub const MAX_ENTRIES: usize = 10_000;
 
-static NAME_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new("^[a-z0-9]+(?:[._-][a-z0-9]+)*$").expect("account name grammar"));
-
-/// Checks a user, organization or team name: one repository name component,
-/// so that a user's or organization's namespace is its name.
+/// Checks a user, organization or team name: one repository name component
+/// (the grammar of [`crate::oci::RepoName`]), so that a user's or
+/// organization's namespace is its name.
 pub fn check_name(kind: &str, name: &str) -> Result<(), Rejection> {
-    if name.len() > MAX_NAME || !NAME_RE.is_match(name) {
+    let component = name.len() <= MAX_NAME
+        && !name.contains('/')
+        && name.parse::<crate::oci::RepoName>().is_ok();
+    if !component {
         return Err(Rejection::AccessInvalid(format!(
-            "{kind} name {name:?} must be at most {MAX_NAME} characters of [a-z0-9] \
-             joined by single '.', '_' or '-'"
+            "{kind} name {name:?} must be one repository name component of at most \
+             {MAX_NAME} characters: [a-z0-9] joined by '.', '_', '__' or hyphens"
         )));
     }
     Ok(())
