@@ -49,20 +49,12 @@ async fn every_v2_request_needs_a_known_user_and_password() {
         pull.headers()
     );
     for (user, password) in [("alice", "wrong"), ("mallory", "a long password")] {
-        let resp = node
-            .get("/v2/")
-            .basic_auth(user, Some(password))
-            .send()
-            .await
-            .unwrap();
+        let resp = node.get_as("/v2/", user, password).await;
         assert_oci_error(resp, 401, "UNAUTHORIZED").await;
     }
     let resp = node
-        .get("/v2/_catalog")
-        .basic_auth("alice", Some("a long password"))
-        .send()
-        .await
-        .unwrap();
+        .get_as("/v2/_catalog", "alice", "a long password")
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     // A push with credentials works end to end.
     let data = random_blob(10_000);
@@ -90,12 +82,7 @@ async fn a_changed_htpasswd_file_is_read_again() {
     write_users(files.path(), &[("alice", "second"), ("bob", "bobs")]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let resp = node
-            .get("/v2/")
-            .basic_auth("bob", Some("bobs"))
-            .send()
-            .await
-            .unwrap();
+        let resp = node.get_as("/v2/", "bob", "bobs").await;
         if resp.status() == StatusCode::OK {
             break;
         }
@@ -103,12 +90,7 @@ async fn a_changed_htpasswd_file_is_read_again() {
         // Slowly: each refusal counts against this address's failed logins.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let old = node
-        .get("/v2/")
-        .basic_auth("alice", Some("first"))
-        .send()
-        .await
-        .unwrap();
+    let old = node.get_as("/v2/", "alice", "first").await;
     assert_eq!(
         old.status(),
         StatusCode::UNAUTHORIZED,
@@ -136,21 +118,11 @@ async fn a_file_with_other_than_bcrypt_entries_is_refused_at_start() {
 async fn a_source_with_too_many_failed_logins_is_turned_away() {
     let (node, _files) = node_with_users(&[("alice", "right")]).await;
     for _ in 0..10 {
-        let resp = node
-            .get("/v2/")
-            .basic_auth("alice", Some("guess"))
-            .send()
-            .await
-            .unwrap();
+        let resp = node.get_as("/v2/", "alice", "guess").await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     }
     // Even the right password waits now...
-    let resp = node
-        .get("/v2/")
-        .basic_auth("alice", Some("right"))
-        .send()
-        .await
-        .unwrap();
+    let resp = node.get_as("/v2/", "alice", "right").await;
     let retry: u64 = resp.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -163,12 +135,12 @@ async fn a_source_with_too_many_failed_logins_is_turned_away() {
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .unwrap();
-    let resp = elsewhere
-        .get(node.url("/v2/"))
-        .basic_auth("alice", Some("right"))
-        .send()
-        .await
-        .unwrap();
+    let resp = send(
+        elsewhere
+            .get(node.url("/v2/"))
+            .basic_auth("alice", Some("right")),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
@@ -176,11 +148,8 @@ async fn a_source_with_too_many_failed_logins_is_turned_away() {
 async fn token(node: &TestNode, scopes: &[&str]) -> String {
     let query: String = scopes.iter().map(|s| format!("&scope={s}")).collect();
     let resp = node
-        .get(&format!("/auth/token?service=berth{query}"))
-        .basic_auth("alice", Some("pw"))
-        .send()
-        .await
-        .unwrap();
+        .get_as(&format!("/auth/token?service=berth{query}"), "alice", "pw")
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["expires_in"], 300);
@@ -268,18 +237,20 @@ async fn tokens_grant_exactly_their_scopes() {
         .to_owned();
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     let resp = node
-        .get("/auth/token?service=elsewhere&scope=repository:a/app:pull")
-        .basic_auth("alice", Some("pw"))
-        .send()
-        .await
-        .unwrap();
+        .get_as(
+            "/auth/token?service=elsewhere&scope=repository:a/app:pull",
+            "alice",
+            "pw",
+        )
+        .await;
     assert_oci_error(resp, 403, "DENIED").await;
     let resp = node
-        .get("/auth/token?service=berth&scope=repository:a/app:pull")
-        .basic_auth("alice", Some("nope"))
-        .send()
-        .await
-        .unwrap();
+        .get_as(
+            "/auth/token?service=berth&scope=repository:a/app:pull",
+            "alice",
+            "nope",
+        )
+        .await;
     assert_oci_error(resp, 401, "UNAUTHORIZED").await;
 }
 

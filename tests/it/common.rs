@@ -130,6 +130,11 @@ impl TestNode {
         self.req(Method::DELETE, path)
     }
 
+    /// `GET path` with basic credentials.
+    pub async fn get_as(&self, path: &str, user: &str, password: &str) -> Response {
+        send(self.get(path).basic_auth(user, Some(password))).await
+    }
+
     /// Opens an upload session; returns its `Location`.
     pub async fn start_upload(&self, repo: &str) -> String {
         let resp = send(self.post(&format!("/v2/{repo}/blobs/uploads/"))).await;
