@@ -110,7 +110,6 @@ async fn dispatch(
     let authorized = authn
         .check(source.ip(), &headers, &need(&route, &method))
         .await?;
-    let may_read = |repo: &str| authorized.may_read(repo);
     let body = byte_stream(body);
     let reg = reg.as_ref();
     // A session lives on the node that opened it; others pass requests on.
@@ -142,9 +141,9 @@ async fn dispatch(
             // caller cannot read it becomes a plain upload, as the spec lets
             // a registry do, and shows nothing of that repository.
             let from = params.repo("from")?;
-            let may_mount = from
-                .as_ref()
-                .map_or(authorized.policy().is_none(), |f| may_read(f.as_str()));
+            let may_mount = from.as_ref().map_or(authorized.policy().is_none(), |f| {
+                authorized.may_read(f.as_str())
+            });
             uploads::start(reg, &repo, &params, may_mount, body).await
         }
         (Route::Upload { repo, id }, Method::GET) => uploads::status(reg, &repo, id).await,
