@@ -19,6 +19,7 @@ use crate::cluster::service::secret_check;
 use crate::cluster::types::NodeAddr;
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::config::ServeConfig;
+use crate::conn::{self, TcpAccept};
 use crate::db::Db;
 use crate::registry::Registry;
 use crate::replication::service::BlobService;
@@ -208,16 +209,22 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         stop.clone(),
     ));
     let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
+    let limits = config.conn;
     let task = match tls {
         Some(tls) => {
-            let app = api::router(registry.clone(), Forwarder::tls(tls.client), authn);
-            let listener = crate::tls::TlsListener::new(listener, tls.server, stop.clone())
-                .map_err(|source| ServeError::Bind { addr, source })?;
-            serve_api(listener, app, stop.clone())
+            let app = api::router(
+                registry.clone(),
+                Forwarder::tls(tls.client),
+                authn,
+                config.body,
+            );
+            let listener =
+                crate::tls::TlsListener::new(listener, tls.server, &limits, stop.clone());
+            conn::serve(listener, app, limits, stop.clone())
         }
         None => {
-            let app = api::router(registry.clone(), Forwarder::plain(), authn);
-            serve_api(listener, app, stop.clone())
+            let app = api::router(registry.clone(), Forwarder::plain(), authn, config.body);
+            conn::serve(TcpAccept::new(listener, &limits), app, limits, stop.clone())
         }
     };
     Ok(Server {
@@ -284,29 +291,6 @@ fn authn(
         config.token.realm.clone(),
         config.tls.is_some(),
     ))
-}
-
-/// Serves the API on `listener` until `stop`, then lets requests in flight
-/// finish.
-fn serve_api<L>(
-    listener: L,
-    app: axum::Router,
-    stop: CancellationToken,
-) -> JoinHandle<std::io::Result<()>>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    api::ClientAddr:
-        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<api::ClientAddr>(),
-        )
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    })
 }
 
 /// Hourly removal of abandoned upload sessions, until the node stops.

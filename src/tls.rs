@@ -1,5 +1,5 @@
 //! HTTPS on the client listener: the certificate and key files, reloaded
-//! when they change, and a listener that hands axum finished handshakes.
+//! when they change, and a listener that hands the server finished handshakes.
 //!
 //! Handshakes run on their own tasks with a deadline, so a client that
 //! connects and says nothing delays nobody else.
@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+use crate::conn::{Accept, ConnLimits, Linger};
 
 /// How often the certificate files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(10);
@@ -223,29 +225,33 @@ async fn watch(files: TlsFiles, current: Arc<Current>, stop: CancellationToken) 
     }
 }
 
-/// A TCP listener whose connections come out TLS-wrapped, for `axum::serve`.
+/// A TLS connection whose TCP socket lingers on close.
+pub type TlsConn = TlsStream<Linger<TcpStream>>;
+
+/// A TCP listener whose connections come out TLS-wrapped.
 pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
+    rx: mpsc::Receiver<(TlsConn, SocketAddr)>,
 }
 
 impl TlsListener {
     pub fn new(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
+        limits: &ConnLimits,
         stop: CancellationToken,
-    ) -> io::Result<TlsListener> {
-        let local = listener.local_addr()?;
+    ) -> TlsListener {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx, stop));
-        Ok(TlsListener { rx, local })
+        let acceptor = TlsAcceptor::from(config);
+        tokio::spawn(accept_loop(listener, acceptor, limits.linger, tx, stop));
+        TlsListener { rx }
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    linger: Duration,
+    tx: mpsc::Sender<(TlsConn, SocketAddr)>,
     stop: CancellationToken,
 ) {
     loop {
@@ -263,6 +269,7 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
+        let tcp = Linger::new(tcp, linger);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -277,20 +284,15 @@ async fn accept_loop(
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+impl Accept for TlsListener {
+    type Io = TlsConn;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    async fn accept(&mut self) -> io::Result<(TlsConn, SocketAddr)> {
         match self.rx.recv().await {
-            Some(conn) => conn,
+            Some(conn) => Ok(conn),
             // The accept loop stopped: so is the server, which stops
-            // polling once its shutdown signal fires.
+            // accepting once its shutdown signal fires.
             None => std::future::pending().await,
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

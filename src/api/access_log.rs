@@ -1,8 +1,10 @@
-//! One log line per request (method, path, status, bytes sent, duration),
-//! written when the response body has been sent or abandoned, plus the API
-//! version header every response carries.
+//! One log line per request (method, path, status, bytes received and
+//! sent, duration), written when the response body has been sent or
+//! abandoned. The health probes are not logged: orchestrators call them
+//! every few seconds.
 
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -11,22 +13,26 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
-use super::headers::API_VERSION;
+use super::body::Received;
 
-pub async fn layer(request: Request, next: Next) -> Response {
+pub async fn layer(mut request: Request, next: Next) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/readyz") {
+        return next.run(request).await;
+    }
+    let received = Received::default();
+    request.extensions_mut().insert(received.clone());
     let entry = Entry {
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         started: Instant::now(),
         status: StatusCode::OK,
         expected: None,
+        received,
     };
-    let mut resp = next.run(request).await;
-    resp.headers_mut()
-        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    let resp = next.run(request).await;
     let entry = Entry {
         status: resp.status(),
         expected: resp
@@ -51,6 +57,8 @@ struct Entry {
     status: StatusCode,
     /// The declared length; hyper stops polling once it has sent that much.
     expected: Option<u64>,
+    /// Request body bytes read, drained ones included.
+    received: Received,
 }
 
 impl Entry {
@@ -60,11 +68,17 @@ impl Entry {
             method = %self.method,
             path = %self.path,
             status = self.status.as_u16(),
+            received = self.received.0.load(Ordering::Relaxed),
             bytes,
             complete,
-            ms = self.started.elapsed().as_secs_f64() * 1e3,
+            ms = millis(self.started.elapsed()),
         );
     }
+}
+
+/// Milliseconds to the microsecond: `0.155`, not `0.15510000000000002`.
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// A response body that counts what it sends and logs when it ends.
@@ -124,5 +138,20 @@ impl Drop for Counted {
             .is_some_and(|n| self.bytes >= n);
         let complete = sent_all || http_body::Body::is_end_stream(&self.inner);
         self.finish(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_to_the_microsecond() {
+        let d = std::time::Duration::from_nanos(155_100);
+        assert_eq!(millis(d).to_string(), "0.155");
+        assert_eq!(
+            millis(std::time::Duration::from_millis(1234)).to_string(),
+            "1234"
+        );
     }
 }

@@ -89,6 +89,9 @@ mod tests {
             Error::HeadersTooLarge { limit: 1 },
             Error::BodyTooLarge { limit: 1 },
             Error::BodyFailed("reset".into()),
+            Error::BodyTimeout("1 byte in 60 s".into()),
+            Error::RequestInvalid("no Host".into()),
+            Error::UriTooLong { limit: 8192 },
             Error::MethodNotAllowed {
                 method: "PATCH".into(),
             },

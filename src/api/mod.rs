@@ -7,7 +7,9 @@ mod access_log;
 pub mod admin;
 pub mod authn;
 mod blobs;
+pub mod body;
 mod error;
+mod framing;
 pub mod headers;
 mod health;
 mod listings;
@@ -25,7 +27,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::TryStreamExt;
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 
 use crate::registry::{Error, Registry};
 use crate::storage::ByteStream;
@@ -36,31 +38,15 @@ use route::Route;
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for ClientAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
-    for ClientAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-/// Request headers larger than this in total are refused (431).
-pub const MAX_HEADER_BYTES: usize = 64 << 10;
-
-/// Builds the application: every `/v2/` route, behind the access log, and
-/// the health probes. `forwarder` reaches the other nodes, for upload
-/// sessions they own; with `htpasswd`, `/v2/` needs its users' passwords.
-pub fn router(registry: Arc<Registry>, forwarder: proxy::Forwarder, authn: authn::Authn) -> Router {
+/// Builds the application: every `/v2/` route and the health probes,
+/// behind the access log, the framing checks and the body guard. `forwarder` reaches the other nodes, for upload sessions they
+/// own; `authn` decides who may do what.
+pub fn router(
+    registry: Arc<Registry>,
+    forwarder: proxy::Forwarder,
+    authn: authn::Authn,
+    body_limits: body::BodyLimits,
+) -> Router {
     let probes = Router::new()
         .route("/healthz", axum::routing::get(health::alive))
         .route("/readyz", axum::routing::get(health::ready))
@@ -82,18 +68,25 @@ pub fn router(registry: Arc<Registry>, forwarder: proxy::Forwarder, authn: authn
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))
-        .layer(axum::Extension(authn))
-        .layer(axum::middleware::from_fn(limit_headers))
-        .layer(axum::middleware::from_fn(access_log::layer));
-    probes.merge(api)
+        .layer(axum::Extension(authn));
+    // Layers run outside in: the last added sees the request first.
+    probes
+        .merge(api)
+        .layer(axum::middleware::from_fn(body::guard))
+        .layer(axum::Extension(body_limits))
+        .layer(axum::middleware::from_fn(framing::check))
+        .layer(axum::middleware::from_fn(api_version))
+        .layer(axum::middleware::from_fn(access_log::layer))
 }
 
-/// Refuses oversized headers before anything else reads the request.
-async fn limit_headers(request: Request, next: axum::middleware::Next) -> Response {
-    match check_header_size(request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
-    }
+/// Every response names the API version, probes and refusals included.
+async fn api_version(request: Request, next: axum::middleware::Next) -> Response {
+    let mut resp = next.run(request).await;
+    resp.headers_mut().insert(
+        headers::API_VERSION,
+        http::HeaderValue::from_static("registry/2.0"),
+    );
+    resp
 }
 
 async fn dispatch(
@@ -201,19 +194,6 @@ fn base() -> Response {
         .into_response()
 }
 
-fn check_header_size(headers: &HeaderMap) -> Result<(), Error> {
-    let total: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    if total > MAX_HEADER_BYTES {
-        return Err(Error::HeadersTooLarge {
-            limit: MAX_HEADER_BYTES,
-        });
-    }
-    Ok(())
-}
-
 /// Largest body of a form or JSON request: a token request, an access change.
 pub const MAX_SMALL_BODY: usize = 64 << 10;
 
@@ -229,13 +209,13 @@ async fn small_body(body: Body) -> Result<bytes::Bytes, Error> {
                 Ok(_) => Error::BodyTooLarge {
                     limit: MAX_SMALL_BODY as u64,
                 },
-                Err(e) => Error::BodyFailed(e.to_string()),
+                Err(e) => Error::body(body::to_io(e)),
             }
         })
 }
 
 fn byte_stream(body: Body) -> ByteStream {
-    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+    Box::pin(body.into_data_stream().map_err(body::to_io))
 }
 
 /// An empty response with the given status and headers.

@@ -54,6 +54,13 @@ pub enum Error {
     BodyTooLarge { limit: u64 },
     #[error("the request body failed before it was complete: {0}")]
     BodyFailed(String),
+    #[error("the request body arrived too slowly: {0}")]
+    BodyTimeout(String),
+    /// A request whose framing HTTP forbids (RFC 9112): no `Host`, say.
+    #[error("malformed request: {0}")]
+    RequestInvalid(String),
+    #[error("request target exceeds {limit} bytes")]
+    UriTooLong { limit: usize },
     #[error("{method} is not supported on this endpoint")]
     MethodNotAllowed { method: String },
     #[error("no such endpoint")]
@@ -92,7 +99,7 @@ impl Error {
             }
             BlobUnknown => ErrorCode::BlobUnknown,
             UploadUnknown => ErrorCode::BlobUploadUnknown,
-            UploadOutOfOrder { .. } | UploadInvalid(_) | BodyFailed(_) => {
+            UploadOutOfOrder { .. } | UploadInvalid(_) | BodyFailed(_) | BodyTimeout(_) => {
                 ErrorCode::BlobUploadInvalid
             }
             RangeNotSatisfiable { .. } | HeadersTooLarge { .. } | BodyTooLarge { .. } => {
@@ -103,6 +110,8 @@ impl Error {
                 ErrorCode::ManifestUnknown
             }
             PaginationInvalid(_)
+            | RequestInvalid(_)
+            | UriTooLong { .. }
             | TokenRequestInvalid(_)
             | MethodNotAllowed { .. }
             | RouteUnknown => ErrorCode::Unsupported,
@@ -130,6 +139,8 @@ impl Error {
             }
             ManifestTooLarge { .. } | BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             NodeUnknown(_) | AccessUnknown(_) => StatusCode::NOT_FOUND,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -148,7 +159,17 @@ impl Error {
             | ManifestBlobUnknown(_)
             | PaginationInvalid(_)
             | TokenRequestInvalid(_)
+            | RequestInvalid(_)
             | BodyFailed(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A request body that failed: too slowly sent (the body guard says so
+    /// with `TimedOut`), or broken.
+    pub fn body(e: std::io::Error) -> Error {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut => Error::BodyTimeout(e.to_string()),
+            _ => Error::BodyFailed(e.to_string()),
         }
     }
 
@@ -175,7 +196,7 @@ impl From<StorageError> for Error {
             StorageError::UploadUnknown => Error::UploadUnknown,
             StorageError::OutOfOrder { offset, start } => Error::UploadOutOfOrder { offset, start },
             StorageError::ChunkLength { .. } => Error::UploadInvalid(e.to_string()),
-            StorageError::Body(e) => Error::BodyFailed(e.to_string()),
+            StorageError::Body(e) => Error::body(e),
             StorageError::TooLarge { limit } => Error::BodyTooLarge { limit },
             StorageError::Io(_) | StorageError::Db(_) => Error::Internal(e.to_string()),
         }

@@ -1,142 +1,24 @@
-//! Configuration: command-line flags, `BERTH_*` environment variables and a
-//! YAML file, merged into one resolved struct. Flags win over the
-//! environment, which wins over the file, which wins over defaults.
+//! `berth serve`: the node's options and how flags, environment and file
+//! resolve into one [`ServeConfig`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
+use clap::builder::BoolishValueParser;
+use clap::Args;
 
+use super::file::{load_file, FileConfig};
+use super::{HttpArgs, TlsArgs};
+use crate::api::body::BodyLimits;
 use crate::cluster::discovery::parse_peers;
 use crate::cluster::peer::PeerTlsFiles;
 use crate::cluster::PeerSpec;
+use crate::conn::ConnLimits;
 use crate::registry::DEFAULT_MAX_MANIFEST_SIZE;
 use crate::replication::repair::RepairConfig;
 use crate::replication::ReplicationFactor;
 use crate::tls::TlsFiles;
-
-const ABOUT: &str = "berth: a container image registry that runs as a replicated cluster";
-const LONG_ABOUT: &str = "\
-berth serves the OCI Distribution API (/v2/) to docker, podman, skopeo, containerd,
-buildah and oras. `berth serve --plain-http` is a complete single-node registry on
-port 5000 with its data in ./data; with --tls-cert and --tls-key it serves HTTPS.";
-
-#[derive(Debug, Parser)]
-#[command(name = "berth", version, about = ABOUT, long_about = LONG_ABOUT)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-
-    /// Log filter, e.g. `info`, `warn`, or `info,berth::access=warn` to drop
-    /// the per-request access log. RUST_LOG is honoured when this is unset.
-    #[arg(long, env = "BERTH_LOG", global = true)]
-    pub log: Option<String>,
-
-    /// Log line format.
-    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run a registry node.
-    Serve(Box<ServeArgs>),
-    /// Inspect or change the cluster through any node.
-    #[command(subcommand)]
-    Cluster(ClusterCommand),
-    #[command(flatten)]
-    Access(crate::access_cli::AccessCommand),
-    /// Ask a node whether it is alive (`/healthz`) or, with --ready, whether
-    /// it has joined the cluster and caught up (`/readyz`). Exits 0 if so and
-    /// 1 if not: a container health check needs no curl in the image.
-    Health {
-        /// The node to ask (its client API URL). [default: https://127.0.0.1:5000
-        /// with --tls-cert, else http://127.0.0.1:5000]
-        #[arg(long, env = "BERTH_NODE")]
-        node: Option<String>,
-        /// An HTTPS node is trusted when it serves exactly this certificate
-        /// (its name need not match the address); inside berth's container
-        /// the server's own setting applies.
-        #[command(flatten)]
-        tls: TlsArgs,
-        /// Ask whether the node is ready to serve, not only alive.
-        #[arg(long)]
-        ready: bool,
-        /// With --ready, also pass while the node is not a member yet (still
-        /// joining), and fail only a member that is behind. For Swarm, which
-        /// lists a task in DNS, where its peers find it, only once it passes.
-        #[arg(long, requires = "ready")]
-        or_joining: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ClusterCommand {
-    /// Show every member: id, addresses, voter or learner, leader, term, log,
-    /// commit and applied indexes, lag and when each was last heard from.
-    Status {
-        /// The node to ask (its client API URL).
-        #[arg(long, env = "BERTH_NODE", default_value = "http://127.0.0.1:5000")]
-        node: String,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove a member from the cluster (its blobs are re-replicated elsewhere).
-    Remove {
-        /// Id of the node to remove, as `cluster status` shows it.
-        node_id: u64,
-        /// The node to ask (its client API URL).
-        #[arg(long, env = "BERTH_NODE", default_value = "http://127.0.0.1:5000")]
-        node: String,
-        /// File holding the cluster secret, which authorizes the change.
-        #[arg(long, env = "BERTH_CLUSTER_SECRET_FILE", value_name = "FILE")]
-        cluster_secret_file: Option<PathBuf>,
-    },
-}
-
-/// A node's HTTPS certificate: `serve` serves it, `health` trusts it.
-#[derive(Debug, Default, Args)]
-pub struct TlsArgs {
-    /// The node's PEM certificate chain (with --tls-key): `serve` serves HTTPS
-    /// with it and reads the files again when they change, so a renewed
-    /// certificate needs no restart.
-    #[arg(
-        long,
-        env = "BERTH_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-
-    /// The PEM private key of --tls-cert.
-    #[arg(
-        long,
-        env = "BERTH_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-}
-
-impl TlsArgs {
-    /// The two files, when both are given.
-    pub fn files(self) -> Option<TlsFiles> {
-        self.tls_cert
-            .zip(self.tls_key)
-            .map(|(cert, key)| TlsFiles { cert, key })
-    }
-}
 
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
@@ -158,12 +40,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 
+    #[command(flatten)]
+    pub http: HttpArgs,
+
     /// Serve plain HTTP. Without TLS this must be said: registry passwords
     /// and tokens would cross the network in clear text. Clients trust plain
     /// HTTP on 127.0.0.1 by themselves; elsewhere they need an
     /// insecure-registry setting.
-    #[arg(long, env = "BERTH_PLAIN_HTTP", conflicts_with = "tls_cert")]
-    pub plain_http: bool,
+    #[arg(long, env = "BERTH_PLAIN_HTTP", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub plain_http: Option<bool>,
 
     /// Require HTTP basic authentication, checked against this htpasswd file
     /// (bcrypt entries only, as `htpasswd -B` writes them). The file is read
@@ -174,8 +60,9 @@ pub struct ServeArgs {
     /// Require sign-in, with users, organizations, teams and robots kept in
     /// the cluster (`berth user`, `berth org`, …). --htpasswd turns this on
     /// by itself and adds that file's users.
-    #[arg(long, env = "BERTH_AUTH")]
-    pub auth: bool,
+    #[arg(long, env = "BERTH_AUTH", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub auth: Option<bool>,
 
     /// Users who administer the whole registry, comma-separated: they may
     /// do anything, the admin API included. Name an htpasswd user here to
@@ -313,39 +200,6 @@ pub struct ServeArgs {
     pub remove_after: Option<u64>,
 }
 
-/// The keys a configuration file may hold.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    plain_http: Option<bool>,
-    htpasswd: Option<PathBuf>,
-    auth: Option<bool>,
-    admins: Option<Vec<String>>,
-    token_realm: Option<String>,
-    token_service: Option<String>,
-    token_issuer_key: Option<PathBuf>,
-    max_manifest_size: Option<usize>,
-    max_blob_size: Option<u64>,
-    upload_ttl: Option<u64>,
-    peer_listen: Option<SocketAddr>,
-    advertise: Option<String>,
-    peers: Option<String>,
-    bootstrap_expect: Option<usize>,
-    cluster_secret_file: Option<PathBuf>,
-    peer_tls_ca: Option<PathBuf>,
-    peer_tls_cert: Option<PathBuf>,
-    peer_tls_key: Option<PathBuf>,
-    write_timeout: Option<u64>,
-    replication_factor: Option<String>,
-    repair_interval: Option<u64>,
-    repair_bandwidth: Option<u64>,
-    remove_after: Option<u64>,
-}
-
 /// How tokens are issued and checked.
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
@@ -394,6 +248,11 @@ pub struct ServeConfig {
     pub repair: RepairConfig,
     /// Members silent this long are removed; `None` never.
     pub remove_after: Option<Duration>,
+    /// Client connections: header and idle timeouts, lingering close.
+    pub conn: ConnLimits,
+    /// Request bodies: least rate, and how much is drained after an early
+    /// answer.
+    pub body: BodyLimits,
 }
 
 const DEFAULT_UPLOAD_TTL: u64 = 24 * 3600;
@@ -424,7 +283,10 @@ impl ServeArgs {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
+        let (conn, body) = self.http.resolve(&file);
         let config = ServeConfig {
+            conn,
+            body,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
@@ -445,7 +307,7 @@ impl ServeArgs {
                     ))
                 }
             },
-            auth: self.auth || file.auth.unwrap_or(false),
+            auth: self.auth.or(file.auth).unwrap_or(false),
             admins: if self.admins.is_empty() {
                 file.admins.unwrap_or_default()
             } else {
@@ -526,7 +388,7 @@ impl ServeArgs {
                 .filter(|&s| s > 0)
                 .map(Duration::from_secs),
         };
-        let plain_http = self.plain_http || file.plain_http.unwrap_or(false);
+        let plain_http = self.plain_http.or(file.plain_http).unwrap_or(false);
         match (&config.tls, plain_http) {
             (None, false) => {
                 return Err(ConfigError::Invalid(
@@ -589,19 +451,10 @@ impl ServeConfig {
                 bandwidth: 0,
             },
             remove_after: None,
+            conn: ConnLimits::default(),
+            body: BodyLimits::default(),
         }
     }
-}
-
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -612,7 +465,7 @@ mod tests {
     /// it or name a certificate.
     fn plain() -> ServeArgs {
         ServeArgs {
-            plain_http: true,
+            plain_http: Some(true),
             ..Default::default()
         }
     }
@@ -702,29 +555,5 @@ mod tests {
             ..plain()
         };
         assert!(matches!(args.resolve(), Err(ConfigError::Read { .. })));
-    }
-
-    #[test]
-    fn cli_parses_and_documents_every_option() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-        let cli = Cli::try_parse_from([
-            "berth",
-            "serve",
-            "--data-dir",
-            "/d",
-            "--listen",
-            "[::1]:5000",
-        ])
-        .unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!("serve parses as serve")
-        };
-        assert_eq!(args.data_dir, Some(PathBuf::from("/d")));
-        let cli = Cli::try_parse_from(["berth", "cluster", "remove", "42"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Cluster(ClusterCommand::Remove { node_id: 42, .. })
-        ));
     }
 }
