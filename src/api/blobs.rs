@@ -8,7 +8,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::empty;
-use super::headers::{blob_range, value, RangeRequest, DOCKER_CONTENT_DIGEST};
+use super::headers::{blob_range, value, DOCKER_CONTENT_DIGEST};
 use crate::oci::{media, Digest, RepoName};
 use crate::registry::{Error, Registry};
 
@@ -19,14 +19,9 @@ pub async fn get(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, Error> {
-    let range = match blob_range(headers) {
-        RangeRequest::Whole => None,
-        RangeRequest::Range(r) => Some(r),
-        RangeRequest::Unsatisfiable => {
-            let size = reg.stat_blob(repo, digest).await?;
-            return Err(Error::RangeNotSatisfiable { size });
-        }
-    };
+    let etag = format!("\"{digest}\"");
+    // HEAD has no range (RFC 9110 §14.2).
+    let range = (!head).then(|| blob_range(headers, &etag)).flatten();
     let (status, size, body, content_range) = if head {
         let size = reg.stat_blob(repo, digest).await?;
         (StatusCode::OK, size, Body::empty(), None)
@@ -53,7 +48,7 @@ pub async fn get(
     h.insert(CONTENT_LENGTH, HeaderValue::from(size));
     h.insert(CONTENT_TYPE, HeaderValue::from_static(media::OCTET_STREAM));
     h.insert(DOCKER_CONTENT_DIGEST, value(digest.as_str()));
-    h.insert(ETAG, value(format!("\"{digest}\"")));
+    h.insert(ETAG, value(etag));
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // Content under a digest never changes.
     h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));

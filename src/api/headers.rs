@@ -40,6 +40,10 @@ pub fn accept(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter_map(|v| v.to_str().ok())
 }
 
+static RANGE_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?i:bytes)[ \t]*=[ \t]*(\d{0,19})[ \t]*-[ \t]*(\d{0,19})$").expect("range grammar")
+});
+
 static CONTENT_RANGE_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?$")
         .expect("content-range grammar")
@@ -83,31 +87,27 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     }
 }
 
-/// A blob GET's `Range`: absent, one parsed range, or a header that cannot
-/// be honoured (malformed, or several ranges). Either way the caller answers
-/// 416 for the latter, with the blob's size.
-pub enum RangeRequest {
-    Whole,
-    Range(ByteRange),
-    Unsatisfiable,
-}
-
-static RANGE_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^bytes=(\d{0,19})-(\d{0,19})$").expect("range grammar"));
-
-pub fn blob_range(headers: &HeaderMap) -> RangeRequest {
-    let Some(raw) = headers.get(http::header::RANGE) else {
-        return RangeRequest::Whole;
-    };
-    let Some(caps) = raw.to_str().ok().and_then(|s| RANGE_RE.captures(s.trim())) else {
-        return RangeRequest::Unsatisfiable;
-    };
+/// The byte range a blob GET asks for, as RFC 9110 §14 reads it: one
+/// `bytes` range, honoured only while `If-Range` (when sent) names the
+/// blob's strong entity tag. A header berth does not serve (another unit,
+/// several ranges, a malformed or backwards range) is ignored and the
+/// whole blob sent; whether a well-formed range fits the blob is decided
+/// against its size (416 if not).
+pub fn blob_range(headers: &HeaderMap, etag: &str) -> Option<ByteRange> {
+    let raw = headers.get(http::header::RANGE)?;
+    if let Some(validator) = headers.get(http::header::IF_RANGE) {
+        // Strong comparison: a weak tag or a date never matches.
+        if validator.as_bytes().trim_ascii() != etag.as_bytes() {
+            return None;
+        }
+    }
+    let caps = RANGE_RE.captures(raw.to_str().ok()?.trim())?;
     let num = |i: usize| caps[i].parse::<u64>().ok();
     match (num(1), num(2)) {
-        (Some(first), Some(last)) => RangeRequest::Range(ByteRange::FromTo(first, last)),
-        (Some(first), None) => RangeRequest::Range(ByteRange::From(first)),
-        (None, Some(n)) => RangeRequest::Range(ByteRange::Suffix(n)),
-        (None, None) => RangeRequest::Unsatisfiable,
+        (Some(first), Some(last)) if first <= last => Some(ByteRange::FromTo(first, last)),
+        (Some(first), None) if caps[2].is_empty() => Some(ByteRange::From(first)),
+        (None, Some(n)) if caps[1].is_empty() => Some(ByteRange::Suffix(n)),
+        _ => None,
     }
 }
 
@@ -152,22 +152,27 @@ mod tests {
 
     #[test]
     fn range_forms() {
-        let r = |v: &str| blob_range(&headers(&[("range", v)]));
-        assert!(matches!(
-            r("bytes=0-9"),
-            RangeRequest::Range(ByteRange::FromTo(0, 9))
-        ));
-        assert!(matches!(
-            r("bytes=5-"),
-            RangeRequest::Range(ByteRange::From(5))
-        ));
-        assert!(matches!(
-            r("bytes=-5"),
-            RangeRequest::Range(ByteRange::Suffix(5))
-        ));
-        for bad in ["bytes=-", "bytes=0-1,3-4", "items=0-1", "bytes=a-b", "0-1"] {
-            assert!(matches!(r(bad), RangeRequest::Unsatisfiable), "{bad}");
+        const TAG: &str = "\"sha256:abc\"";
+        let r = |pairs: &[(&'static str, &str)]| blob_range(&headers(pairs), TAG);
+        let range = |v: &str| r(&[("range", v)]);
+        assert_eq!(range("bytes=0-9"), Some(ByteRange::FromTo(0, 9)));
+        assert_eq!(range("Bytes = 0 - 9"), Some(ByteRange::FromTo(0, 9)));
+        assert_eq!(range("bytes=5-"), Some(ByteRange::From(5)));
+        assert_eq!(range("bytes=-5"), Some(ByteRange::Suffix(5)));
+        // Well-formed but unsatisfiable: decided against the size later.
+        assert_eq!(range("bytes=-0"), Some(ByteRange::Suffix(0)));
+        // Not served, so ignored: the whole blob goes out.
+        for ignored in ["bytes=-", "bytes=0-1,3-4", "items=0-1", "bytes=a-b", "0-1", "bytes=9-3"] {
+            assert_eq!(range(ignored), None, "{ignored}");
         }
-        assert!(matches!(blob_range(&HeaderMap::new()), RangeRequest::Whole));
+        assert_eq!(blob_range(&HeaderMap::new(), TAG), None);
+        // If-Range: the strong tag keeps the range; anything else drops it.
+        assert_eq!(
+            r(&[("range", "bytes=0-9"), ("if-range", TAG)]),
+            Some(ByteRange::FromTo(0, 9))
+        );
+        for other in ["\"sha256:def\"", "W/\"sha256:abc\"", "Fri, 04 Dec 2026 17:00:00 GMT"] {
+            assert_eq!(r(&[("range", "bytes=0-9"), ("if-range", other)]), None, "{other}");
+        }
     }
 }

@@ -17,5 +17,6 @@ mod processes;
 mod referrers;
 mod replication;
 mod restart;
+mod reuse;
 mod tls;
 mod uploads;

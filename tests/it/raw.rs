@@ -43,7 +43,16 @@ pub async fn request(
     head.push_str("\r\n");
     let mut payload = head.into_bytes();
     payload.extend_from_slice(body);
+    exchange(addr, payload, method == "HEAD").await
+}
 
+/// Sends `payload` exactly as given (a whole request, or several) and reads
+/// until the server closes; parses the first response.
+pub async fn exchange(
+    addr: SocketAddr,
+    payload: Vec<u8>,
+    head_request: bool,
+) -> Result<RawResponse, String> {
     let exchange = async move {
         let stream = TcpStream::connect(addr)
             .await
@@ -63,7 +72,7 @@ pub async fn request(
                 return Err(format!("read: {e}"));
             }
         }
-        parse(&raw, method == "HEAD")
+        parse(&raw, head_request)
     };
     tokio::time::timeout(EXCHANGE_LIMIT, exchange)
         .await

@@ -14,13 +14,13 @@ use crate::cluster::TestCluster;
 use crate::common::*;
 
 /// A test certificate authority.
-struct Ca {
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -33,7 +33,7 @@ impl Ca {
 
     /// A certificate for 127.0.0.1 and localhost, written as `name`.pem and
     /// `name`-key.pem into `dir`; returns the files and the certificate's DER.
-    fn issue(&self, dir: &Path, name: &str) -> (TlsFiles, Vec<u8>) {
+    pub(crate) fn issue(&self, dir: &Path, name: &str) -> (TlsFiles, Vec<u8>) {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params.subject_alt_names = vec![
@@ -49,6 +49,11 @@ impl Ca {
         std::fs::write(&files.cert, cert.pem()).unwrap();
         std::fs::write(&files.key, key.serialize_pem()).unwrap();
         (files, cert.der().to_vec())
+    }
+
+    /// The authority's own certificate, to trust.
+    pub(crate) fn der(&self) -> Vec<u8> {
+        self.cert.der().to_vec()
     }
 
     /// A peer certificate (it names `berth-peer`) with the CA beside it.
@@ -84,7 +89,7 @@ impl Ca {
     }
 }
 
-async fn tls_node(files: &TlsFiles) -> TestNode {
+pub(crate) async fn tls_node(files: &TlsFiles) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     let mut config = berth::config::ServeConfig::for_test(dir.path());
     config.tls = Some(files.clone());
