@@ -38,6 +38,9 @@ REGISTRY_LOG=
 
 note() { printf '# %s\n' "$*"; }
 
+# Extra options for berth serve, set by a scenario before registry_start.
+BERTH_ARGS=()
+
 # die MESSAGE: records the failure reason (the first one wins) and exits the current shell.
 die() {
     if [[ -n $SCENARIO_DIR && ! -e $SCENARIO_DIR/reason ]]; then
@@ -250,12 +253,14 @@ EOF
 }
 
 # registry_launch DATA_DIR PORT LOG: the one place that knows how to run each registry.
-# Starts it in the background and sets REGISTRY_PID.
+# Starts it in the background and sets REGISTRY_PID. berth gets the options in the
+# BERTH_ARGS array too, when a scenario sets it.
 registry_launch() {
     local data_dir=$1 port=$2 log=$3
     case $E2E_REGISTRY in
     berth)
-        "$BERTH_BIN" serve --plain-http --data-dir "$data_dir" --listen "127.0.0.1:$port" >>"$log" 2>&1 &
+        "$BERTH_BIN" serve --plain-http --data-dir "$data_dir" --listen "127.0.0.1:$port" \
+            "${BERTH_ARGS[@]}" >>"$log" 2>&1 &
         ;;
     distribution)
         distribution_config "$data_dir" "$port" >"$data_dir.distribution.yml"
@@ -269,8 +274,9 @@ registry_launch() {
     REGISTRY_PID=$!
 }
 
+# registry_answers: /v2/ answers 200, or 401 when the registry requires sign-in.
 registry_answers() {
-    [[ $(http_status GET "http://$REGISTRY_HOST/v2/" --max-time 2 2>/dev/null) == 200 ]]
+    [[ $(http_status GET "http://$REGISTRY_HOST/v2/" --max-time 2 2>/dev/null) =~ ^(200|401)$ ]]
 }
 
 registry_answers_or_exited() {
