@@ -31,7 +31,8 @@ pub struct Cli {
     pub command: Command,
 
     /// Log filter, e.g. `info`, `warn`, or `info,berth::access=warn` to drop
-    /// the per-request access log. RUST_LOG is honoured when this is unset.
+    /// the per-request access log. [default: RUST_LOG when set, else
+    /// `info,openraft=warn`]
     #[arg(long, env = "BERTH_LOG", global = true)]
     pub log: Option<String>,
 

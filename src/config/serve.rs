@@ -117,8 +117,10 @@ pub struct ServeArgs {
     pub peer_listen: Option<SocketAddr>,
 
     /// Host and peer port other members use to reach this node. The client
-    /// API is advertised on the same host. [default: this host's name, or the
-    /// peer listen address when it names one]
+    /// API is advertised on the same host. [default: the --peer-listen
+    /// address when it names one; else the local address that routes to the
+    /// peers; else the first non-loopback address this host's name resolves
+    /// to; else the host name; with the peer port]
     #[arg(long, env = "BERTH_ADVERTISE", value_name = "HOST:PEERPORT")]
     pub advertise: Option<String>,
 
@@ -142,8 +144,9 @@ pub struct ServeArgs {
     /// PEM certificate of the CA that signs every node's peer certificate.
     /// With --peer-tls-cert and --peer-tls-key, peers talk over mutual TLS:
     /// a client without a certificate this CA signed gets no answer from the
-    /// peer port. Peer certificates must name `berth-peer` (a DNS name), not
-    /// the nodes' addresses.
+    /// peer port. A node's certificate must name `berth-peer` (a DNS name),
+    /// not its address: the node that connects checks that name; the
+    /// connecting side's certificate needs only this CA's signature.
     #[arg(
         long,
         env = "BERTH_PEER_TLS_CA",
