@@ -41,7 +41,8 @@ pub fn accept(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 static RANGE_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?i:bytes)[ \t]*=[ \t]*(\d{0,19})[ \t]*-[ \t]*(\d{0,19})$").expect("range grammar")
+    Regex::new(r"^(?i:bytes)[ \t]*=[ \t]*(\d{0,19})[ \t]*-[ \t]*(\d{0,19})$")
+        .expect("range grammar")
 });
 
 static CONTENT_RANGE_RE: LazyLock<Regex> = LazyLock::new(|| {
@@ -162,7 +163,14 @@ mod tests {
         // Well-formed but unsatisfiable: decided against the size later.
         assert_eq!(range("bytes=-0"), Some(ByteRange::Suffix(0)));
         // Not served, so ignored: the whole blob goes out.
-        for ignored in ["bytes=-", "bytes=0-1,3-4", "items=0-1", "bytes=a-b", "0-1", "bytes=9-3"] {
+        for ignored in [
+            "bytes=-",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=a-b",
+            "0-1",
+            "bytes=9-3",
+        ] {
             assert_eq!(range(ignored), None, "{ignored}");
         }
         assert_eq!(blob_range(&HeaderMap::new(), TAG), None);
@@ -171,8 +179,16 @@ mod tests {
             r(&[("range", "bytes=0-9"), ("if-range", TAG)]),
             Some(ByteRange::FromTo(0, 9))
         );
-        for other in ["\"sha256:def\"", "W/\"sha256:abc\"", "Fri, 04 Dec 2026 17:00:00 GMT"] {
-            assert_eq!(r(&[("range", "bytes=0-9"), ("if-range", other)]), None, "{other}");
+        for other in [
+            "\"sha256:def\"",
+            "W/\"sha256:abc\"",
+            "Fri, 04 Dec 2026 17:00:00 GMT",
+        ] {
+            assert_eq!(
+                r(&[("range", "bytes=0-9"), ("if-range", other)]),
+                None,
+                "{other}"
+            );
         }
     }
 }

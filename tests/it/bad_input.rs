@@ -41,7 +41,7 @@ pub struct Row {
     raw: Option<Vec<u8>>,
 }
 
-fn row(method: &'static str, path: impl Into<String>, status: u16, code: &'static str) -> Row {
+pub fn row(method: &'static str, path: impl Into<String>, status: u16, code: &'static str) -> Row {
     Row {
         method,
         path: path.into(),
@@ -67,12 +67,12 @@ fn raw_row(head: String, body: &str, status: u16, code: &'static str) -> Row {
 }
 
 impl Row {
-    fn header(mut self, name: &str, value: impl Into<String>) -> Row {
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Row {
         self.headers.push((name.to_owned(), value.into()));
         self
     }
 
-    fn body(mut self, body: impl Into<Vec<u8>>) -> Row {
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Row {
         self.body = body.into();
         self
     }
@@ -505,16 +505,27 @@ fn framing_rows(_: &Fixture) -> Vec<Row> {
             400,
             "",
         ),
-        row("GET", format!("/v2/{}/tags/list", "a".repeat(9000)), 414, "UNSUPPORTED"),
+        row(
+            "GET",
+            format!("/v2/{}/tags/list", "a".repeat(9000)),
+            414,
+            "UNSUPPORTED",
+        ),
         // Past what the parser buffers: refused by it, still with an answer.
         raw_row(
-            format!("GET /v2/{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(600 << 10)),
+            format!(
+                "GET /v2/{} HTTP/1.1\r\nHost: a\r\n\r\n",
+                "a".repeat(600 << 10)
+            ),
             "",
             431,
             "",
         ),
         raw_row(
-            format!("GET /v2/ HTTP/1.1\r\nHost: a\r\nX-Filler: {}\r\n\r\n", "f".repeat(600 << 10)),
+            format!(
+                "GET /v2/ HTTP/1.1\r\nHost: a\r\nX-Filler: {}\r\n\r\n",
+                "f".repeat(600 << 10)
+            ),
             "",
             431,
             "",

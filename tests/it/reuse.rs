@@ -16,7 +16,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::bad_input::{all_rows, Fixture, Row};
+use crate::bad_input::{all_rows, row, Fixture, Row};
+use crate::cluster::TestCluster;
 use crate::common::*;
 use crate::tls::Ca;
 
@@ -232,4 +233,30 @@ async fn refusals_keep_tls_connections_usable() {
         };
         run(&node, &transport, version).await;
     }
+}
+
+/// A refusal the session's owner gives to a request another node forwards
+/// leaves the client's connection to the forwarding node usable too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_of_forwarded_uploads_keep_connections_usable() {
+    let cluster = TestCluster::start(3).await;
+    let (owner, front) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let location = owner.start_upload("forwarded/app").await;
+    let path = location
+        .strip_prefix(&owner.url(""))
+        .unwrap_or(&location)
+        .to_owned();
+    let mut failures = Vec::new();
+    for version in [Version::H1, Version::H2] {
+        for n in [5, PAST_DRAIN] {
+            // Out of order: the session holds nothing yet.
+            let refused = row("PATCH", path.clone(), 416, "BLOB_UPLOAD_INVALID")
+                .header("Content-Range", format!("100-{}", 99 + n))
+                .body(vec![b'f'; n]);
+            if let Err(e) = check(front, &Transport { tls: None }, version, &refused).await {
+                failures.push(format!("{version:?}, {n} bytes: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
