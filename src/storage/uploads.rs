@@ -256,7 +256,7 @@ impl Uploads {
             .await
             .map_err(io::Error::other)??;
         let blob = self.blobs.adopt(&path, digest, s.len).await?;
-        self.forget(id, &mut s)?;
+        self.forget(id, Some(&mut s))?;
         Ok((blob, mirror))
     }
 
@@ -268,11 +268,13 @@ impl Uploads {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
-        self.forget(id, &mut s)
+        self.forget(id, Some(&mut s))
     }
 
     /// Removes sessions started before `cutoff` (unix seconds) that are not
-    /// in use right now. Returns how many were removed.
+    /// in use right now, with their files. Returns how many were removed. A
+    /// file that cannot be removed is logged and its session left for the
+    /// next purge, so no file outlives its record.
     pub fn purge_started_before(&self, cutoff: u64) -> Result<usize, StorageError> {
         let mut removed = 0;
         for (key, value) in self.db.scan_prefix(Cf::Uploads, b"", None, usize::MAX)? {
@@ -283,20 +285,41 @@ impl Uploads {
             let Some(id) = id.filter(|_| record.started < cutoff) else {
                 continue;
             };
-            let session = self.session(id);
-            // A session someone is writing to right now is not abandoned.
-            let Some(mut s) = session.as_ref().ok().and_then(|s| s.try_lock().ok()) else {
-                continue;
+            let session = match self.session(id) {
+                Ok(s) => Some(s),
+                // Its file is gone: no request can use the session again.
+                Err(StorageError::UploadUnknown) => None,
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "could not load an abandoned upload session");
+                    continue;
+                }
             };
-            let _ = std::fs::remove_file(self.path(id));
-            self.forget(id, &mut s)?;
+            // A session someone is writing to right now is not abandoned.
+            let mut guard = match &session {
+                Some(s) => match s.try_lock() {
+                    Ok(g) => Some(g),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
+            let path = self.path(id);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove an abandoned upload's file");
+                    continue;
+                }
+                _ => {}
+            }
+            self.forget(id, guard.as_deref_mut())?;
             removed += 1;
         }
         Ok(removed)
     }
 
-    fn forget(&self, id: UploadId, s: &mut Session) -> Result<(), StorageError> {
-        s.gone = true;
+    fn forget(&self, id: UploadId, s: Option<&mut Session>) -> Result<(), StorageError> {
+        if let Some(s) = s {
+            s.gone = true;
+        }
         let mut batch = rocksdb::WriteBatch::default();
         batch.delete_cf(self.db.cf(Cf::Uploads), id.to_string());
         self.db.write_durable(batch)?;
@@ -528,5 +551,37 @@ mod tests {
             Err(StorageError::UploadUnknown)
         ));
         assert!(!u.path(id).exists());
+    }
+
+    #[tokio::test]
+    async fn purge_removes_sessions_without_files_and_goes_on_past_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let (lost, stuck, plain) = {
+            let u = open(dir.path());
+            let ids = [(); 3].map(|_| u.create(&repo).unwrap());
+            (ids[0], ids[1], ids[2])
+        };
+        // A restarted node: one session lost its file, another's cannot be
+        // removed (a directory stands where the file was).
+        let u = open(dir.path());
+        std::fs::remove_file(u.path(lost)).unwrap();
+        std::fs::remove_file(u.path(stuck)).unwrap();
+        std::fs::create_dir(u.path(stuck)).unwrap();
+        std::fs::write(u.path(stuck).join("x"), b"x").unwrap();
+
+        assert_eq!(u.purge_started_before(now_secs() + 10).unwrap(), 2);
+        let record = |id: UploadId| u.db.get(Cf::Uploads, id.to_string().as_bytes()).unwrap();
+        assert!(
+            record(lost).is_none(),
+            "the record of a session without a file stays"
+        );
+        assert!(record(plain).is_none());
+        assert!(!u.path(plain).exists());
+        assert!(record(stuck).is_some(), "kept for the next purge");
+
+        std::fs::remove_dir_all(u.path(stuck)).unwrap();
+        assert_eq!(u.purge_started_before(now_secs() + 10).unwrap(), 1);
+        assert!(record(stuck).is_none());
     }
 }
