@@ -245,9 +245,12 @@ impl Authn {
         password: &str,
         policy: &Policy,
     ) -> Result<Caller, Error> {
-        if let Err(retry_after) = self.limiter.admit(source) {
-            return Err(Error::TooManyRequests { retry_after });
-        }
+        // Counted before the check, so parallel guesses cannot all be
+        // checked before their failures are recorded.
+        let attempt = self
+            .limiter
+            .attempt(source)
+            .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
         let caller = Caller::from_subject(name);
         let known = match &caller {
             Caller::Anonymous => false,
@@ -261,10 +264,10 @@ impl Authn {
             },
         };
         if known {
-            self.limiter.succeeded(source);
+            attempt.succeeded();
             Ok(caller)
         } else {
-            self.limiter.failed(source);
+            attempt.failed();
             tracing::warn!(target: "berth::audit", user = %name, %source, "refused a login: unknown user or wrong password");
             Err(Error::Unauthorized {
                 reason: "unknown user or wrong password".into(),

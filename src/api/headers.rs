@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::registry::{ByteRange, Error};
+use crate::storage::Declared;
 
 pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub const DOCKER_UPLOAD_UUID: &str = "docker-upload-uuid";
@@ -74,6 +75,15 @@ pub fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Error> {
         }
     }
     Ok(Some((first, last)))
+}
+
+/// What an upload request says about its body: a chunk's range and the
+/// body's length, for checks made before any of the body is read.
+pub fn declared_body(headers: &HeaderMap) -> Result<Declared, Error> {
+    Ok(Declared {
+        range: chunk_range(headers)?,
+        length: content_length(headers)?,
+    })
 }
 
 pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {

@@ -5,7 +5,9 @@ use http::header::{LOCATION, RANGE};
 use http::{HeaderMap, StatusCode};
 
 use super::empty;
-use super::headers::{chunk_range, upload_range, value, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
+use super::headers::{
+    declared_body, upload_range, value, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID,
+};
 use super::params::Params;
 use crate::oci::{Digest, RepoName};
 use crate::registry::{Error, Registry, StartUpload, UploadStarted};
@@ -24,7 +26,13 @@ pub async fn start(
             digest,
             from: params.repo("from")?,
         },
-        (None, Some(digest)) => StartUpload::Monolithic { digest, body },
+        // The dispatcher hands this handler no headers, so a declared
+        // length is not known here; the cap still holds as the body arrives.
+        (None, Some(digest)) => StartUpload::Monolithic {
+            digest,
+            body,
+            length: None,
+        },
         (None, None) => StartUpload::Session,
     };
     match reg.start_upload(repo, how).await? {
@@ -45,8 +53,9 @@ pub async fn chunk(
     headers: &HeaderMap,
     body: ByteStream,
 ) -> Result<Response, Error> {
-    let range = chunk_range(headers)?;
-    let len = reg.upload_chunk(repo, id, range, body).await?;
+    let len = reg
+        .upload_chunk(repo, id, declared_body(headers)?, body)
+        .await?;
     Ok(session(StatusCode::ACCEPTED, repo, id, len))
 }
 
@@ -60,13 +69,8 @@ pub async fn finish(
 ) -> Result<Response, Error> {
     let digest = params.digest("digest")?.ok_or(Error::DigestMissing)?;
     // A final chunk is optional; a declared range must still be in order.
-    let range = chunk_range(headers)?;
-    if range.is_some() {
-        reg.upload_chunk(repo, id, range, body).await?;
-        reg.finish_upload(repo, id, &digest, None).await?;
-    } else {
-        reg.finish_upload(repo, id, &digest, Some(body)).await?;
-    }
+    reg.finish_upload(repo, id, &digest, declared_body(headers)?, body)
+        .await?;
     Ok(created(repo, &digest))
 }
 

@@ -1,6 +1,11 @@
 //! Failed logins per source address: after too many in a window, a source
 //! is turned away without its credentials being checked, until the window
 //! ends. Guessing passwords then costs days, not seconds.
+//!
+//! An attempt is counted before its password is checked and settled after,
+//! so attempts sent in parallel cannot all be checked before the first
+//! failures are recorded: at most [`FAILURES`] checks per window are ever
+//! wrong.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,49 +25,114 @@ pub struct LoginLimiter {
 }
 
 struct Window {
+    /// When the first of `failures` came.
     started: Instant,
     failures: u32,
+    /// Attempts being checked now. Each may yet fail, so each takes a slot.
+    pending: u32,
+}
+
+impl Window {
+    fn over(&self) -> bool {
+        self.started.elapsed() >= WINDOW
+    }
+
+    fn fail(&mut self) {
+        if self.failures == 0 || self.over() {
+            self.started = Instant::now();
+            self.failures = 0;
+        }
+        self.failures += 1;
+    }
+}
+
+/// A login attempt, counted against its source until it is settled. One
+/// dropped unsettled counts as a failure: its check runs to the end anyway.
+pub struct Attempt<'a> {
+    limiter: &'a LoginLimiter,
+    source: IpAddr,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was right: the slot is given back and the source's
+    /// failures are forgotten, so a user who mistyped and then got it right
+    /// is not left one typo away from being turned away.
+    pub fn succeeded(mut self) {
+        self.settle(true);
+    }
+
+    pub fn failed(mut self) {
+        self.settle(false);
+    }
+
+    fn settle(&mut self, ok: bool) {
+        self.settled = true;
+        let mut sources = self.limiter.lock();
+        let w = sources.entry(self.source).or_insert_with(|| Window {
+            started: Instant::now(),
+            failures: 0,
+            pending: 1,
+        });
+        w.pending = w.pending.saturating_sub(1);
+        if ok {
+            w.failures = 0;
+        } else {
+            w.fail();
+        }
+        if w.pending == 0 && w.failures == 0 {
+            sources.remove(&self.source);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.settle(false);
+        }
+    }
 }
 
 impl LoginLimiter {
+    /// Counts an attempt from `source` before its credentials are checked;
     /// `Err(seconds)` until `source` may try again.
-    pub fn admit(&self, source: IpAddr) -> Result<(), u64> {
-        let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        match sources.get(&source) {
-            Some(w) if w.failures >= FAILURES && w.started.elapsed() < WINDOW => {
-                Err((WINDOW - w.started.elapsed()).as_secs().max(1))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    pub fn failed(&self, source: IpAddr) {
-        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        if sources.len() >= SOURCES {
-            sources.retain(|_, w| w.started.elapsed() < WINDOW);
+    pub fn attempt(&self, source: IpAddr) -> Result<Attempt<'_>, u64> {
+        let mut sources = self.lock();
+        if sources.len() >= SOURCES && !sources.contains_key(&source) {
+            sources.retain(|_, w| w.pending > 0 || (w.failures > 0 && !w.over()));
             if sources.len() >= SOURCES {
                 // Flooded from everywhere at once: forget, rather than grow.
                 sources.clear();
             }
         }
-        let w = sources.entry(source).or_insert(Window {
+        let w = sources.entry(source).or_insert_with(|| Window {
             started: Instant::now(),
             failures: 0,
+            pending: 0,
         });
-        if w.started.elapsed() >= WINDOW {
-            *w = Window {
-                started: Instant::now(),
-                failures: 0,
-            };
+        if w.failures > 0 && w.over() {
+            w.failures = 0;
         }
-        w.failures += 1;
+        if w.failures + w.pending >= FAILURES {
+            // Blocked by failures: until the window ends. By attempts still
+            // being checked: until they are settled, which takes moments.
+            let wait = match w.failures {
+                0 => Duration::ZERO,
+                _ => WINDOW.saturating_sub(w.started.elapsed()),
+            };
+            return Err(wait.as_secs().max(1));
+        }
+        w.pending += 1;
+        Ok(Attempt {
+            limiter: self,
+            source,
+            settled: false,
+        })
     }
 
-    pub fn succeeded(&self, source: IpAddr) {
-        self.sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&source);
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Window>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -76,18 +146,62 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..FAILURES {
-            assert!(l.admit(a).is_ok());
-            l.failed(a);
+            l.attempt(a).unwrap().failed();
         }
-        let wait = l.admit(a).unwrap_err();
+        let wait = l.attempt(a).err().unwrap();
         assert!((1..=60).contains(&wait), "{wait}");
-        assert!(l.admit(b).is_ok(), "another source is not affected");
+        let other = l.attempt(b).expect("another source is not affected");
+        other.succeeded();
         // The window ends.
-        l.sources.lock().unwrap().get_mut(&a).unwrap().started -= WINDOW;
-        assert!(l.admit(a).is_ok());
-        l.failed(a);
-        assert!(l.admit(a).is_ok(), "a new window starts counting afresh");
-        l.succeeded(a);
-        assert!(l.sources.lock().unwrap().is_empty());
+        l.lock().get_mut(&a).unwrap().started -= WINDOW;
+        l.attempt(a).unwrap().failed();
+        assert_eq!(l.lock()[&a].failures, 1, "a new window counts afresh");
+        l.attempt(a).unwrap().succeeded();
+        assert!(l.lock().is_empty());
+    }
+
+    #[test]
+    fn parallel_attempts_take_slots_before_they_are_checked() {
+        let l = LoginLimiter::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let barrier = std::sync::Barrier::new(50);
+        let admitted = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..50)
+                .map(|_| {
+                    s.spawn(|| {
+                        let attempt = l.attempt(a);
+                        // Every attempt is under way before any is settled.
+                        barrier.wait();
+                        attempt.map(Attempt::failed).is_ok()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|&ok| ok)
+                .count()
+        });
+        assert_eq!(admitted, FAILURES as usize);
+        assert!(l.attempt(a).is_err());
+    }
+
+    #[test]
+    fn a_success_gives_its_slot_back_and_clears_failures() {
+        let l = LoginLimiter::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..FAILURES - 1 {
+            l.attempt(a).unwrap().failed();
+        }
+        let right = l.attempt(a).unwrap();
+        assert!(l.attempt(a).is_err(), "the last slot is taken");
+        right.succeeded();
+        // A user who got it right is not one slip from being turned away.
+        let held: Vec<_> = (0..FAILURES).map(|_| l.attempt(a).unwrap()).collect();
+        held.into_iter().for_each(Attempt::succeeded);
+        assert!(l.lock().is_empty());
+        // An attempt dropped before its outcome counts as a failure.
+        drop(l.attempt(a).unwrap());
+        assert_eq!(l.lock()[&a].failures, 1);
     }
 }

@@ -4,14 +4,19 @@
 use super::{Error, Registry, Result};
 use crate::meta::Command;
 use crate::oci::{Digest, RepoName};
-use crate::storage::{now_secs, ByteStream, LocalBlob, Mirror, UploadId};
+use crate::storage::{now_secs, ByteStream, Declared, LocalBlob, Mirror, UploadId};
 
 /// How a client opens an upload (`POST …/blobs/uploads/`).
 pub enum StartUpload {
     /// A session for later chunks.
     Session,
-    /// The whole blob in this request, with its digest.
-    Monolithic { digest: Digest, body: ByteStream },
+    /// The whole blob in this request, with its digest and, if the request
+    /// declared it, its length.
+    Monolithic {
+        digest: Digest,
+        body: ByteStream,
+        length: Option<u64>,
+    },
     /// Link a blob that already exists: from `from`, or from anywhere in the
     /// registry when no source is named. Falls back to a session.
     Mount {
@@ -29,11 +34,17 @@ impl Registry {
     pub async fn start_upload(&self, repo: &RepoName, how: StartUpload) -> Result<UploadStarted> {
         match how {
             StartUpload::Session => Ok(UploadStarted::Session(self.uploads.create(repo)?)),
-            StartUpload::Monolithic { digest, body } => {
+            StartUpload::Monolithic {
+                digest,
+                body,
+                length,
+            } => {
+                // Refused before the body is read or copies to peers open.
+                self.blobs.check_declared(0, length)?;
                 let mut mirror = self.replicator.mirror(Some(&digest));
                 let blob = self
                     .blobs
-                    .ingest(&digest, body, None, mirror.as_mut())
+                    .ingest(&digest, body, length, mirror.as_mut())
                     .await?;
                 self.replicate_and_link(repo, &digest, blob, mirror).await?;
                 Ok(UploadStarted::Committed(digest))
@@ -79,11 +90,14 @@ impl Registry {
         &self,
         repo: &RepoName,
         id: UploadId,
-        range: Option<(u64, u64)>,
+        declared: Declared,
         body: ByteStream,
     ) -> Result<u64> {
         let mirror = || self.replicator.mirror(None);
-        Ok(self.uploads.append(repo, id, range, body, mirror).await?)
+        Ok(self
+            .uploads
+            .append(repo, id, declared, body, mirror)
+            .await?)
     }
 
     pub async fn upload_status(&self, repo: &RepoName, id: UploadId) -> Result<u64> {
@@ -95,9 +109,11 @@ impl Registry {
         repo: &RepoName,
         id: UploadId,
         digest: &Digest,
-        body: Option<ByteStream>,
+        declared: Declared,
+        body: ByteStream,
     ) -> Result<()> {
         let mirror = || self.replicator.mirror(Some(digest));
+        let body = Some((declared, body));
         let (blob, mirror) = self.uploads.commit(repo, id, digest, body, mirror).await?;
         self.replicate_and_link(repo, digest, blob, mirror).await
     }

@@ -80,6 +80,11 @@ impl Replicator {
         matches!(self.blobs.stat(digest), Ok(Some(_)))
     }
 
+    /// Whether this node's size cap lets it keep a blob of `size` bytes.
+    fn may_keep(&self, size: u64) -> bool {
+        self.blobs.check_declared(0, Some(size)).is_ok()
+    }
+
     fn member_addr(&self, id: NodeId) -> Option<NodeAddr> {
         self.cluster
             .members()

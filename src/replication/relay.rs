@@ -62,7 +62,9 @@ impl Replicator {
         holders: Vec<NodeId>,
         client: mpsc::Sender<Chunk>,
     ) {
-        let whole = range.is_none();
+        // A whole blob is kept, unless it is larger than this node takes:
+        // then it is only passed on, like a range.
+        let whole = range.is_none() && self.may_keep(size);
         let (first, end) = range.map(|(f, l)| (f, l + 1)).unwrap_or((0, size));
         // The local copy: the same bytes, into a verifying ingest.
         let (disk, disk_rx) = mpsc::channel::<Chunk>(4);

@@ -168,6 +168,13 @@ async fn copy(
     round_started: Instant,
     copied_before: u64,
 ) -> Result<u64, String> {
+    if !replicator.may_keep(blob.size) {
+        // The relay would pass it on without keeping it: nothing to fetch.
+        return Err(format!(
+            "{} bytes is more than this node's blob size cap",
+            blob.size
+        ));
+    }
     let mut stream = replicator
         .relay(&blob.digest, blob.size, None, blob.holders.clone())
         .await

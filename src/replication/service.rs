@@ -27,10 +27,14 @@ fn digest_of(text: &str) -> Result<Digest, Status> {
         .map_err(|e: crate::oci::ParseError| Status::invalid_argument(e.to_string()))
 }
 
-#[tonic::async_trait]
-impl Blobs for BlobService {
-    async fn push(&self, req: Request<Streaming<BlobChunk>>) -> Result<Response<Empty>, Status> {
-        let mut stream = req.into_inner();
+impl BlobService {
+    /// Receives one pushed blob: a first chunk that may announce its digest
+    /// and size, then its bytes, then (for a copy streamed while the blob
+    /// arrived at the sender) a last chunk naming the digest.
+    async fn receive_push(
+        &self,
+        mut stream: impl Stream<Item = Result<BlobChunk, Status>> + Send + Unpin + 'static,
+    ) -> Result<(), Status> {
         let first = stream
             .next()
             .await
@@ -41,9 +45,11 @@ impl Blobs for BlobService {
         };
         if let Some(d) = &announced {
             if self.blobs.stat(d).map_err(internal)?.is_some() {
-                return Ok(Response::new(Empty {}));
+                return Ok(());
             }
         }
+        // An announced size past the cap is refused before the bytes are read.
+        let declared = (first.size > 0).then_some(first.size);
         // A copy streamed while the blob was still arriving at the sender
         // names its digest in a last chunk instead of the first.
         let trailer = Arc::new(Mutex::new(None::<BlobChunk>));
@@ -62,7 +68,6 @@ impl Blobs for BlobService {
         let algorithm = announced
             .as_ref()
             .map_or(Algorithm::Sha256, Digest::algorithm);
-        let limit = (first.size > 0).then_some(first.size);
         let named = |_bytes: u64| {
             let trailer = trailer.lock().unwrap_or_else(|p| p.into_inner()).take();
             let last = trailer.map(|t| digest_of(&t.digest)).transpose();
@@ -73,21 +78,19 @@ impl Blobs for BlobService {
                 (_, Err(e)) => Err(refused(e.message())),
             }
         };
-        match self
-            .blobs
-            .receive(algorithm, body, limit, None, named)
+        self.blobs
+            .receive(algorithm, body, declared, None, named)
             .await
-        {
-            Ok(_) => Ok(Response::new(Empty {})),
-            Err(e @ StorageError::DigestMismatch { .. }) => {
-                tracing::warn!(error = %e, "refused a pushed blob whose bytes do not match");
-                Err(Status::data_loss(e.to_string()))
-            }
-            Err(e @ (StorageError::Body(_) | StorageError::TooLarge { .. })) => {
-                Err(Status::aborted(e.to_string()))
-            }
-            Err(e) => Err(internal(e)),
-        }
+            .map(|_| ())
+            .map_err(refusal)
+    }
+}
+
+#[tonic::async_trait]
+impl Blobs for BlobService {
+    async fn push(&self, req: Request<Streaming<BlobChunk>>) -> Result<Response<Empty>, Status> {
+        self.receive_push(req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
     }
 
     type FetchStream = Pin<Box<dyn Stream<Item = Result<BlobChunk, Status>> + Send>>;
@@ -123,6 +126,22 @@ impl Blobs for BlobService {
     }
 }
 
+/// Why a pushed copy was not kept, as the sender sees it.
+fn refusal(e: StorageError) -> Status {
+    match e {
+        StorageError::DigestMismatch { .. } => {
+            tracing::warn!(error = %e, "refused a pushed blob whose bytes do not match");
+            Status::data_loss(e.to_string())
+        }
+        StorageError::TooLarge { .. } => {
+            tracing::warn!(error = %e, "refused a pushed blob past the size cap");
+            Status::resource_exhausted(e.to_string())
+        }
+        StorageError::Body(_) => Status::aborted(e.to_string()),
+        e => internal(e),
+    }
+}
+
 /// A push that broke the protocol; the copy is discarded.
 fn refused(why: &str) -> StorageError {
     StorageError::Body(std::io::Error::other(why.to_string()))
@@ -130,4 +149,65 @@ fn refused(why: &str) -> StorageError {
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::db::Db;
+    use crate::storage::testing::files;
+    use crate::storage::Layout;
+
+    fn chunk(digest: &str, size: u64, data: &[u8]) -> Result<BlobChunk, Status> {
+        Ok(BlobChunk {
+            digest: digest.into(),
+            size,
+            data: Bytes::copy_from_slice(data),
+        })
+    }
+
+    #[tokio::test]
+    async fn pushes_past_the_cap_are_refused_and_nothing_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let blobs = BlobStore::new(layout.clone(), Db::open(&layout.db()).unwrap());
+        blobs.limit_size(10);
+        let service = BlobService { blobs };
+        let data = [7u8; 20];
+        let digest = Digest::sha256(&data).to_string();
+
+        // An announced size past the cap: refused before the bytes are read.
+        let read = Arc::new(AtomicBool::new(false));
+        let seen = read.clone();
+        let bytes = futures_util::stream::poll_fn(move |_| {
+            seen.store(true, Ordering::SeqCst);
+            std::task::Poll::Ready(Some(chunk("", 0, &[7; 10])))
+        });
+        let push = futures_util::stream::iter([chunk(&digest, 20, b"")]).chain(bytes);
+        let e = service.receive_push(Box::pin(push)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+        assert!(!read.load(Ordering::SeqCst), "the bytes were read");
+
+        // A copy streamed while the blob arrived names nothing up front: it
+        // is cut off at the cap.
+        let push = futures_util::stream::iter([
+            chunk("", 0, b""),
+            chunk("", 0, &data[..12]),
+            chunk("", 0, &data[12..]),
+            chunk(&digest, 20, b""),
+        ]);
+        let e = service.receive_push(Box::pin(push)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+        assert!(files(dir.path(), "blobs").is_empty());
+        assert!(files(dir.path(), "tmp").is_empty());
+
+        let small = Digest::sha256(b"small").to_string();
+        let push = futures_util::stream::iter([chunk(&small, 5, b"small")]);
+        service.receive_push(Box::pin(push)).await.unwrap();
+    }
 }

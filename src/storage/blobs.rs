@@ -7,6 +7,8 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +17,7 @@ use super::mirror::Mirror;
 use super::stream::{self, read_range};
 use super::{now_secs, ByteStream, StorageError};
 use crate::db::{self, Cf, Db};
-use crate::oci::{Algorithm, Digest};
+use crate::oci::{Algorithm, Digest, Hasher};
 
 /// What this node knows about a blob it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,11 +31,70 @@ pub struct LocalBlob {
 pub struct BlobStore {
     layout: Layout,
     db: Db,
+    /// Largest blob this node keeps, shared by every clone of the store;
+    /// `u64::MAX` when there is no cap.
+    max_size: Arc<AtomicU64>,
 }
 
 impl BlobStore {
     pub fn new(layout: Layout, db: Db) -> BlobStore {
-        BlobStore { layout, db }
+        BlobStore {
+            layout,
+            db,
+            max_size: Arc::new(AtomicU64::new(u64::MAX)),
+        }
+    }
+
+    /// Caps every blob received through this store, or any clone of it, at
+    /// `max` bytes: client uploads, relayed copies and peers' pushes alike.
+    pub fn limit_size(&self, max: u64) {
+        self.max_size.store(max, Ordering::Relaxed);
+    }
+
+    fn max_size(&self) -> Option<u64> {
+        Some(self.max_size.load(Ordering::Relaxed)).filter(|&m| m != u64::MAX)
+    }
+
+    /// Refuses a body declared (`Content-Length`, a chunk's range, a peer's
+    /// announced size) to take a blob that holds `held` bytes past the cap.
+    /// Callers check before reading any of the body, so an oversized
+    /// request is turned away before it is sent (`Expect: 100-continue`).
+    pub fn check_declared(&self, held: u64, declared: Option<u64>) -> Result<(), StorageError> {
+        match (self.max_size(), declared) {
+            (Some(limit), Some(n)) if held.saturating_add(n) > limit => {
+                Err(StorageError::TooLarge { limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends `body` to `file`, which holds the first `held` bytes of a
+    /// blob, as [`stream::write_body`] does. Stops with
+    /// [`StorageError::TooLarge`] once the blob passes the cap, or the body
+    /// passes the `most` bytes it may carry.
+    pub(super) async fn write_capped(
+        &self,
+        file: File,
+        held: u64,
+        most: Option<u64>,
+        hasher: Option<&mut Hasher>,
+        body: ByteStream,
+        mirror: Option<&mut Mirror>,
+    ) -> Result<stream::Written, StorageError> {
+        let room = self.max_size().map(|max| max.saturating_sub(held));
+        let limit = match (most, room) {
+            (Some(m), Some(r)) => Some(m.min(r)),
+            (m, r) => m.or(r),
+        };
+        stream::write_body(file, hasher, body, limit, mirror)
+            .await
+            .map_err(|e| match (e, self.max_size()) {
+                // Name the cap, not the room left under it.
+                (StorageError::TooLarge { limit }, Some(max)) if Some(limit) == room => {
+                    StorageError::TooLarge { limit: max }
+                }
+                (e, _) => e,
+            })
     }
 
     pub fn stat(&self, digest: &Digest) -> Result<Option<LocalBlob>, StorageError> {
@@ -55,15 +116,16 @@ impl BlobStore {
     }
 
     /// Receives a whole blob whose digest is known in advance, handing its
-    /// bytes to `mirror` as they arrive.
+    /// bytes to `mirror` as they arrive. `declared` is the body's announced
+    /// length, which it may not exceed.
     pub async fn ingest(
         &self,
         expected: &Digest,
         body: ByteStream,
-        limit: Option<u64>,
+        declared: Option<u64>,
         mirror: Option<&mut Mirror>,
     ) -> Result<LocalBlob, StorageError> {
-        self.receive(expected.algorithm(), body, limit, mirror, |_| {
+        self.receive(expected.algorithm(), body, declared, mirror, |_| {
             Ok(expected.clone())
         })
         .await
@@ -71,26 +133,30 @@ impl BlobStore {
 
     /// Receives a whole blob hashed with `algorithm`, whose digest `name`
     /// gives once the body has ended (with the byte count). The blob is
-    /// indexed only if the bytes match that digest.
+    /// indexed only if the bytes match that digest. A body past the cap, or
+    /// past its `declared` length, is refused and nothing of it kept.
     pub async fn receive(
         &self,
         algorithm: Algorithm,
         body: ByteStream,
-        limit: Option<u64>,
+        declared: Option<u64>,
         mut mirror: Option<&mut Mirror>,
         name: impl FnOnce(u64) -> Result<Digest, StorageError>,
     ) -> Result<LocalBlob, StorageError> {
+        self.check_declared(0, declared)?;
         let tmp = self.layout.tmp_file();
         let result = async {
             let mut hasher = algorithm.hasher();
-            let written = stream::write_body(
-                File::create(&tmp)?,
-                Some(&mut hasher),
-                body,
-                limit,
-                mirror.as_deref_mut(),
-            )
-            .await?;
+            let written = self
+                .write_capped(
+                    File::create(&tmp)?,
+                    0,
+                    declared,
+                    Some(&mut hasher),
+                    body,
+                    mirror.as_deref_mut(),
+                )
+                .await?;
             let expected = name(written.bytes)?;
             verify(&expected, hasher.finish())?;
             if let Some(m) = mirror {
@@ -105,7 +171,11 @@ impl BlobStore {
         }
         .await;
         if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            if let Err(e) = std::fs::remove_file(&tmp) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %tmp.display(), error = %e, "could not remove a refused blob's file");
+                }
+            }
         }
         result
     }
@@ -163,6 +233,7 @@ pub(crate) fn verify(expected: &Digest, actual: Digest) -> Result<(), StorageErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::testing::{files, watched};
     use bytes::Bytes;
     use futures_util::StreamExt;
 
@@ -200,5 +271,39 @@ mod tests {
         assert_eq!(s.stat(&good).unwrap(), Some(blob));
         let mut r = s.read(&good, 1, 3).unwrap();
         assert_eq!(r.next().await.unwrap().unwrap(), Bytes::from_static(b"ell"));
+    }
+
+    #[tokio::test]
+    async fn the_cap_holds_for_every_clone_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let relay = s.clone();
+        s.limit_size(4);
+        let digest = Digest::sha256(b"hello");
+        assert!(matches!(
+            relay.ingest(&digest, body(b"hello"), None, None).await,
+            Err(StorageError::TooLarge { limit: 4 })
+        ));
+        // A declared length past the cap is refused before the body is read.
+        let read = Arc::default();
+        assert!(matches!(
+            relay
+                .ingest(&digest, watched(Arc::clone(&read)), Some(5), None)
+                .await,
+            Err(StorageError::TooLarge { limit: 4 })
+        ));
+        assert!(!read.load(Ordering::SeqCst), "the body was read");
+        assert!(relay.stat(&digest).unwrap().is_none());
+        assert!(files(dir.path(), "blobs").is_empty());
+        assert!(files(dir.path(), "tmp").is_empty());
+        let small = Digest::sha256(b"hi");
+        assert_eq!(
+            relay
+                .ingest(&small, body(b"hi"), Some(2), None)
+                .await
+                .unwrap()
+                .size,
+            2
+        );
     }
 }

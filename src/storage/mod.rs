@@ -25,6 +25,27 @@ pub use uploads::{UploadId, Uploads};
 /// A body of bytes moving through berth: a client upload, a blob being served.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
+/// What a request says about the chunk of an upload it carries, known
+/// before any of the body is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Declared {
+    /// The chunk's first and last byte (`Content-Range`): it must start
+    /// where the upload ends, and carry exactly that many bytes.
+    pub range: Option<(u64, u64)>,
+    /// The body's length (`Content-Length`).
+    pub length: Option<u64>,
+}
+
+impl Declared {
+    /// How many bytes the body says it carries.
+    pub fn bytes(&self) -> Option<u64> {
+        match self.range {
+            Some((first, last)) => last.checked_sub(first)?.checked_add(1),
+            None => self.length,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("storage I/O error: {0}")]
@@ -50,4 +71,40 @@ pub fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::ByteStream;
+
+    /// Every file under `<root>/<dir>`, at any depth.
+    pub(crate) fn files(root: &Path, dir: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.join(dir)];
+        while let Some(d) = todo.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    todo.push(path);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        out
+    }
+
+    /// An endless body that notes whether anyone read it.
+    pub(crate) fn watched(read: Arc<AtomicBool>) -> ByteStream {
+        Box::pin(futures_util::stream::poll_fn(move |_| {
+            read.store(true, Ordering::SeqCst);
+            std::task::Poll::Ready(Some(Ok(Bytes::from_static(&[7; 1000]))))
+        }))
+    }
 }

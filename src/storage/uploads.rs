@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use super::blobs::{verify, BlobStore, LocalBlob};
 use super::layout::Layout;
 use super::mirror::Mirror;
-use super::stream::{hash_file, write_body};
-use super::{now_secs, ByteStream, StorageError};
+use super::stream::hash_file;
+use super::{now_secs, ByteStream, Declared, StorageError};
 use crate::db::{self, Cf, Db};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
@@ -97,8 +97,6 @@ pub struct Uploads {
     db: Db,
     blobs: BlobStore,
     live: Mutex<HashMap<UploadId, SessionRef>>,
-    /// Largest blob an upload may grow to.
-    max_blob_size: Option<u64>,
 }
 
 impl Uploads {
@@ -109,13 +107,13 @@ impl Uploads {
             db,
             blobs,
             live: Mutex::new(HashMap::new()),
-            max_blob_size: None,
         }
     }
 
-    /// Refuses uploads past `limit` bytes (413).
-    pub fn with_max_blob_size(mut self, limit: u64) -> Uploads {
-        self.max_blob_size = Some(limit);
+    /// Refuses blobs past `limit` bytes (413): these sessions', and every
+    /// other blob the store they share receives (see [`BlobStore::limit_size`]).
+    pub fn with_max_blob_size(self, limit: u64) -> Uploads {
+        self.blobs.limit_size(limit);
         self
     }
 
@@ -149,30 +147,20 @@ impl Uploads {
         Ok(s.len)
     }
 
-    /// Appends a chunk. `range` is the chunk's declared first and last byte
-    /// (`Content-Range`); it must start where the upload ends.
     /// Appends a chunk. On a session's first bytes `mirror` is asked for a
-    /// mirror, which then receives every chunk until the commit.
+    /// mirror, which then receives every chunk until the commit. What the
+    /// request declared is checked before any of the body is read.
     pub async fn append(
         &self,
         repo: &RepoName,
         id: UploadId,
-        range: Option<(u64, u64)>,
+        declared: Declared,
         body: ByteStream,
         mirror: impl FnOnce() -> Option<Mirror>,
     ) -> Result<u64, StorageError> {
         let session = self.session(id)?;
         let mut s = session.lock().await;
         check(&s, repo)?;
-        if let Some((start, _)) = range {
-            if start != s.len {
-                return Err(StorageError::OutOfOrder {
-                    offset: s.len,
-                    start,
-                });
-            }
-        }
-        let declared = range.map(|(start, end)| end - start + 1);
         self.append_locked(id, &mut s, declared, body, mirror)
             .await?;
         Ok(s.len)
@@ -182,22 +170,37 @@ impl Uploads {
         &self,
         id: UploadId,
         s: &mut Session,
-        declared: Option<u64>,
+        declared: Declared,
         body: ByteStream,
         mirror: impl FnOnce() -> Option<Mirror>,
     ) -> Result<(), StorageError> {
+        if let Some((start, _)) = declared.range {
+            if start != s.len {
+                return Err(StorageError::OutOfOrder {
+                    offset: s.len,
+                    start,
+                });
+            }
+        }
+        self.blobs.check_declared(s.len, declared.bytes())?;
         let mut file = OpenOptions::new().write(true).open(self.path(id))?;
         file.seek(SeekFrom::Start(s.len))?;
         if s.len == 0 && s.mirror.is_none() {
             s.mirror = mirror();
         }
         let before = s.hasher.clone();
-        let room = self.max_blob_size.map(|max| max.saturating_sub(s.len));
-        let result = write_body(file, s.hasher.as_mut(), body, room, s.mirror.as_mut()).await;
-        let written = match (result, declared) {
-            (Err(StorageError::TooLarge { .. }), _) => Err(StorageError::TooLarge {
-                limit: self.max_blob_size.unwrap_or_default(),
-            }),
+        let result = self
+            .blobs
+            .write_capped(
+                file,
+                s.len,
+                None,
+                s.hasher.as_mut(),
+                body,
+                s.mirror.as_mut(),
+            )
+            .await;
+        let written = match (result, declared.range.and(declared.bytes())) {
             (Ok(w), Some(declared)) if w.bytes != declared => Err(StorageError::ChunkLength {
                 declared,
                 actual: w.bytes,
@@ -231,14 +234,15 @@ impl Uploads {
         repo: &RepoName,
         id: UploadId,
         digest: &Digest,
-        body: Option<ByteStream>,
+        body: Option<(Declared, ByteStream)>,
         mirror: impl FnOnce() -> Option<Mirror>,
     ) -> Result<(LocalBlob, Option<Mirror>), StorageError> {
         let session = self.session(id)?;
         let mut s = session.lock().await;
         check(&s, repo)?;
-        if let Some(body) = body {
-            self.append_locked(id, &mut s, None, body, mirror).await?;
+        if let Some((declared, body)) = body {
+            self.append_locked(id, &mut s, declared, body, mirror)
+                .await?;
         }
         let path = self.path(id);
         let hasher = match &s.hasher {
@@ -256,7 +260,7 @@ impl Uploads {
             .await
             .map_err(io::Error::other)??;
         let blob = self.blobs.adopt(&path, digest, s.len).await?;
-        self.forget(id, &mut s)?;
+        self.forget(id, Some(&mut s))?;
         Ok((blob, mirror))
     }
 
@@ -268,11 +272,13 @@ impl Uploads {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
-        self.forget(id, &mut s)
+        self.forget(id, Some(&mut s))
     }
 
     /// Removes sessions started before `cutoff` (unix seconds) that are not
-    /// in use right now. Returns how many were removed.
+    /// in use right now, with their files. Returns how many were removed. A
+    /// file that cannot be removed is logged and its session left for the
+    /// next purge, so no file outlives its record.
     pub fn purge_started_before(&self, cutoff: u64) -> Result<usize, StorageError> {
         let mut removed = 0;
         for (key, value) in self.db.scan_prefix(Cf::Uploads, b"", None, usize::MAX)? {
@@ -283,20 +289,41 @@ impl Uploads {
             let Some(id) = id.filter(|_| record.started < cutoff) else {
                 continue;
             };
-            let session = self.session(id);
-            // A session someone is writing to right now is not abandoned.
-            let Some(mut s) = session.as_ref().ok().and_then(|s| s.try_lock().ok()) else {
-                continue;
+            let session = match self.session(id) {
+                Ok(s) => Some(s),
+                // Its file is gone: no request can use the session again.
+                Err(StorageError::UploadUnknown) => None,
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "could not load an abandoned upload session");
+                    continue;
+                }
             };
-            let _ = std::fs::remove_file(self.path(id));
-            self.forget(id, &mut s)?;
+            // A session someone is writing to right now is not abandoned.
+            let mut guard = match &session {
+                Some(s) => match s.try_lock() {
+                    Ok(g) => Some(g),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
+            let path = self.path(id);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove an abandoned upload's file");
+                    continue;
+                }
+                _ => {}
+            }
+            self.forget(id, guard.as_deref_mut())?;
             removed += 1;
         }
         Ok(removed)
     }
 
-    fn forget(&self, id: UploadId, s: &mut Session) -> Result<(), StorageError> {
-        s.gone = true;
+    fn forget(&self, id: UploadId, s: Option<&mut Session>) -> Result<(), StorageError> {
+        if let Some(s) = s {
+            s.gone = true;
+        }
         let mut batch = rocksdb::WriteBatch::default();
         batch.delete_cf(self.db.cf(Cf::Uploads), id.to_string());
         self.db.write_durable(batch)?;
@@ -355,6 +382,7 @@ fn check(s: &Session, repo: &RepoName) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::testing::{files, watched};
     use crate::storage::{MirrorSink, Mirrored};
     use bytes::Bytes;
     use tokio::sync::{mpsc, oneshot};
@@ -362,6 +390,13 @@ mod tests {
     fn body(data: &[u8]) -> ByteStream {
         let b = Bytes::copy_from_slice(data);
         Box::pin(futures_util::stream::once(async move { Ok(b) }))
+    }
+
+    fn range(first: u64, last: u64) -> Declared {
+        Declared {
+            range: Some((first, last)),
+            length: None,
+        }
     }
 
     fn open(dir: &std::path::Path) -> Uploads {
@@ -379,13 +414,13 @@ mod tests {
             let u = open(dir.path());
             let id = u.create(&repo).unwrap();
             assert_eq!(
-                u.append(&repo, id, Some((0, 2)), body(b"abc"), || None)
+                u.append(&repo, id, range(0, 2), body(b"abc"), || None)
                     .await
                     .unwrap(),
                 3
             );
             let e = u
-                .append(&repo, id, Some((5, 6)), body(b"xy"), || None)
+                .append(&repo, id, range(5, 6), body(b"xy"), || None)
                 .await
                 .unwrap_err();
             assert!(matches!(
@@ -396,7 +431,7 @@ mod tests {
                 }
             ));
             let e = u
-                .append(&repo, id, Some((3, 9)), body(b"xy"), || None)
+                .append(&repo, id, range(3, 9), body(b"xy"), || None)
                 .await
                 .unwrap_err();
             assert!(matches!(
@@ -419,7 +454,13 @@ mod tests {
         assert_eq!(u.status(&repo, id).await.unwrap(), 3);
         let d = Digest::sha256(b"abcdef");
         let (blob, _) = u
-            .commit(&repo, id, &d, Some(body(b"def")), || None)
+            .commit(
+                &repo,
+                id,
+                &d,
+                Some((Declared::default(), body(b"def"))),
+                || None,
+            )
             .await
             .unwrap();
         assert_eq!(blob.size, 6);
@@ -454,12 +495,16 @@ mod tests {
 
         let id = u.create(&repo).unwrap();
         let (s, mut rx) = sink(1);
-        u.append(&repo, id, None, body(b"ab"), || Some(Mirror::new(vec![s])))
-            .await
-            .unwrap();
-        u.append(&repo, id, None, body(b"cd"), || panic!("asked twice"))
-            .await
-            .unwrap();
+        u.append(&repo, id, Declared::default(), body(b"ab"), || {
+            Some(Mirror::new(vec![s]))
+        })
+        .await
+        .unwrap();
+        u.append(&repo, id, Declared::default(), body(b"cd"), || {
+            panic!("asked twice")
+        })
+        .await
+        .unwrap();
         let d = Digest::sha256(b"abcd");
         let (_, m) = u.commit(&repo, id, &d, None, || None).await.unwrap();
         assert_eq!(m.unwrap().into_sinks().len(), 1);
@@ -469,7 +514,7 @@ mod tests {
         let id = u.create(&repo).unwrap();
         let (s, mut rx) = sink(2);
         let e = u
-            .append(&repo, id, Some((0, 9)), body(b"xy"), || {
+            .append(&repo, id, range(0, 9), body(b"xy"), || {
                 Some(Mirror::new(vec![s]))
             })
             .await
@@ -479,10 +524,10 @@ mod tests {
 
         // A session that already holds bytes is never mirrored.
         let id = u.create(&repo).unwrap();
-        u.append(&repo, id, None, body(b"x"), || None)
+        u.append(&repo, id, Declared::default(), body(b"x"), || None)
             .await
             .unwrap();
-        u.append(&repo, id, None, body(b"y"), || {
+        u.append(&repo, id, Declared::default(), body(b"y"), || {
             panic!("mirrored mid-session")
         })
         .await
@@ -495,7 +540,7 @@ mod tests {
         let u = open(dir.path());
         let repo: RepoName = "r".parse().unwrap();
         let id = u.create(&repo).unwrap();
-        u.append(&repo, id, None, body(b"data"), || None)
+        u.append(&repo, id, Declared::default(), body(b"data"), || None)
             .await
             .unwrap();
         let wrong = Digest::sha256(b"nope");
@@ -528,5 +573,99 @@ mod tests {
             Err(StorageError::UploadUnknown)
         ));
         assert!(!u.path(id).exists());
+    }
+
+    #[tokio::test]
+    async fn a_session_stops_at_the_cap_and_a_declared_excess_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = open(dir.path()).with_max_blob_size(10);
+        let repo: RepoName = "r".parse().unwrap();
+        let id = u.create(&repo).unwrap();
+        u.append(&repo, id, range(0, 5), body(b"abcdef"), || None)
+            .await
+            .unwrap();
+        let read = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let too_long = Declared {
+            range: None,
+            length: Some(5),
+        };
+        for declared in [range(6, 10), too_long] {
+            let e = u
+                .append(&repo, id, declared, watched(read.clone()), || None)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StorageError::TooLarge { limit: 10 }), "{e}");
+        }
+        let d = Digest::sha256(b"abcdefghijk");
+        let e = u
+            .commit(
+                &repo,
+                id,
+                &d,
+                Some((too_long, watched(read.clone()))),
+                || None,
+            )
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, StorageError::TooLarge { limit: 10 }), "{e}");
+        // An out-of-order chunk, too, is refused unread.
+        let e = u
+            .append(&repo, id, range(9, 9), watched(read.clone()), || None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::OutOfOrder { .. }), "{e}");
+        assert!(
+            !read.load(std::sync::atomic::Ordering::SeqCst),
+            "a body was read"
+        );
+        // Undeclared, the body is cut off at the cap and the session rolled back.
+        let e = u
+            .commit(
+                &repo,
+                id,
+                &d,
+                Some((Declared::default(), body(b"ghijk"))),
+                || None,
+            )
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, StorageError::TooLarge { limit: 10 }), "{e}");
+        assert_eq!(u.status(&repo, id).await.unwrap(), 6);
+        assert!(files(dir.path(), "blobs").is_empty());
+        assert!(files(dir.path(), "tmp").is_empty());
+    }
+
+    #[tokio::test]
+    async fn purge_removes_sessions_without_files_and_goes_on_past_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let (lost, stuck, plain) = {
+            let u = open(dir.path());
+            let ids = [(); 3].map(|_| u.create(&repo).unwrap());
+            (ids[0], ids[1], ids[2])
+        };
+        // A restarted node: one session lost its file, another's cannot be
+        // removed (a directory stands where the file was).
+        let u = open(dir.path());
+        std::fs::remove_file(u.path(lost)).unwrap();
+        std::fs::remove_file(u.path(stuck)).unwrap();
+        std::fs::create_dir(u.path(stuck)).unwrap();
+        std::fs::write(u.path(stuck).join("x"), b"x").unwrap();
+
+        assert_eq!(u.purge_started_before(now_secs() + 10).unwrap(), 2);
+        let record = |id: UploadId| u.db.get(Cf::Uploads, id.to_string().as_bytes()).unwrap();
+        assert!(
+            record(lost).is_none(),
+            "the record of a session without a file stays"
+        );
+        assert!(record(plain).is_none());
+        assert!(!u.path(plain).exists());
+        assert!(record(stuck).is_some(), "kept for the next purge");
+
+        std::fs::remove_dir_all(u.path(stuck)).unwrap();
+        assert_eq!(u.purge_started_before(now_secs() + 10).unwrap(), 1);
+        assert!(record(stuck).is_none());
     }
 }

@@ -144,6 +144,35 @@ async fn a_source_with_too_many_failed_logins_is_turned_away() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+#[tokio::test]
+async fn parallel_guesses_get_no_more_checks_than_serial_ones() {
+    // A hash as slow as real ones, so every guess is under way before the
+    // first is refused.
+    let files = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("right", 10).unwrap();
+    std::fs::write(files.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.htpasswd = Some(files.path().join("htpasswd"));
+    let node = TestNode::start_with(dir, config).await;
+    let passwords: Vec<String> = (0..50).map(|i| format!("guess {i}")).collect();
+    let guesses = passwords.iter().map(|p| node.get_as("/v2/", "alice", p));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    let checked = statuses
+        .iter()
+        .filter(|&&s| s == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|&&s| s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, refused), (10, 40), "{statuses:?}");
+}
+
 /// A token from the node's endpoint for `scopes`, signed in as alice.
 async fn token(node: &TestNode, scopes: &[&str]) -> String {
     let query: String = scopes.iter().map(|s| format!("&scope={s}")).collect();

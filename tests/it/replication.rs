@@ -78,6 +78,21 @@ async fn a_node_without_the_blob_relays_it_and_keeps_a_verified_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_past_the_readers_size_cap_is_relayed_but_not_kept() {
+    let mut cluster = TestCluster::with_factor(2, ReplicationFactor::Copies(1)).await;
+    let data = random_blob(64 << 10);
+    let digest = cluster.nodes[0].push_blob("big/app", &data).await;
+    let reader = &mut cluster.nodes[1];
+    reader.config_mut().max_blob_size = 1000;
+    reader.restart().await;
+    let (status, body) = get_bytes(reader, &format!("/v2/big/app/blobs/{digest}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.unwrap(), data);
+    assert!(!holds(reader, &digest), "a blob past the cap was kept");
+    assert!(files_under(&reader.data_dir().join("tmp")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_bytes_from_a_holder_are_never_served_as_the_blob() {
     let cluster = TestCluster::with_factor(2, ReplicationFactor::Copies(1)).await;
     let data = random_blob(2 << 20);

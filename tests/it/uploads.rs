@@ -308,3 +308,95 @@ async fn sha512_digests_work() {
     let resp = send(node.get(&format!("/v2/five/twelve/blobs/{}", sha256(&other)))).await;
     assert_oci_error(resp, 404, "BLOB_UNKNOWN").await;
 }
+
+/// A node that takes blobs of at most `max` bytes.
+async fn node_with_max_blob_size(max: u64) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.max_blob_size = max;
+    TestNode::start_with(dir, config).await
+}
+
+/// Files a refused upload might have left: blob content, or a half-received
+/// temporary copy.
+fn leftovers(node: &TestNode) -> Vec<std::path::PathBuf> {
+    let mut files = files_under(&node.data_dir().join("tmp"));
+    files.extend(files_under(&node.data_dir().join("blobs")));
+    files
+}
+
+#[tokio::test]
+async fn a_blob_past_the_size_cap_is_refused_and_nothing_of_it_kept() {
+    let node = node_with_max_blob_size(1000).await;
+    let bytes = random_blob(1500);
+    let digest = sha256(&bytes);
+    let monolithic = node
+        .post(&format!("/v2/cap/blobs/uploads/?digest={digest}"))
+        .body(bytes.clone());
+    assert_oci_error(send(monolithic).await, 413, "SIZE_INVALID").await;
+    assert_eq!(leftovers(&node), Vec::<std::path::PathBuf>::new());
+    // Streamed without a length, too.
+    let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes.clone())]);
+    let monolithic = node
+        .post(&format!("/v2/cap/blobs/uploads/?digest={digest}"))
+        .body(Body::wrap_stream(stream));
+    assert_oci_error(send(monolithic).await, 413, "SIZE_INVALID").await;
+    let location = node.start_upload("cap").await;
+    let put = node.put(&with_digest(&location, &digest)).body(bytes);
+    assert_oci_error(send(put).await, 413, "SIZE_INVALID").await;
+    assert_eq!(leftovers(&node), Vec::<std::path::PathBuf>::new());
+    let head = send(node.head(&format!("/v2/cap/blobs/{digest}"))).await;
+    assert_eq!(head.status(), StatusCode::NOT_FOUND);
+    // A blob within the cap still goes in both ways.
+    node.push_blob("cap", &random_blob(1000)).await;
+    let small = random_blob(1000);
+    let monolithic = node
+        .post(&format!("/v2/cap/blobs/uploads/?digest={}", sha256(&small)))
+        .body(small);
+    assert_eq!(send(monolithic).await.status(), StatusCode::CREATED);
+}
+
+/// Sends only the head of an upload request (with `Expect: 100-continue`)
+/// and returns the answer, which must come without any of the body.
+async fn answer_to_head(
+    node: &TestNode,
+    method: &str,
+    target: &str,
+    extra: &[(&str, &str)],
+) -> u16 {
+    let mut headers = vec![("Expect".to_owned(), "100-continue".to_owned())];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let exchange = crate::raw::request(node.addr(), method, target, &headers, b"");
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {target} waited for a body it should refuse unread"))
+        .unwrap();
+    // A "100 Continue" first would show as the status here.
+    resp.status
+}
+
+#[tokio::test]
+async fn what_the_headers_rule_out_is_refused_before_the_body_is_read() {
+    let node = node_with_max_blob_size(1000).await;
+    let digest = sha256(b"never sent");
+    let location = node.start_upload("cap").await;
+    let huge = [("Content-Length", "1000000000000")];
+    assert_eq!(answer_to_head(&node, "PATCH", &location, &huge).await, 413);
+    let put = with_digest(&location, &digest);
+    assert_eq!(answer_to_head(&node, "PUT", &put, &huge).await, 413);
+    // Within the cap, but past it with what the session holds.
+    let resp = send(node.patch(&location).body(vec![1u8; 600])).await;
+    let location = session_location(&resp, 600);
+    let over = [("Content-Range", "600-1099"), ("Content-Length", "500")];
+    assert_eq!(answer_to_head(&node, "PATCH", &location, &over).await, 413);
+    let out_of_order = [("Content-Range", "700-709"), ("Content-Length", "10")];
+    assert_eq!(
+        answer_to_head(&node, "PATCH", &location, &out_of_order).await,
+        416
+    );
+    let resp = send(node.delete(&location)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let small = [("Content-Length", "10")];
+    assert_eq!(answer_to_head(&node, "PATCH", &location, &small).await, 404);
+    assert_eq!(leftovers(&node), Vec::<std::path::PathBuf>::new());
+}
