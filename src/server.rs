@@ -159,8 +159,11 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
             None => None,
         },
     };
+    // Peers' pushes obey the same cap as clients' uploads.
+    let peer_store = BlobStore::new(layout.clone(), db.clone());
+    peer_store.limit_size(config.max_blob_size);
     let blob_service = tonic::service::interceptor::InterceptedService::new(
-        BlobService::new(BlobStore::new(layout.clone(), db.clone())),
+        BlobService::new(peer_store),
         secret_check(secret.clone()),
     );
     let cluster = Cluster::start(

@@ -137,7 +137,7 @@ async fn dispatch(
             let may_mount = from.as_ref().map_or(authorized.policy().is_none(), |f| {
                 authorized.may_read(f.as_str())
             });
-            uploads::start(reg, &repo, &params, may_mount, body).await
+            uploads::start(reg, &repo, &params, may_mount, &headers, body).await
         }
         (Route::Upload { repo, id }, Method::GET) => uploads::status(reg, &repo, id).await,
         (Route::Upload { repo, id }, Method::PATCH) => {

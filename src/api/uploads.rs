@@ -6,7 +6,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::empty;
 use super::headers::{
-    declared_body, upload_range, value, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID,
+    content_length, declared_body, upload_range, value, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID,
 };
 use super::params::Params;
 use crate::oci::{Digest, RepoName};
@@ -18,6 +18,7 @@ pub async fn start(
     repo: &RepoName,
     params: &Params,
     may_mount: bool,
+    headers: &HeaderMap,
     body: ByteStream,
 ) -> Result<Response, Error> {
     let mount = params.digest("mount")?.filter(|_| may_mount);
@@ -26,12 +27,10 @@ pub async fn start(
             digest,
             from: params.repo("from")?,
         },
-        // The dispatcher hands this handler no headers, so a declared
-        // length is not known here; the cap still holds as the body arrives.
         (None, Some(digest)) => StartUpload::Monolithic {
             digest,
             body,
-            length: None,
+            length: content_length(headers)?,
         },
         (None, None) => StartUpload::Session,
     };

@@ -55,9 +55,10 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// The password was right: the slot is given back and the source's
-    /// failures are forgotten, so a user who mistyped and then got it right
-    /// is not left one typo away from being turned away.
+    /// The password was right: the slot is given back. The source's
+    /// failures stay until their window ends: were a success to clear them,
+    /// one valid account would let its holder guess others' passwords
+    /// without limit, a login between every few guesses.
     pub fn succeeded(mut self) {
         self.settle(true);
     }
@@ -75,9 +76,7 @@ impl Attempt<'_> {
             pending: 1,
         });
         w.pending = w.pending.saturating_sub(1);
-        if ok {
-            w.failures = 0;
-        } else {
+        if !ok {
             w.fail();
         }
         if w.pending == 0 && w.failures == 0 {
@@ -187,21 +186,29 @@ mod tests {
     }
 
     #[test]
-    fn a_success_gives_its_slot_back_and_clears_failures() {
+    fn a_success_gives_its_slot_back_and_keeps_failures() {
         let l = LoginLimiter::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
-        for _ in 0..FAILURES - 1 {
+        for _ in 0..FAILURES - 2 {
             l.attempt(a).unwrap().failed();
         }
         let right = l.attempt(a).unwrap();
+        let other = l.attempt(a).unwrap();
         assert!(l.attempt(a).is_err(), "the last slot is taken");
         right.succeeded();
-        // A user who got it right is not one slip from being turned away.
-        let held: Vec<_> = (0..FAILURES).map(|_| l.attempt(a).unwrap()).collect();
-        held.into_iter().for_each(Attempt::succeeded);
-        assert!(l.lock().is_empty());
+        // The slot is back, the failures are not forgotten: a valid login
+        // between guesses does not reset the count.
+        other.failed();
+        l.attempt(a).unwrap().succeeded();
+        assert_eq!(l.lock()[&a].failures, FAILURES - 1);
+        l.attempt(a).unwrap().failed();
+        assert!(
+            l.attempt(a).is_err(),
+            "ten failures, whatever succeeded between"
+        );
         // An attempt dropped before its outcome counts as a failure.
-        drop(l.attempt(a).unwrap());
-        assert_eq!(l.lock()[&a].failures, 1);
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        drop(l.attempt(b).unwrap());
+        assert_eq!(l.lock()[&b].failures, 1);
     }
 }
