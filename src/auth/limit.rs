@@ -156,7 +156,8 @@ mod tests {
         l.attempt(a).unwrap().failed();
         assert_eq!(l.lock()[&a].failures, 1, "a new window counts afresh");
         l.attempt(a).unwrap().succeeded();
-        assert!(l.lock().is_empty());
+        assert_eq!(l.lock()[&a].failures, 1, "a success forgets no failure");
+        assert!(!l.lock().contains_key(&b), "a clean source is not tracked");
     }
 
     #[test]
