@@ -164,6 +164,12 @@ impl Registry {
         Ok(self.cluster.write(cmd).await??)
     }
 
+    /// Waits until this node has applied every write completed anywhere
+    /// before the call.
+    pub async fn catch_up(&self) -> Result<()> {
+        self.fresh().await.map(|_| ())
+    }
+
     /// Waits until this node's metadata includes every write completed
     /// anywhere before the call.
     async fn fresh(&self) -> Result<&StateMachine> {
