@@ -130,10 +130,7 @@ impl RaftRpc for Handler {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta, size): (Vote, SnapshotMeta, u64) =
             decode("snapshot header", &first.header)?;
-        let path = self
-            .layout
-            .snapshots_dir()
-            .join(format!("incoming-{:016x}.part", rand::random::<u64>()));
+        let path = super::snapshot::incoming_path(&self.layout.snapshots_dir());
         let received = receive(&path, first.data, &mut stream).await;
         match received {
             Ok(n) if n == size => {}
