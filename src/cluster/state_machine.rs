@@ -16,10 +16,10 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::snapshot;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotFile, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
+use super::{log_store, snapshot};
 use crate::db::{self, Cf, Db, DbError};
 use crate::meta::{self, Applied};
 use crate::storage::Layout;
@@ -52,9 +52,10 @@ pub enum OpenError {
 }
 
 impl StateMachineStore {
-    /// Opens the state machine and clears what a crash left: after an
-    /// interrupted install the state machine is emptied, and files no
-    /// running task owns are swept from `snapshots/`.
+    /// Opens the state machine and turns what a crash left into a state
+    /// openraft can start from: after an interrupted install the state
+    /// machine is emptied, and a log that can no longer bring the state
+    /// machine up to date is dropped, so that the leader sends a snapshot.
     pub fn open(db: Db, layout: Layout) -> Result<StateMachineStore, OpenError> {
         let store = StateMachineStore {
             sm: meta::StateMachine::new(db.clone()),
@@ -66,15 +67,26 @@ impl StateMachineStore {
             tracing::warn!("a snapshot install was interrupted; starting from an empty state to receive it again");
             store.clear()?;
         }
+        let applied = store.last_applied()?;
+        let reached = log_store::reaches(&store.db, applied)?;
         // An emptied state machine keeps no snapshot: openraft would take
         // it for the state it holds, and skip a resent one.
-        let keep = match interrupted {
-            true => None,
-            false => store.current().map_err(|e| store.dir_error(e))?,
+        let keep = match reached && !interrupted {
+            true => store.current().map_err(|e| store.dir_error(e))?,
+            false => None,
         };
         store
             .sweep(keep.map(|s| s.meta.snapshot_id).as_deref())
             .map_err(|e| store.dir_error(e))?;
+        if !reached {
+            // openraft would replay the entries after `applied` from a log
+            // that no longer has them, and fail to start.
+            tracing::warn!(
+                applied = ?applied.map(|a| a.index),
+                "the Raft log starts after the state machine's last entry; dropped it and the local snapshots, the leader will send a fresh snapshot"
+            );
+            log_store::restart_from(&store.db, applied)?;
+        }
         Ok(store)
     }
 
@@ -251,6 +263,7 @@ impl StateMachineStore {
         let mut mark = WriteBatch::default();
         mark.put_cf(self.db.cf(Cf::SmMeta), INSTALLING, [1u8]);
         self.db.write_durable(mark).map_err(io::Error::other)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "loading a snapshot from the leader");
         let records = snapshot::load(&self.db, &file.path)?;
         let (snap, _) = self.snapshot_paths(&meta.snapshot_id);
         if file.path != snap {
@@ -353,9 +366,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use openraft::storage::RaftLogStorage;
     use openraft::CommittedLeaderId;
 
     use super::*;
+    use crate::cluster::log_store::LogStore;
+    use crate::cluster::network::Network;
+    use crate::cluster::peer::{PeerPool, Secret};
+    use crate::cluster::types::{Raft, Vote};
 
     struct Node {
         db: Db,
@@ -387,6 +407,18 @@ mod tests {
         }
     }
 
+    /// Starts openraft on the node's storage, as a restarted node does.
+    async fn start(n: &Node) -> Result<Raft, String> {
+        let sm =
+            StateMachineStore::open(n.db.clone(), n.layout.clone()).map_err(|e| e.to_string())?;
+        let config = Arc::new(openraft::Config::default().validate().unwrap());
+        let network = Network::new(PeerPool::new(Secret::none()));
+        let log = LogStore::new(n.db.clone(), Default::default());
+        Raft::new(1, config, network, log, sm)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// A complete snapshot at `last`, as a build or an install leaves it.
     fn snapshot_at(n: &Node, id: &str, last: LogId) -> SnapshotMeta {
         let meta = SnapshotMeta {
@@ -411,6 +443,61 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[tokio::test]
+    async fn a_node_killed_while_installing_starts_empty_and_waits_for_a_snapshot() {
+        let n = node();
+        let vote = Vote::new(3, 2);
+        let mut log = LogStore::new(n.db.clone(), Default::default());
+        log.save_vote(&vote).await.unwrap();
+        // openraft purges the log up to the snapshot while it is loaded.
+        log_store::restart_from(&n.db, Some(log_id(2, 6000))).unwrap();
+        let mut half = WriteBatch::default();
+        half.put_cf(n.db.cf(Cf::SmMeta), INSTALLING, [1u8]);
+        half.put_cf(n.db.cf(Cf::Repos), b"half", b"loaded");
+        n.db.write_durable(half).unwrap();
+        snapshot_at(&n, "1-5000-old", log_id(1, 5000));
+        std::fs::write(n.layout.snapshots_dir().join("2-6000-x.snap"), b"rec").unwrap();
+
+        let raft = start(&n).await.expect("the node starts");
+        raft.shutdown().await.unwrap();
+
+        let sm = store(&n);
+        assert_eq!(sm.last_applied().unwrap(), None);
+        assert_eq!(n.db.get(Cf::Repos, b"half").unwrap(), None);
+        assert!(log_store::reaches(&n.db, None).unwrap());
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(log.read_committed().await.unwrap(), None);
+        assert!(files(&n).is_empty(), "{:?}", files(&n));
+    }
+
+    #[tokio::test]
+    async fn a_log_purged_past_the_state_machine_restarts_from_it() {
+        // Killed after openraft purged the log for an install, before the
+        // install began: the state machine is whole but behind the log.
+        let n = node();
+        let applied = log_id(1, 40);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            n.db.cf(Cf::SmMeta),
+            LAST_APPLIED,
+            db::encode(&Some(applied)),
+        );
+        n.db.write_durable(batch).unwrap();
+        log_store::restart_from(&n.db, Some(log_id(2, 6000))).unwrap();
+
+        let raft = start(&n).await.expect("the node starts");
+        raft.shutdown().await.unwrap();
+
+        assert_eq!(store(&n).last_applied().unwrap(), Some(applied));
+        let mut log = LogStore::new(n.db.clone(), Default::default());
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(applied));
+        assert_eq!(state.last_log_id, Some(applied));
+        // openraft rebuilt a snapshot of what the node holds, to serve.
+        let current = store(&n).current().unwrap().expect("a snapshot");
+        assert_eq!(current.meta.last_log_id, Some(applied));
     }
 
     #[test]
