@@ -203,7 +203,12 @@ impl ClusterRpc for Handler {
     }
 
     async fn hello(&self, _: Request<Empty>) -> Result<Response<pb::NodeHello>, Status> {
-        Ok(Response::new(self.cluster.hello().await))
+        // Internal, never a guess: discovery reads it as "state unknown".
+        self.cluster
+            .hello()
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<Empty>, Status> {
