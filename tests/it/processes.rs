@@ -339,15 +339,34 @@ impl ProcessCluster {
 }
 
 impl ProcessCluster {
-    /// Whether node `i` stores the blob's bytes.
-    fn holds(&self, i: usize, digest: &str) -> bool {
+    fn blob_path(&self, i: usize, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self._dir
             .path()
             .join(format!("node{i}/blobs/sha256"))
             .join(&hex[..2])
             .join(hex)
-            .exists()
+    }
+
+    /// Whether node `i` stores the blob's bytes.
+    fn holds(&self, i: usize, digest: &str) -> bool {
+        self.blob_path(i, digest).exists()
+    }
+
+    /// Whether node `i`'s process has the blob's file open: a holder keeps
+    /// it open while it streams the blob to a peer.
+    fn reading(&self, i: usize, digest: &str) -> bool {
+        let (Some(child), Ok(blob)) = (
+            &self.nodes[i].child,
+            self.blob_path(i, digest).canonicalize(),
+        ) else {
+            return false;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", child.id())) else {
+            return false;
+        };
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == blob))
     }
 }
 
@@ -849,8 +868,20 @@ async fn a_relayed_pull_survives_the_loss_of_its_holder() {
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = Vec::new();
     body.extend_from_slice(&resp.chunk().await.unwrap().expect("a first chunk"));
-    // One holder dies mid-stream; the relay carries on from the other.
-    cluster.kill9(holders[0]);
+    // The relay picks a holder at random; the one it reads from dies
+    // mid-stream, and the relay must carry on from the other.
+    let source = holders
+        .iter()
+        .copied()
+        .find(|&h| cluster.reading(h, &digest));
+    let source = source.expect("the holder streaming the blob has it open");
+    assert!(
+        holders
+            .iter()
+            .all(|&h| h == source || !cluster.reading(h, &digest)),
+        "only one holder streams the blob"
+    );
+    cluster.kill9(source);
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
