@@ -19,6 +19,9 @@ const MAGIC: &[u8; 8] = b"BERTHSN1";
 const END: u8 = 0xff;
 /// Records per write batch when loading a snapshot.
 const LOAD_BATCH: usize = 1024;
+/// Bytes per write batch when loading a snapshot: manifests of a few MiB
+/// would otherwise make a batch of records hold gigabytes.
+const LOAD_BATCH_BYTES: usize = 8 << 20;
 
 fn cf_code(cf: Cf) -> u8 {
     Cf::REPLICATED
@@ -89,7 +92,7 @@ pub fn load(db: &Db, path: &Path) -> io::Result<u64> {
         let value = read_part(&mut input)?;
         batch.put_cf(db.cf(cf), key, value);
         records += 1;
-        if batch.len() >= LOAD_BATCH {
+        if batch.len() >= LOAD_BATCH || batch.size_in_bytes() >= LOAD_BATCH_BYTES {
             db.raw()
                 .write(std::mem::take(&mut batch))
                 .map_err(io::Error::other)?;
