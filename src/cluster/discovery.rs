@@ -129,14 +129,28 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
 }
 
 async fn initialize(cluster: &Cluster, members: BTreeMap<NodeId, NodeAddr>) {
-    if cluster.raft.is_initialized().await.unwrap_or(true) {
-        return;
+    match cluster.raft.is_initialized().await {
+        Ok(false) => {}
+        Ok(true) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot tell whether this node belongs to a cluster; not forming one");
+            return;
+        }
     }
     let ids: Vec<NodeId> = members.keys().copied().collect();
     match cluster.raft.initialize(members).await {
         Ok(()) => tracing::info!(members = ?ids, "initialized a new cluster"),
         Err(e) => tracing::warn!(error = %e, "could not initialize the cluster"),
     }
+}
+
+/// What the peers said in one round.
+#[derive(Default)]
+struct Answers {
+    hellos: Vec<pb::NodeHello>,
+    /// Peers that answered but could not tell whether they belong to a
+    /// cluster: they may, so no new one is formed while any does.
+    unknown: Vec<String>,
 }
 
 /// One discovery round. Nothing to do while this node is a voter at the
@@ -154,27 +168,62 @@ async fn round(cluster: &Cluster) -> Result<(), String> {
     if settled {
         return Ok(());
     }
-    let mut hellos = Vec::new();
+    let answers = ask_peers(cluster).await;
+    if let Some(member) = answers.hellos.iter().find(|h| h.initialized) {
+        return join_via(cluster, member).await;
+    }
+    let members = bootstrap_members(
+        cluster.id,
+        &cluster.addr,
+        &answers,
+        cluster.config.bootstrap_expect,
+    )?;
+    initialize(cluster, members).await;
+    Ok(())
+}
+
+async fn ask_peers(cluster: &Cluster) -> Answers {
+    let mut answers = Answers::default();
     for addr in resolve(&cluster.config.peers).await {
         if addr == cluster.addr.peer {
             continue;
         }
-        match hello(cluster, &addr).await {
-            Ok(h) if h.node_id != cluster.id => hellos.push(h),
+        match hello_at(&cluster.pool, &addr).await {
+            Ok(h) if h.node_id != cluster.id => answers.hellos.push(h),
             Ok(_) => {}
-            Err(e) => tracing::debug!(%addr, error = %e, "peer did not answer"),
+            Err(s) if s.code() == tonic::Code::Internal => {
+                tracing::warn!(%addr, error = %s.message(), "a peer cannot tell whether it belongs to a cluster");
+                answers.unknown.push(format!("{addr} ({})", s.message()));
+            }
+            Err(s) => tracing::debug!(%addr, error = %s.message(), "peer did not answer"),
         }
     }
-    if let Some(member) = hellos.iter().find(|h| h.initialized) {
-        return join_via(cluster, member).await;
-    }
-    let Some(expect) = cluster.config.bootstrap_expect else {
+    answers
+}
+
+/// The members of a new cluster this node should initialize now, or why
+/// not: no `--bootstrap-expect`, a peer whose state is unknown, too few
+/// nodes, or another node has the lowest id.
+fn bootstrap_members(
+    me: NodeId,
+    addr: &NodeAddr,
+    answers: &Answers,
+    expect: Option<usize>,
+) -> Result<BTreeMap<NodeId, NodeAddr>, String> {
+    let seen = answers.hellos.len();
+    let Some(expect) = expect else {
         return Err(format!(
-            "waiting for an initialized cluster ({} peers seen, none initialized; no --bootstrap-expect)",
-            hellos.len()
+            "waiting for an initialized cluster ({seen} peers seen, none initialized; no --bootstrap-expect)"
         ));
     };
-    let mut members: BTreeMap<NodeId, NodeAddr> = hellos
+    if !answers.unknown.is_empty() {
+        return Err(format!(
+            "not forming a cluster while peers cannot tell whether they belong to one: {}",
+            answers.unknown.join(", ")
+        ));
+    }
+    let mut members: BTreeMap<NodeId, NodeAddr> = answers
+        .hellos
         .iter()
         .map(|h| {
             let addr = NodeAddr {
@@ -184,27 +233,19 @@ async fn round(cluster: &Cluster) -> Result<(), String> {
             (h.node_id, addr)
         })
         .collect();
-    members.insert(cluster.id, cluster.addr.clone());
+    members.insert(me, addr.clone());
     if members.len() < expect {
         return Err(format!(
             "{} of {expect} expected nodes see each other",
             members.len()
         ));
     }
-    let lowest = *members.keys().next().expect("members include this node");
-    if lowest != cluster.id {
-        return Err(format!(
+    match members.keys().next() {
+        Some(&lowest) if lowest != me => Err(format!(
             "waiting for node {lowest} (lowest id) to initialize"
-        ));
+        )),
+        _ => Ok(members),
     }
-    initialize(cluster, members).await;
-    Ok(())
-}
-
-async fn hello(cluster: &Cluster, addr: &str) -> Result<pb::NodeHello, String> {
-    hello_at(&cluster.pool, addr)
-        .await
-        .map_err(|s| s.message().to_owned())
 }
 
 /// Asks the node at `addr` who it is.
@@ -262,5 +303,40 @@ mod tests {
         for bad in ["a", "a:b", ":5001", "dns:x", "dns::1"] {
             assert!(parse_peers(bad).is_err(), "{bad}");
         }
+    }
+
+    fn hello(id: NodeId) -> pb::NodeHello {
+        pb::NodeHello {
+            node_id: id,
+            peer_addr: format!("n{id}:5001"),
+            api_addr: format!("n{id}:5000"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_peer_of_unknown_state_holds_off_a_bootstrap() {
+        let me = NodeAddr {
+            peer: "n1:5001".into(),
+            api: "n1:5000".into(),
+        };
+        let mut answers = Answers {
+            hellos: vec![hello(2), hello(3)],
+            unknown: vec![],
+        };
+        let members = bootstrap_members(1, &me, &answers, Some(3)).unwrap();
+        assert_eq!(members.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+
+        // Enough nodes, but one more cannot tell whether it is in a cluster.
+        answers.unknown.push("n4:5001 (storage error)".into());
+        let why = bootstrap_members(1, &me, &answers, Some(3)).unwrap_err();
+        assert!(why.contains("n4:5001"), "{why}");
+
+        answers.unknown.clear();
+        answers.hellos[0] = hello(0);
+        let why = bootstrap_members(1, &me, &answers, Some(3)).unwrap_err();
+        assert!(why.contains("node 0"), "{why}");
+        assert!(bootstrap_members(1, &me, &answers, Some(4)).is_err());
+        assert!(bootstrap_members(1, &me, &answers, None).is_err());
     }
 }

@@ -48,12 +48,7 @@ impl LogStore {
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        let raw = self
-            .db
-            .get(Cf::RaftMeta, key)
-            .map_err(|e| StorageIOError::read(&e))?;
-        raw.map(|v| db::decode("raft metadata", &v).map_err(|e| StorageIOError::read(&e).into()))
-            .transpose()
+        read_meta(&self.db, key).map_err(|e| StorageIOError::read(&e).into())
     }
 
     async fn put_meta<T: serde::Serialize>(
@@ -98,6 +93,39 @@ impl LogStore {
 
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(
+    db: &Db,
+    key: &[u8],
+) -> Result<Option<T>, db::DbError> {
+    db.get(Cf::RaftMeta, key)?
+        .map(|v| db::decode("raft metadata", &v))
+        .transpose()
+}
+
+/// Whether the log can bring a state machine that has applied up to
+/// `applied` up to date: it must still hold every entry after `applied`.
+pub fn reaches(db: &Db, applied: Option<LogId>) -> Result<bool, db::DbError> {
+    let purged: Option<LogId> = read_meta(db, LAST_PURGED)?;
+    Ok(purged.map(|p| p.index) <= applied.map(|a| a.index))
+}
+
+/// Drops the whole log and makes the log claim exactly what the state
+/// machine holds (`applied`), for a log that no longer [`reaches`] it: the
+/// leader then sends the rest, as a snapshot. The vote is kept, so this node
+/// never votes twice in a term.
+pub fn restart_from(db: &Db, applied: Option<LogId>) -> Result<(), db::DbError> {
+    let mut batch = WriteBatch::default();
+    let (log, meta) = (db.cf(Cf::RaftLog), db.cf(Cf::RaftMeta));
+    batch.delete_range_cf(log, index_key(0), index_key(u64::MAX));
+    batch.delete_cf(log, index_key(u64::MAX));
+    match applied {
+        Some(a) => batch.put_cf(meta, LAST_PURGED, db::encode(&a)),
+        None => batch.delete_cf(meta, LAST_PURGED),
+    }
+    batch.put_cf(meta, COMMITTED, db::encode(&applied));
+    db.write_durable(batch)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

@@ -130,10 +130,7 @@ impl RaftRpc for Handler {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta, size): (Vote, SnapshotMeta, u64) =
             decode("snapshot header", &first.header)?;
-        let path = self
-            .layout
-            .snapshots_dir()
-            .join(format!("incoming-{:016x}.part", rand::random::<u64>()));
+        let path = super::snapshot::incoming_path(&self.layout.snapshots_dir());
         let received = receive(&path, first.data, &mut stream).await;
         match received {
             Ok(n) if n == size => {}
@@ -206,7 +203,12 @@ impl ClusterRpc for Handler {
     }
 
     async fn hello(&self, _: Request<Empty>) -> Result<Response<pb::NodeHello>, Status> {
-        Ok(Response::new(self.cluster.hello().await))
+        // Internal, never a guess: discovery reads it as "state unknown".
+        self.cluster
+            .hello()
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<Empty>, Status> {

@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 
@@ -19,6 +19,9 @@ const MAGIC: &[u8; 8] = b"BERTHSN1";
 const END: u8 = 0xff;
 /// Records per write batch when loading a snapshot.
 const LOAD_BATCH: usize = 1024;
+/// Bytes per write batch when loading a snapshot: manifests of a few MiB
+/// would otherwise make a batch of records hold gigabytes.
+const LOAD_BATCH_BYTES: usize = 8 << 20;
 
 fn cf_code(cf: Cf) -> u8 {
     Cf::REPLICATED
@@ -89,7 +92,7 @@ pub fn load(db: &Db, path: &Path) -> io::Result<u64> {
         let value = read_part(&mut input)?;
         batch.put_cf(db.cf(cf), key, value);
         records += 1;
-        if batch.len() >= LOAD_BATCH {
+        if batch.len() >= LOAD_BATCH || batch.size_in_bytes() >= LOAD_BATCH_BYTES {
             db.raw()
                 .write(std::mem::take(&mut batch))
                 .map_err(io::Error::other)?;
@@ -97,6 +100,28 @@ pub fn load(db: &Db, path: &Path) -> io::Result<u64> {
     }
     db.raw().write(batch).map_err(io::Error::other)?;
     Ok(records)
+}
+
+/// Where a snapshot streamed from the leader is received, under `dir`: a
+/// name of its own, so receivers never share a file.
+pub fn incoming_path(dir: &Path) -> PathBuf {
+    dir.join(format!("incoming-{:016x}.part", rand::random::<u64>()))
+}
+
+/// Writes `bytes` to `path` so that after a crash or a power cut `path`
+/// holds either its old content or all of `bytes`: a temporary file is
+/// fsynced and renamed into place, then the directory is fsynced so the
+/// rename (and any earlier one in that directory) is on disk too.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other(format!("{} has no directory", path.display())))?;
+    File::open(dir)?.sync_all()
 }
 
 /// Largest key or value a snapshot may carry: a manifest is capped well below.

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::pb;
-use super::Cluster;
+use super::{Cluster, ClusterError};
 
 /// One node's view of the cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,7 +103,16 @@ impl Cluster {
         }
     }
 
-    pub async fn hello(&self) -> pb::NodeHello {
+    /// Who this node is, for discovery. Fails when this node cannot tell
+    /// whether it belongs to a cluster: a peer must never take that for
+    /// "not initialized" and form a second cluster.
+    pub async fn hello(&self) -> Result<pb::NodeHello, ClusterError> {
+        let initialized = self.raft.is_initialized().await.map_err(|e| {
+            tracing::error!(error = %e, "cannot tell a peer whether this node belongs to a cluster");
+            ClusterError::Raft(format!(
+                "cannot tell whether this node belongs to a cluster: {e}"
+            ))
+        })?;
         let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader.unwrap_or(0);
         let leader_peer = m
@@ -115,14 +124,14 @@ impl Cluster {
                     .map(|n| n.peer.clone())
             })
             .unwrap_or_default();
-        pb::NodeHello {
+        Ok(pb::NodeHello {
             node_id: self.id,
             peer_addr: self.addr.peer.clone(),
             api_addr: self.addr.api.clone(),
-            initialized: self.raft.is_initialized().await.unwrap_or(false),
+            initialized,
             leader_id: leader,
             leader_peer_addr: leader_peer,
-        }
+        })
     }
 }
 
@@ -247,5 +256,32 @@ mod tests {
         assert!(text.contains("1 with no live copy"), "{text}");
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), report);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_read_its_state_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = crate::storage::Layout::new(dir.path());
+        layout.create().unwrap();
+        let db = crate::db::Db::open(&layout.db()).unwrap();
+        let config = super::super::ClusterConfig {
+            node_id: 1,
+            advertise: super::super::types::NodeAddr::default(),
+            peers: vec![],
+            bootstrap_expect: None,
+            write_timeout: std::time::Duration::from_secs(5),
+            remove_after: None,
+            peer_tls: None,
+        };
+        let secret = super::super::peer::Secret::none();
+        let cluster = Cluster::start(db, layout, config, None, secret, Default::default())
+            .await
+            .unwrap();
+        assert!(cluster.hello().await.is_ok());
+        // Raft stops on a storage error; from then on its state is unknown.
+        cluster.raft().shutdown().await.unwrap();
+        let err = cluster.hello().await.unwrap_err();
+        assert!(err.to_string().contains("cannot tell"), "{err}");
+        cluster.shutdown().await;
     }
 }

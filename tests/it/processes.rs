@@ -93,6 +93,33 @@ impl ProcNode {
     fn base(&self) -> String {
         format!("http://{}", self.api)
     }
+
+    /// Where the log ends now: later lines are the node's from here on.
+    fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The log written since `from`.
+    fn log_since(&self, from: u64) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let start = (from as usize).min(text.len());
+        String::from_utf8_lossy(&text[start..]).into_owned()
+    }
+
+    /// Waits until a line containing `text` is logged after `from`.
+    async fn wait_logged(&mut self, from: u64, text: &str) -> Result<(), String> {
+        let deadline = Instant::now() + SETTLE;
+        while !self.log_since(from).contains(text) {
+            if let Some(e) = self.exited() {
+                return Err(e);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} logged no {text:?} within {SETTLE:?}", self.api));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
 }
 
 /// N `berth serve` processes on loopback sharing a cluster secret, each with
@@ -210,10 +237,12 @@ impl ProcessCluster {
     /// What tag `t<n>` resolves to on node `i`: `Some(digest)` (checked
     /// against the body), `None` for 404, `Err` for anything else.
     async fn tagged(&self, i: usize, n: usize) -> Result<Option<String>, String> {
-        let resp = self
-            .get(i, &format!("t{n}"))
-            .await
-            .map_err(|e| e.to_string())?;
+        self.resolve(i, &format!("t{n}")).await
+    }
+
+    /// What `reference` resolves to on node `i`, as [`Self::tagged`].
+    async fn resolve(&self, i: usize, reference: &str) -> Result<Option<String>, String> {
+        let resp = self.get(i, reference).await.map_err(|e| e.to_string())?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::OK => {
@@ -310,15 +339,34 @@ impl ProcessCluster {
 }
 
 impl ProcessCluster {
-    /// Whether node `i` stores the blob's bytes.
-    fn holds(&self, i: usize, digest: &str) -> bool {
+    fn blob_path(&self, i: usize, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self._dir
             .path()
             .join(format!("node{i}/blobs/sha256"))
             .join(&hex[..2])
             .join(hex)
-            .exists()
+    }
+
+    /// Whether node `i` stores the blob's bytes.
+    fn holds(&self, i: usize, digest: &str) -> bool {
+        self.blob_path(i, digest).exists()
+    }
+
+    /// Whether node `i`'s process has the blob's file open: a holder keeps
+    /// it open while it streams the blob to a peer.
+    fn reading(&self, i: usize, digest: &str) -> bool {
+        let (Some(child), Ok(blob)) = (
+            &self.nodes[i].child,
+            self.blob_path(i, digest).canonicalize(),
+        ) else {
+            return false;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", child.id())) else {
+            return false;
+        };
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == blob))
     }
 }
 
@@ -616,6 +664,118 @@ async fn a_killed_node_restarts_and_catches_up() {
     );
 }
 
+/// A manifest just under the 4 MiB cap, made unique by `i`.
+fn big_manifest(config: &Blob, i: usize) -> Vec<u8> {
+    let pad = hex::encode(random_blob(7 << 18));
+    let annotations = json!({ "annotations": { "n": i.to_string(), "pad": pad } });
+    image_manifest(config, &[], annotations)
+}
+
+impl ProcessCluster {
+    /// Every tag of [`REPO`] as node `i` lists it.
+    async fn tags(&self, i: usize) -> Vec<String> {
+        let url = format!("{}/v2/{REPO}/tags/list?n=10000", self.base(i));
+        let body = json_body(send(self.http.get(url)).await).await;
+        serde_json::from_value(body["tags"].clone()).expect("a tag list")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_while_installing_a_snapshot_comes_back_and_converges() {
+    const BIG: usize = 24;
+    const SMALL: usize = 5100;
+    let mut cluster = ProcessCluster::start(3, Formation::Expect, 10).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let others = [leader, (leader + 2) % 3];
+    let config = cluster.push_config(leader).await;
+    cluster.kill9(follower);
+
+    // Near the size cap, these make the snapshot hundreds of MB that take
+    // seconds to load, so the kill below lands inside the install.
+    let test_started = Instant::now();
+    let mut big = Vec::new();
+    for i in 0..BIG {
+        let body = big_manifest(&config, i);
+        let url = format!("{}/v2/{REPO}/manifests/b{i}", cluster.base(leader));
+        let put = cluster.http.put(url).header(CONTENT_TYPE, OCI_MANIFEST);
+        let resp = send(put.body(body.clone())).await;
+        assert_eq!(resp.status(), StatusCode::CREATED, "PUT b{i}");
+        big.push(sha256(&body));
+    }
+    let phase = Instant::now();
+    // Past the 5000 entries that make the leader snapshot and drop the log
+    // the stopped node would need.
+    let stream = WriteStream {
+        http: cluster.http.clone(),
+        bases: Arc::new(others.iter().map(|&i| cluster.base(i)).collect()),
+        config: config.clone(),
+        total: SMALL,
+        next: Arc::default(),
+        done: Arc::default(),
+    };
+    let writers: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(stream.clone().run()))
+        .collect();
+    for w in writers {
+        let writes = w.await.expect("writer task");
+        assert!(writes.iter().all(Write::acknowledged), "a write failed");
+    }
+    eprintln!(
+        "{BIG} large manifests took {:?}, {SMALL} small ones {:?}",
+        phase - test_started,
+        phase.elapsed()
+    );
+    let leader_node = &mut cluster.nodes[leader];
+    let built = leader_node.wait_logged(0, "built a state-machine snapshot");
+    built.await.unwrap_or_else(|e| panic!("{e}"));
+
+    let node = &mut cluster.nodes[follower];
+    let from = node.log_len();
+    let phase = Instant::now();
+    node.spawn();
+    let loading = node.wait_logged(from, "loading a snapshot from the leader");
+    loading.await.unwrap_or_else(|e| panic!("{e}"));
+    cluster.kill9(follower);
+    let killed = cluster.nodes[follower].log_since(from);
+    eprintln!(
+        "killed the installing node {:?} after its first restart",
+        phase.elapsed()
+    );
+    assert!(
+        !killed.contains("installed a snapshot"),
+        "the install finished before the kill:\n{killed}"
+    );
+
+    let from = cluster.nodes[follower].log_len();
+    let started = Instant::now();
+    cluster.restart(follower).await;
+    let want = Ok(Some(sha256(&manifest(&config, SMALL - 1))));
+    while cluster.tagged(follower, SMALL - 1).await != want {
+        assert!(started.elapsed() < SETTLE, "no catch-up within {SETTLE:?}");
+        if let Some(e) = cluster.nodes[follower].exited() {
+            panic!("{e}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    eprintln!(
+        "node killed while installing served the last tag {:?} after its restart",
+        started.elapsed()
+    );
+    let restarted = cluster.nodes[follower].log_since(from);
+    assert!(
+        restarted.contains("a snapshot install was interrupted"),
+        "the restart did not find the interrupted install:\n{restarted}"
+    );
+    let tags = cluster.tags(follower).await;
+    assert_eq!(tags.len(), BIG + SMALL);
+    assert_eq!(tags, cluster.tags(leader).await);
+    for (i, digest) in big.iter().enumerate() {
+        let got = cluster.resolve(follower, &format!("b{i}")).await;
+        assert_eq!(got, Ok(Some(digest.clone())), "b{i} on the restarted node");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_status_cli_shows_every_member() {
     let mut cluster = ProcessCluster::start(3, Formation::Expect, 5).await;
@@ -708,8 +868,20 @@ async fn a_relayed_pull_survives_the_loss_of_its_holder() {
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = Vec::new();
     body.extend_from_slice(&resp.chunk().await.unwrap().expect("a first chunk"));
-    // One holder dies mid-stream; the relay carries on from the other.
-    cluster.kill9(holders[0]);
+    // The relay picks a holder at random; the one it reads from dies
+    // mid-stream, and the relay must carry on from the other.
+    let source = holders
+        .iter()
+        .copied()
+        .find(|&h| cluster.reading(h, &digest));
+    let source = source.expect("the holder streaming the blob has it open");
+    assert!(
+        holders
+            .iter()
+            .all(|&h| h == source || !cluster.reading(h, &digest)),
+        "only one holder streams the blob"
+    );
+    cluster.kill9(source);
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
