@@ -121,6 +121,11 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other(format!("{} has no directory", path.display())))?;
+    sync_dir(dir)
+}
+
+/// Makes the renames and creations in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

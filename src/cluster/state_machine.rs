@@ -26,8 +26,8 @@ use crate::storage::Layout;
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
-/// Present while a snapshot is being loaded; a node that finds it at start
-/// holds half a state and must start over from an empty one.
+/// Present while a snapshot is being loaded, naming it; a node that finds
+/// it at start holds half a state, and loads that snapshot again.
 const INSTALLING: &[u8] = b"installing";
 
 #[derive(Clone)]
@@ -62,11 +62,10 @@ impl StateMachineStore {
             db,
             layout,
         };
-        let interrupted = store.db.get(Cf::SmMeta, INSTALLING)?.is_some();
-        if interrupted {
-            tracing::warn!("a snapshot install was interrupted; starting from an empty state to receive it again");
-            store.clear()?;
-        }
+        let interrupted = match store.db.get(Cf::SmMeta, INSTALLING)? {
+            None => false,
+            Some(marker) => !store.resume_install(&marker)?,
+        };
         let applied = store.last_applied()?;
         let reached = log_store::reaches(&store.db, applied)?;
         // An emptied state machine keeps no snapshot: openraft would take
@@ -88,6 +87,31 @@ impl StateMachineStore {
             log_store::restart_from(&store.db, applied)?;
         }
         Ok(store)
+    }
+
+    /// Finishes an install a crash interrupted, from its snapshot file
+    /// (complete and fsynced before loading began); whether it could. The
+    /// log after the snapshot stays: this node may have acknowledged those
+    /// entries, and must not forget them. Without a usable file the state
+    /// machine is emptied and the leader asked for the snapshot again.
+    fn resume_install(&self, marker: &[u8]) -> Result<bool, OpenError> {
+        self.clear()?;
+        let meta = db::decode::<SnapshotMeta>("snapshot install marker", marker).ok();
+        let file = meta.as_ref().map(|m| self.snapshot_paths(&m.snapshot_id).0);
+        if let (Some(meta), Some(path)) = (meta, file.filter(|p| p.is_file())) {
+            tracing::warn!(snapshot = %meta.snapshot_id, "a snapshot install was interrupted; loading it again from its file");
+            match self.install(&meta, &SnapshotFile { path }) {
+                Ok(()) => return Ok(true),
+                Err(e) => {
+                    tracing::error!(error = %e, "the interrupted snapshot cannot be loaded again")
+                }
+            }
+            self.clear()?;
+        }
+        tracing::warn!(
+            "a snapshot install was interrupted; starting from an empty state to receive it again"
+        );
+        Ok(false)
     }
 
     fn dir_error(&self, source: io::Error) -> OpenError {
@@ -260,15 +284,18 @@ impl StateMachineStore {
     }
 
     fn install(&self, meta: &SnapshotMeta, file: &SnapshotFile) -> io::Result<()> {
-        let mut mark = WriteBatch::default();
-        mark.put_cf(self.db.cf(Cf::SmMeta), INSTALLING, [1u8]);
-        self.db.write_durable(mark).map_err(io::Error::other)?;
-        tracing::info!(snapshot = %meta.snapshot_id, "loading a snapshot from the leader");
-        let records = snapshot::load(&self.db, &file.path)?;
+        // The file goes to its own name first, and the marker names it, so
+        // a crash while loading can load it again (`resume_install`).
         let (snap, _) = self.snapshot_paths(&meta.snapshot_id);
         if file.path != snap {
             std::fs::rename(&file.path, &snap)?;
+            snapshot::sync_dir(&self.layout.snapshots_dir())?;
         }
+        let mut mark = WriteBatch::default();
+        mark.put_cf(self.db.cf(Cf::SmMeta), INSTALLING, db::encode(meta));
+        self.db.write_durable(mark).map_err(io::Error::other)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "loading a snapshot from the leader");
+        let records = snapshot::load(&self.db, &snap)?;
         // Published while still marked: a crash before the mark goes starts
         // over from empty, and one after it leaves this snapshot to serve.
         self.publish(meta)?;
@@ -470,6 +497,40 @@ mod tests {
         assert_eq!(log.read_vote().await.unwrap(), Some(vote));
         assert_eq!(log.read_committed().await.unwrap(), None);
         assert!(files(&n).is_empty(), "{:?}", files(&n));
+    }
+
+    #[tokio::test]
+    async fn an_install_killed_midway_loads_its_file_again_and_keeps_the_log() {
+        let n = node();
+        let at = log_id(2, 6000);
+        let mut state = WriteBatch::default();
+        state.put_cf(n.db.cf(Cf::Repos), b"kept", b"1");
+        state.put_cf(n.db.cf(Cf::SmMeta), LAST_APPLIED, db::encode(&Some(at)));
+        n.db.write_durable(state).unwrap();
+        let built = store(&n).build().unwrap();
+        // Killed while loading it: half a state, the marker naming it, and
+        // the log purged up to it, with entries after it acknowledged.
+        let mut half = WriteBatch::default();
+        half.delete_cf(n.db.cf(Cf::Repos), b"kept");
+        half.put_cf(n.db.cf(Cf::Repos), b"half", b"loaded");
+        half.put_cf(n.db.cf(Cf::SmMeta), INSTALLING, db::encode(&built.meta));
+        half.delete_cf(n.db.cf(Cf::SmMeta), LAST_APPLIED);
+        n.db.write_durable(half).unwrap();
+        log_store::restart_from(&n.db, Some(at)).unwrap();
+
+        let sm = StateMachineStore::open(n.db.clone(), n.layout.clone()).unwrap();
+        assert_eq!(sm.last_applied().unwrap(), Some(at));
+        assert_eq!(
+            n.db.get(Cf::Repos, b"kept").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(n.db.get(Cf::Repos, b"half").unwrap(), None);
+        assert_eq!(n.db.get(Cf::SmMeta, INSTALLING).unwrap(), None);
+        let mut log = LogStore::new(n.db.clone(), Default::default());
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(at), "the log was kept");
+        let current = sm.current().unwrap().expect("the snapshot is served");
+        assert_eq!(current.meta.snapshot_id, built.meta.snapshot_id);
     }
 
     #[tokio::test]
