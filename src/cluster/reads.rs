@@ -18,7 +18,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Cluster, ClusterError};
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), RoundFailed>>;
+
+/// Why a round failed, as every waiter of the round gets it.
+#[derive(Clone)]
+struct RoundFailed {
+    /// No leader or quorum could be reached, as opposed to, say, this node
+    /// being too slow to apply up to the index.
+    cut_off: bool,
+    reason: String,
+}
 
 /// How long a failed read index attempt keeps reads that may fall back from
 /// waiting for a round. Long enough that a pull from a node without a
@@ -53,7 +62,11 @@ impl ReadBarrier {
             .map_err(|_| ClusterError::Raft("the node is shutting down".into()))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(ClusterError::NoLeader(reason)),
+            Ok(Err(RoundFailed {
+                cut_off: true,
+                reason,
+            })) => Err(ClusterError::NoLeader(reason)),
+            Ok(Err(RoundFailed { reason, .. })) => Err(ClusterError::Raft(reason)),
             Err(_) => Err(ClusterError::Raft("the node is shutting down".into())),
         }
     }
@@ -130,7 +143,10 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
             .read_index()
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string());
+            .map_err(|e| RoundFailed {
+                cut_off: e.quorum_unreachable(),
+                reason: e.to_string(),
+            });
         for w in batch.drain(..) {
             let _ = w.send(result.clone());
         }
