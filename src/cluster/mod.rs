@@ -355,31 +355,45 @@ impl Cluster {
 
     /// [`Cluster::linearize`] for reads that may fall back to this node's
     /// own state: fails at once, instead of waiting out an election or the
-    /// write timeout, when this node knows no leader or a read index attempt
-    /// failed for want of a quorum within [`reads::FAILURE_MEMORY`]; and
-    /// stops waiting as soon as either becomes true. Errors of that kind
-    /// answer true to [`ClusterError::quorum_unreachable`].
+    /// write timeout, when this node knows no leader or its read index
+    /// attempts keep failing for want of a quorum (see [`reads`]); and stops
+    /// waiting as soon as either becomes true. Errors of that kind answer
+    /// true to [`ClusterError::quorum_unreachable`].
     pub async fn linearize_unless_cut_off(&self) -> Result<(), ClusterError> {
         let mut metrics = self.raft.metrics();
         let no_leader = |m: &openraft::RaftMetrics<NodeId, NodeAddr>| m.current_leader.is_none();
         if no_leader(&metrics.borrow()) {
             return Err(ClusterError::NoLeader("this node has none".into()));
         }
-        if let Some(why) = self.reads.recent_failure() {
+        if let Some(why) = self.reads.cut_off() {
             return Err(ClusterError::NoLeader(why));
         }
         tokio::select! {
             done = self.linearize() => done,
-            why = self.reads.next_failure() => Err(ClusterError::NoLeader(why)),
+            why = self.reads.until_cut_off() => Err(ClusterError::NoLeader(why)),
             _ = metrics.wait_for(no_leader) => {
                 Err(ClusterError::NoLeader("this node lost it".into()))
             }
         }
     }
 
+    /// A read index for a follower's read (the peer service). The leader
+    /// answers from its own batched rounds, so that under load the cluster
+    /// confirms its leadership once per batch, not once per follower's
+    /// request: any index it has applied after a round that began after the
+    /// request arrived will do.
+    pub(crate) async fn read_index(&self) -> Result<Option<u64>, ClusterError> {
+        let leads = self.raft.metrics().borrow().current_leader == Some(self.id);
+        if !leads {
+            return self.read_index_now().await;
+        }
+        self.linearize().await?;
+        Ok(self.raft.metrics().borrow().last_applied.map(|l| l.index))
+    }
+
     /// The read index from the leader, for [`reads`], retried while no
     /// leader can be reached (reads have no side effects).
-    pub(crate) async fn read_index(&self) -> Result<Option<u64>, ClusterError> {
+    pub(crate) async fn read_index_now(&self) -> Result<Option<u64>, ClusterError> {
         let deadline = tokio::time::Instant::now() + self.config.write_timeout;
         loop {
             let attempt = self.read_index_once().await;

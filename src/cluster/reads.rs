@@ -4,10 +4,13 @@
 //! request.
 //!
 //! Reads that may fall back to local state (by digest) also need to know
-//! promptly when a round cannot succeed: each read index attempt that fails
-//! for want of a leader or a quorum is remembered for [`FAILURE_MEMORY`],
-//! until one succeeds, so such reads stop waiting at the first failure and
-//! the next ones do not wait at all.
+//! promptly when no round can succeed. The node counts as cut off once its
+//! read index attempts have failed for want of a leader or a quorum for
+//! [`GRACE`] with none succeeding (one slow heartbeat on a busy machine is
+//! not a partition), and stays so until one succeeds, or for
+//! [`FAILURE_MEMORY`] after the last failure when nothing tries again. Such
+//! reads stop waiting as soon as the node is cut off, and the next ones do
+//! not wait at all.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,20 +32,37 @@ struct RoundFailed {
     reason: String,
 }
 
-/// How long a failed read index attempt keeps reads that may fall back from
-/// waiting for a round. Long enough that a pull from a node without a
-/// quorum pays for a probe at most once per this period, short enough that
-/// freshness returns soon after the quorum does (a success clears it at once).
+/// How long read index attempts must keep failing, with none succeeding,
+/// before the node counts as cut off: Raft's shortest election timeout, the
+/// time after which a follower stops waiting for its leader too.
+pub const GRACE: Duration = Duration::from_millis(1000);
+
+/// How long the last failure keeps the node cut off when no attempt follows.
+/// A pull from a node without a quorum pays for a probe at most once per
+/// this period; a success ends it at once.
 pub const FAILURE_MEMORY: Duration = Duration::from_secs(2);
 
-/// The last read index attempt that failed for want of a quorum: when, and why.
-type Failure = Option<(Instant, String)>;
+/// Read index attempts failing for want of a quorum, since a success.
+#[derive(Clone)]
+struct Failing {
+    since: Instant,
+    last: Instant,
+    why: String,
+}
+
+impl Failing {
+    /// Why the node counts as cut off, if it does.
+    fn cut_off(&self) -> Option<String> {
+        let long = self.last.duration_since(self.since) >= GRACE;
+        (long && self.last.elapsed() < FAILURE_MEMORY).then(|| self.why.clone())
+    }
+}
 
 /// Reads waiting for the next round.
 pub struct ReadBarrier {
     tx: mpsc::UnboundedSender<Waiter>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Waiter>>>,
-    failure: watch::Sender<Failure>,
+    failing: watch::Sender<Option<Failing>>,
 }
 
 impl ReadBarrier {
@@ -51,7 +71,7 @@ impl ReadBarrier {
         ReadBarrier {
             tx,
             rx: Mutex::new(Some(rx)),
-            failure: watch::Sender::new(None),
+            failing: watch::Sender::new(None),
         }
     }
 
@@ -77,27 +97,36 @@ impl ReadBarrier {
     pub fn note<T>(&self, attempt: &Result<T, ClusterError>) {
         match attempt {
             Ok(_) => {
-                self.failure.send_if_modified(|f| f.take().is_some());
+                self.failing.send_if_modified(|f| f.take().is_some());
             }
             Err(e) if e.quorum_unreachable() => {
-                self.failure
-                    .send_replace(Some((Instant::now(), e.to_string())));
+                let now = Instant::now();
+                self.failing.send_modify(|f| {
+                    let since = f.as_ref().map_or(now, |f| f.since);
+                    *f = Some(Failing {
+                        since,
+                        last: now,
+                        why: e.to_string(),
+                    });
+                });
             }
             Err(_) => {}
         }
     }
 
-    /// Why reads should not wait for a round now: an attempt failed for
-    /// want of a quorum within [`FAILURE_MEMORY`] and none succeeded since.
-    pub fn recent_failure(&self) -> Option<String> {
-        recent(&self.failure.borrow())
+    /// Why reads should not wait for a round now, if they should not.
+    pub fn cut_off(&self) -> Option<String> {
+        self.failing.borrow().as_ref().and_then(Failing::cut_off)
     }
 
-    /// Resolves with the reason once an attempt fails for want of a quorum.
-    pub async fn next_failure(&self) -> String {
-        let mut rx = self.failure.subscribe();
-        let why = match rx.wait_for(|f| recent(f).is_some()).await {
-            Ok(f) => recent(&f),
+    /// Resolves with the reason once the node counts as cut off.
+    pub async fn until_cut_off(&self) -> String {
+        let mut rx = self.failing.subscribe();
+        let why = match rx
+            .wait_for(|f| f.as_ref().and_then(Failing::cut_off).is_some())
+            .await
+        {
+            Ok(f) => f.as_ref().and_then(Failing::cut_off),
             Err(_) => None,
         };
         match why {
@@ -107,13 +136,6 @@ impl ReadBarrier {
             None => std::future::pending().await,
         }
     }
-}
-
-fn recent(failure: &Failure) -> Option<String> {
-    failure
-        .as_ref()
-        .filter(|(at, _)| at.elapsed() < FAILURE_MEMORY)
-        .map(|(_, why)| why.clone())
 }
 
 /// Runs read rounds until the node stops.
@@ -140,7 +162,7 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
             batch.push(w);
         }
         let result = cluster
-            .read_index()
+            .read_index_now()
             .await
             .map(|_| ())
             .map_err(|e| RoundFailed {
