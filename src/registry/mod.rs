@@ -46,8 +46,9 @@ enum Freshness {
     /// Content named by digest never changes, but it can be deleted: both
     /// "exists" and "does not exist" wait for a read index, so a delete that
     /// completed anywhere is seen. When the node is cut off from a quorum
-    /// (no leader known, or a read index just failed for want of one), a
-    /// local hit is served at once instead: availability over freshness.
+    /// (it knows no leader, or its read indexes keep failing for want of
+    /// one), a local hit is served at once instead: availability over
+    /// freshness.
     ContentAddressed,
 }
 
