@@ -168,6 +168,10 @@ async fn a_delete_is_seen_at_once_by_reads_on_every_node_even_one_behind() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        applied(&cluster, behind) < applied(&cluster, writer),
+        "the node has not applied the deletes while cut off"
+    );
     proxies[behind].heal();
     for ((method, path), read) in reads.iter().zip(pending) {
         let status = read.await.unwrap().expect("the node answers");
