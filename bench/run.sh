@@ -5,9 +5,9 @@
 #
 # Usage: bench/run.sh [MEASUREMENT...]     (default: all, in the order below)
 #   upload get manifest head skopeo rss
-# and, only when named (or all three as "cluster"): berth as a 3-node cluster against
-# itself, see bench/measurements/cluster.sh
-#   cluster-push cluster-relay cluster-spread
+# and, only when named (or all five as "cluster"): berth as a 3-node cluster against
+# itself, see bench/measurements/cluster.sh and cluster_reads.sh
+#   cluster-push cluster-relay cluster-spread cluster-head cluster-digest
 # and, only when named (or both as "secure"): berth with authentication or HTTPS against
 # plain berth, see bench/measurements/secure.sh
 #   auth-manifest tls-get
@@ -16,7 +16,7 @@ shopt -s inherit_errexit
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
-CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread)
+CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
@@ -58,10 +58,11 @@ usage() {
     cat <<USAGE
 usage: bench/run.sh [MEASUREMENT...]
 measurements: ${ALL_MEASUREMENTS[*]} (default: all)
-              ${CLUSTER_MEASUREMENTS[*]} (only when named; "cluster" names all three)
+              ${CLUSTER_MEASUREMENTS[*]} (only when named; "cluster" names all five)
               ${SECURE_MEASUREMENTS[*]} (only when named; "secure" names both)
 environment:
   BERTH_BIN            berth binary ($BERTH_BIN)
+  BENCH_BASELINE_BIN   cluster-head, cluster-digest: the earlier berth build they compare with (BERTH_BIN)
   BENCH_CANDIDATE      berth, or distribution to check the suite itself ($BENCH_CANDIDATE)
   BENCH_SIZE_MIB       large blob and image size in MiB ($BENCH_SIZE_MIB)
   BENCH_RSS_SMALL_MIB  smaller size for the RSS comparison ($BENCH_RSS_SMALL_MIB)
@@ -108,6 +109,7 @@ tools_for() {
         manifest | head) printf 'wrk\n' ;;
         auth-manifest) printf 'wrk\nhtpasswd\n' ;;
         skopeo) printf 'skopeo\numoci\n' ;;
+        cluster-head | cluster-digest) printf 'haproxy\nwrk\n' ;;
         cluster-*) printf 'haproxy\n' ;;
     esac
 }

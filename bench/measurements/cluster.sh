@@ -221,7 +221,8 @@ cluster_start() {
     die "the cluster did not form"
 }
 
-# cluster_launch FACTOR : starts every node in the background, on fresh ports and dirs.
+# cluster_launch FACTOR : starts every node in the background, on fresh ports and dirs,
+# from CLUSTER_BIN (default BERTH_BIN).
 cluster_launch() {
     local factor=$1 ports i peers=() extra=() secret
     mapfile -t ports < <(pick_ports $((CLUSTER_NODES * 2)))
@@ -237,7 +238,7 @@ cluster_launch() {
     for ((i = 0; i < CLUSTER_NODES; i++)); do
         rm -rf "${CLUSTER_DIR[i]}"
         mkdir -p "${CLUSTER_DIR[i]}/data"
-        RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "${CLUSTER_DIR[i]}/data" \
+        RUST_LOG=$BENCH_RUST_LOG "${CLUSTER_BIN:-$BERTH_BIN}" serve --plain-http --data-dir "${CLUSTER_DIR[i]}/data" \
             --listen "${CLUSTER_URL[i]#http://}" --peer-listen "127.0.0.1:${CLUSTER_PEER_PORT[i]}" \
             --cluster-secret-file "$secret" --peers "$(IFS=, && printf '%s' "${peers[*]}")" \
             --bootstrap-expect "$CLUSTER_NODES" "${extra[@]}" >"${CLUSTER_DIR[i]}/server.log" 2>&1 &

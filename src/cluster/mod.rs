@@ -353,12 +353,52 @@ impl Cluster {
         self.reads.wait().await
     }
 
+    /// [`Cluster::linearize`] for reads that may fall back to this node's
+    /// own state: fails at once, instead of waiting out an election or the
+    /// write timeout, when this node knows no leader or its read index
+    /// attempts keep failing for want of a quorum (see [`reads`]); and stops
+    /// waiting as soon as either becomes true. Errors of that kind answer
+    /// true to [`ClusterError::quorum_unreachable`].
+    pub async fn linearize_unless_cut_off(&self) -> Result<(), ClusterError> {
+        let mut metrics = self.raft.metrics();
+        let no_leader = |m: &openraft::RaftMetrics<NodeId, NodeAddr>| m.current_leader.is_none();
+        if no_leader(&metrics.borrow()) {
+            return Err(ClusterError::NoLeader("this node has none".into()));
+        }
+        if let Some(why) = self.reads.cut_off() {
+            return Err(ClusterError::NoLeader(why));
+        }
+        tokio::select! {
+            done = self.linearize() => done,
+            why = self.reads.until_cut_off() => Err(ClusterError::NoLeader(why)),
+            _ = metrics.wait_for(no_leader) => {
+                Err(ClusterError::NoLeader("this node lost it".into()))
+            }
+        }
+    }
+
+    /// A read index for a follower's read (the peer service). The leader
+    /// answers from its own batched rounds, so that under load the cluster
+    /// confirms its leadership once per batch, not once per follower's
+    /// request: any index it has applied after a round that began after the
+    /// request arrived will do.
+    pub(crate) async fn read_index(&self) -> Result<Option<u64>, ClusterError> {
+        let leads = self.raft.metrics().borrow().current_leader == Some(self.id);
+        if !leads {
+            return self.read_index_now().await;
+        }
+        self.linearize().await?;
+        Ok(self.raft.metrics().borrow().last_applied.map(|l| l.index))
+    }
+
     /// The read index from the leader, for [`reads`], retried while no
     /// leader can be reached (reads have no side effects).
-    pub(crate) async fn read_index(&self) -> Result<Option<u64>, ClusterError> {
+    pub(crate) async fn read_index_now(&self) -> Result<Option<u64>, ClusterError> {
         let deadline = tokio::time::Instant::now() + self.config.write_timeout;
         loop {
-            match self.read_index_once().await {
+            let attempt = self.read_index_once().await;
+            self.reads.note(&attempt);
+            match attempt {
                 Err(e) if e.retryable() && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
@@ -451,6 +491,17 @@ impl ClusterError {
         matches!(
             self,
             ClusterError::NoLeader(_) | ClusterError::LeaderUnreachable { sent: false, .. }
+        )
+    }
+
+    /// Whether the operation failed because this node cannot reach a
+    /// leader backed by a quorum (as opposed to, say, being slow to apply).
+    pub fn quorum_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::NoLeader(_)
+                | ClusterError::NoQuorum(_)
+                | ClusterError::LeaderUnreachable { .. }
         )
     }
 }

@@ -43,8 +43,12 @@ enum Freshness {
     /// Tags and listings change: read only after a read index. Without a
     /// quorum they get 503.
     Required,
-    /// Content named by digest never changes: a local hit is served at once
-    /// (even without a quorum); only a miss waits for a read index.
+    /// Content named by digest never changes, but it can be deleted: both
+    /// "exists" and "does not exist" wait for a read index, so a delete that
+    /// completed anywhere is seen. When the node is cut off from a quorum
+    /// (it knows no leader, or its read indexes keep failing for want of
+    /// one), a local hit is served at once instead: availability over
+    /// freshness.
     ContentAddressed,
 }
 
@@ -183,12 +187,23 @@ impl Registry {
         need: Freshness,
         find: impl Fn(&StateMachine) -> std::result::Result<Option<T>, crate::db::DbError>,
     ) -> Result<Option<T>> {
-        if need == Freshness::ContentAddressed {
-            if let Some(found) = find(&self.meta)? {
-                return Ok(Some(found));
+        let cut_off = match need {
+            Freshness::Required => {
+                self.cluster.linearize().await?;
+                false
             }
+            Freshness::ContentAddressed => match self.cluster.linearize_unless_cut_off().await {
+                Ok(()) => false,
+                Err(e) if e.quorum_unreachable() => true,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        match find(&self.meta)? {
+            // Cut off, a miss cannot be vouched for: it waits for a read
+            // index as a tag read does (through an election, or to 503).
+            None if cut_off => Ok(find(self.fresh().await?)?),
+            found => Ok(found),
         }
-        Ok(find(self.fresh().await?)?)
     }
 
     /// The size of a blob the repository holds (on any node).

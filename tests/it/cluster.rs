@@ -40,18 +40,25 @@ impl TestCluster {
         n: usize,
         tweak: impl Fn(&mut berth::config::ServeConfig) + Send + Sync + 'static,
     ) -> TestCluster {
-        let secret = tempfile::tempdir().unwrap();
-        std::fs::write(secret.path().join("secret"), SECRET).unwrap();
-        let mut cluster = TestCluster {
-            nodes: Vec::new(),
-            secret,
-            tweak: Box::new(tweak),
-        };
+        let mut cluster = TestCluster::empty(tweak);
         for _ in 0..n {
             cluster.add_node().await;
         }
         cluster.wait_voters(n).await;
         cluster
+    }
+
+    /// A cluster with no node yet, for tests that start each node their way.
+    pub fn empty(
+        tweak: impl Fn(&mut berth::config::ServeConfig) + Send + Sync + 'static,
+    ) -> TestCluster {
+        let secret = tempfile::tempdir().unwrap();
+        std::fs::write(secret.path().join("secret"), SECRET).unwrap();
+        TestCluster {
+            nodes: Vec::new(),
+            secret,
+            tweak: Box::new(tweak),
+        }
     }
 
     /// A node's configuration as a member of this cluster, before `tweak`.
@@ -68,8 +75,14 @@ impl TestCluster {
 
     /// Starts one more node: the first forms the cluster, later ones join it.
     pub async fn add_node(&mut self) {
+        self.add_node_with(|_| {}).await;
+    }
+
+    /// [`TestCluster::add_node`] with a change to this node's configuration.
+    pub async fn add_node_with(&mut self, change: impl FnOnce(&mut berth::config::ServeConfig)) {
         let dir = tempfile::tempdir().unwrap();
-        let config = self.member_config(dir.path());
+        let mut config = self.member_config(dir.path());
+        change(&mut config);
         self.nodes.push(TestNode::start_with(dir, config).await);
     }
 

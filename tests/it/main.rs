@@ -14,6 +14,7 @@ mod manifests;
 mod mount;
 mod permissions;
 mod processes;
+mod reads;
 mod referrers;
 mod replication;
 mod restart;
