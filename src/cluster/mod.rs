@@ -49,6 +49,17 @@ const MAX_HOPS: u32 = 3;
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before retrying a write or read that reached no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Heartbeats go out this often (ms).
+const HEARTBEAT_MS: u64 = 250;
+/// Followers wait at least this long without a leader's word before they
+/// elect another (ms).
+const ELECTION_MIN_MS: u64 = 1000;
+/// A leader whose last quorum acknowledgement is younger than this (as its
+/// metrics, republished at least every heartbeat, report it) reads without
+/// a round: the real age is then under two heartbeats, half the election
+/// timeout, so no other leader can have been elected meanwhile; the other
+/// half is margin for clock drift and a busy node.
+const LEASE_MS: u64 = HEARTBEAT_MS;
 
 /// Settings of this node's membership in a cluster.
 #[derive(Clone, Debug)]
@@ -128,8 +139,8 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, ClusterError> {
         let raft_config = openraft::Config {
             cluster_name: "berth".into(),
-            heartbeat_interval: 250,
-            election_timeout_min: 1000,
+            heartbeat_interval: HEARTBEAT_MS,
+            election_timeout_min: ELECTION_MIN_MS,
             election_timeout_max: 2000,
             install_snapshot_timeout: 60_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
@@ -410,6 +421,10 @@ impl Cluster {
     async fn read_index_once(&self) -> Result<Option<u64>, ClusterError> {
         let (leader, node) = self.leader().await?;
         if leader == self.id {
+            if let Some(index) = self.leased_read_index() {
+                self.wait_applied(index).await?;
+                return Ok(Some(index));
+            }
             let fut = self.raft.ensure_linearizable();
             return match tokio::time::timeout(self.config.write_timeout, fut).await {
                 Err(_) => Err(ClusterError::NoQuorum(self.config.write_timeout)),
@@ -433,6 +448,17 @@ impl Cluster {
             self.wait_applied(i).await?;
         }
         Ok(index)
+    }
+
+    /// This leader's read index without a round, while its lease holds
+    /// ([`LEASE_MS`]): its last log entry, which follows every entry
+    /// committed before, its predecessors' included.
+    fn leased_read_index(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leads = m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id);
+        let acked = m.millis_since_quorum_ack.is_some_and(|ms| ms < LEASE_MS);
+        (leads && acked).then_some(m.last_log_index).flatten()
     }
 
     /// Whether this node can serve: it is a voter, a leader is known, and
