@@ -22,7 +22,7 @@ pub struct HttpArgs {
     /// Request bodies must bring at least --min-body-rate bytes per second
     /// over every this many seconds the node waits for them, and one that
     /// sends nothing for this long fails: 408, and an upload session keeps
-    /// what arrived before. [default: 60]
+    /// what it held before that request. [default: 60]
     #[arg(long, env = "BERTH_BODY_TIMEOUT", value_name = "SECONDS")]
     pub body_timeout: Option<u64>,
 

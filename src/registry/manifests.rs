@@ -66,7 +66,7 @@ impl Registry {
         let limit = self.max_manifest_size;
         let mut out = Vec::new();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Error::BodyFailed(e.to_string()))?;
+            let chunk = chunk.map_err(Error::body)?;
             if out.len() + chunk.len() > limit {
                 return Err(Error::ManifestTooLarge { limit });
             }

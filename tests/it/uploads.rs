@@ -400,3 +400,48 @@ async fn what_the_headers_rule_out_is_refused_before_the_body_is_read() {
     assert_eq!(answer_to_head(&node, "PATCH", &location, &small).await, 404);
     assert_eq!(leftovers(&node), Vec::<std::path::PathBuf>::new());
 }
+
+/// A body that stalls gets 408 once a window of waiting brought too little,
+/// and the session keeps what it held before that request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408_and_the_session_keeps_what_it_held() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.body.window = std::time::Duration::from_secs(1);
+    let node = TestNode::start_with(dir, config).await;
+    let location = node.start_upload("slow/app").await;
+    let resp = send(node.patch(&location).body(vec![1u8; 10])).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let path = header(&resp, LOCATION.as_str());
+
+    let mut tcp = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
+    let head =
+        format!("PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tcp.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the stalled body is cut off")
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("BLOB_UPLOAD_INVALID"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+
+    let resp = send(node.get(&path)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        header(&resp, RANGE.as_str()),
+        "0-9",
+        "the session kept its 10 bytes"
+    );
+}
