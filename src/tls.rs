@@ -20,7 +20,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Accept, ConnLimits, Linger};
+use crate::conn::{pause_after, Accept, ConnLimits, Linger, TcpAccept};
 
 /// How often the certificate files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(10);
@@ -242,15 +242,15 @@ impl TlsListener {
     ) -> TlsListener {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(accept_loop(listener, acceptor, limits.linger, tx, stop));
+        let listener = TcpAccept::new(listener, limits);
+        tokio::spawn(accept_loop(listener, acceptor, tx, stop));
         TlsListener { rx }
     }
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    mut listener: TcpAccept,
     acceptor: TlsAcceptor,
-    linger: Duration,
     tx: mpsc::Sender<(TlsConn, SocketAddr)>,
     stop: CancellationToken,
 ) {
@@ -262,14 +262,10 @@ async fn accept_loop(
         let (tcp, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors, say: pause rather than spin.
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                pause_after(&e).await;
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let tcp = Linger::new(tcp, linger);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {

@@ -88,6 +88,13 @@ impl Accept for TcpAccept {
     }
 }
 
+/// After a failed accept (out of file descriptors, say): log, and pause
+/// rather than spin.
+pub async fn pause_after(e: &io::Error) {
+    tracing::warn!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 /// Serves `app` on every connection `acceptor` yields until `stop`, then
 /// stops accepting and lets the connections finish what they are doing.
 pub fn serve<A: Accept>(
@@ -107,9 +114,7 @@ pub fn serve<A: Accept>(
             let (io, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors, say: pause rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    pause_after(&e).await;
                     continue;
                 }
             };
