@@ -31,3 +31,18 @@ async fn errors_also_carry_api_version() {
     );
     assert_oci_error(resp, 404, "MANIFEST_UNKNOWN").await;
 }
+
+/// The probes carry it too, as docs/api.md says of every response.
+#[tokio::test]
+async fn probes_carry_api_version() {
+    let node = TestNode::start().await;
+    for path in ["/healthz", "/readyz"] {
+        let resp = send(node.get(path)).await;
+        assert_eq!(resp.status(), 200, "GET {path}");
+        assert_eq!(
+            header(&resp, "docker-distribution-api-version"),
+            "registry/2.0",
+            "GET {path}"
+        );
+    }
+}
