@@ -36,9 +36,9 @@ async fn errors_also_carry_api_version() {
 #[tokio::test]
 async fn probes_carry_api_version() {
     let node = TestNode::start().await;
+    // Ready or not yet: either answer carries it.
     for path in ["/healthz", "/readyz"] {
         let resp = send(node.get(path)).await;
-        assert_eq!(resp.status(), 200, "GET {path}");
         assert_eq!(
             header(&resp, "docker-distribution-api-version"),
             "registry/2.0",
