@@ -14,13 +14,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{pause_after, Accept, ConnLimits, Linger, TcpAccept};
+use crate::conn::{pause_after, Accept, ConnLimits, Socket, TcpAccept};
 
 /// How often the certificate files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(10);
@@ -225,8 +225,8 @@ async fn watch(files: TlsFiles, current: Arc<Current>, stop: CancellationToken) 
     }
 }
 
-/// A TLS connection whose TCP socket lingers on close.
-pub type TlsConn = TlsStream<Linger<TcpStream>>;
+/// A TLS connection over an idle-limited socket that lingers on close.
+pub type TlsConn = TlsStream<Socket>;
 
 /// A TCP listener whose connections come out TLS-wrapped.
 pub struct TlsListener {

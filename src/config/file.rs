@@ -43,6 +43,7 @@ pub(super) struct FileConfig {
     pub(super) min_body_rate: Option<u64>,
     pub(super) drain_limit: Option<u64>,
     pub(super) drain_timeout: Option<u64>,
+    pub(super) idle_timeout: Option<u64>,
     pub(super) linger: Option<u64>,
 }
 

@@ -43,6 +43,12 @@ pub struct HttpArgs {
     #[arg(long, env = "BERTH_DRAIN_TIMEOUT", value_name = "SECONDS")]
     pub drain_timeout: Option<u64>,
 
+    /// Seconds a connection may move no byte either way while the node
+    /// waits on it before it is closed: a client that stopped reading its
+    /// answer, an idle HTTP/2 connection. [default: 300]
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
+
     /// Seconds a connection the node closes keeps reading what the client
     /// still sends, so the client reads the answer rather than a reset.
     /// [default: 2]
@@ -63,6 +69,8 @@ impl HttpArgs {
                 conn.header_timeout,
             )
             .max(Duration::from_secs(1)),
+            idle_timeout: secs(self.idle_timeout, file.idle_timeout, conn.idle_timeout)
+                .max(Duration::from_secs(1)),
             linger: secs(self.linger, file.linger, conn.linger),
         };
         let body = BodyLimits {

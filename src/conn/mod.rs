@@ -6,6 +6,7 @@
 //! framing checks) live in `api::body` and `api::framing`; this module only
 //! knows connections.
 
+pub mod idle;
 pub mod linger;
 
 use std::convert::Infallible;
@@ -26,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::api::ClientAddr;
+pub use idle::Idle;
 pub use linger::Linger;
 
-/// How long HTTP/2 waits for a keep-alive ping's answer before it drops a
-/// connection whose peer vanished.
-const H2_PING: Duration = Duration::from_secs(30);
+/// A client connection's socket: idle-limited, lingering on close.
+pub type Socket = Linger<Idle<TcpStream>>;
 
 /// Connection-level limits of the client listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +40,10 @@ pub struct ConnLimits {
     /// opening or of its previous response; this bounds idle keep-alive
     /// connections and clients that send their headers a byte at a time.
     pub header_timeout: Duration,
+    /// How long a connection may move no byte either way while the server
+    /// waits on it (a client that stopped reading, an idle HTTP/2
+    /// connection) before it is closed.
+    pub idle_timeout: Duration,
     /// How long a connection the server closes keeps reading what the
     /// client still sends, so the client reads the answer instead of a
     /// reset.
@@ -49,6 +54,7 @@ impl Default for ConnLimits {
     fn default() -> ConnLimits {
         ConnLimits {
             header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
             linger: Duration::from_secs(2),
         }
     }
@@ -63,28 +69,29 @@ pub trait Accept: Send + 'static {
     ) -> impl std::future::Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
 }
 
-/// Plain TCP connections, each lingering on close.
+/// Plain TCP connections, each idle-limited and lingering on close.
 pub struct TcpAccept {
     listener: TcpListener,
-    linger: Duration,
+    limits: ConnLimits,
 }
 
 impl TcpAccept {
     pub fn new(listener: TcpListener, limits: &ConnLimits) -> TcpAccept {
         TcpAccept {
             listener,
-            linger: limits.linger,
+            limits: *limits,
         }
     }
 }
 
 impl Accept for TcpAccept {
-    type Io = Linger<TcpStream>;
+    type Io = Socket;
 
-    async fn accept(&mut self) -> io::Result<(Self::Io, SocketAddr)> {
+    async fn accept(&mut self) -> io::Result<(Socket, SocketAddr)> {
         let (tcp, peer) = self.listener.accept().await?;
         let _ = tcp.set_nodelay(true);
-        Ok((Linger::new(tcp, self.linger), peer))
+        let idle = Idle::new(tcp, self.limits.idle_timeout);
+        Ok((Linger::new(idle, self.limits.linger), peer))
     }
 }
 
@@ -148,10 +155,8 @@ fn builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_PING)
-        .keep_alive_timeout(H2_PING);
+    // No HTTP/2 keep-alive pings: their answers would keep an idle
+    // connection busy forever; the idle timeout ends dead and idle ones.
+    builder.http2().timer(TokioTimer::new());
     builder
 }
