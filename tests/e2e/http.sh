@@ -141,7 +141,10 @@ EOF
 }
 
 # docker pushes through haproxy, which provokes one out-of-order refusal; the push then
-# completes with the same client, and no request after the refusal fails.
+# completes with the same client, and no request after the refusal fails. docker's
+# registry transport opens a connection per request, so this shows a refusal mid-push
+# is survived end to end; the reuse of a connection after a refusal, which Go clients
+# with keep-alive (containerd, the conformance suite) depend on, is tests/it/reuse.rs.
 scenario_docker_refusal_through_haproxy() {
     local repo=e2e/refused tag=t$E2E_SEED local_ref remote_ref lb_port lb_pid pushed
     docker version >/dev/null || die "docker daemon not reachable"
