@@ -109,7 +109,9 @@ async fn dispatch(
         // wrong password is never checked twice.
         Err(e @ (Error::Unauthorized { .. } | Error::Denied(_))) => {
             let before = authn.policy()?;
-            reg.catch_up().await?;
+            if !reg.catch_up().await {
+                return Err(e);
+            }
             match (before, authn.policy()?) {
                 (Some(old), Some(new)) if !Arc::ptr_eq(&old, &new) => {
                     authn.check(source.ip(), &headers, &need).await?

@@ -169,9 +169,10 @@ impl Registry {
     }
 
     /// Waits until this node has applied every write completed anywhere
-    /// before the call.
-    pub async fn catch_up(&self) -> Result<()> {
-        self.fresh().await.map(|_| ())
+    /// before the call; whether it could. A node cut off from the quorum
+    /// says no at once rather than wait out an election.
+    pub async fn catch_up(&self) -> bool {
+        self.cluster.linearize_unless_cut_off().await.is_ok()
     }
 
     /// Waits until this node's metadata includes every write completed
