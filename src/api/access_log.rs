@@ -127,16 +127,23 @@ impl Counted {
     }
 }
 
+impl Counted {
+    /// Whether everything the response had to send went out, judged when
+    /// it is dropped: bodies hyper never polls (HEAD, whose body is never
+    /// sent; empty ones) or stops polling once the declared length is sent
+    /// end here, and so do aborted ones.
+    fn sent_everything(&self) -> bool {
+        let Some(entry) = &self.entry else {
+            return true;
+        };
+        let sent_all = entry.expected.is_some_and(|n| self.bytes >= n);
+        entry.method == Method::HEAD || sent_all || http_body::Body::is_end_stream(&self.inner)
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
-        // Bodies hyper never polls (HEAD, empty) or stops polling once the
-        // declared length is sent end here; so do aborted ones.
-        let sent_all = self
-            .entry
-            .as_ref()
-            .and_then(|e| e.expected)
-            .is_some_and(|n| self.bytes >= n);
-        let complete = sent_all || http_body::Body::is_end_stream(&self.inner);
+        let complete = self.sent_everything();
         self.finish(complete);
     }
 }
@@ -144,6 +151,30 @@ impl Drop for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn counted(method: Method, expected: u64) -> Counted {
+        Counted {
+            inner: Body::from("{\"errors\":[]}"),
+            bytes: 0,
+            entry: Some(Entry {
+                method,
+                path: "/v2/x/blobs/y".into(),
+                started: Instant::now(),
+                status: StatusCode::NOT_FOUND,
+                expected: Some(expected),
+                received: Received::default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_head_answer_is_complete_without_its_body() {
+        assert!(counted(Method::HEAD, 13).sent_everything());
+        assert!(
+            !counted(Method::GET, 13).sent_everything(),
+            "a GET cut short"
+        );
+    }
 
     #[test]
     fn durations_print_to_the_microsecond() {
