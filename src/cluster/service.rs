@@ -57,17 +57,32 @@ pub async fn serve(
             }
         };
     }
-    let result = server
+    let serving = server
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_routes(extra)
         .add_service(raft)
         .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "peer listener failed");
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    // A graceful stop waits for calls in flight, and a peer's streamed
+    // copy for an upload its client abandoned only ends when the peer gives
+    // up on it; when every node stops at once, each waits for the others.
+    // Past the grace, the calls are cut: their senders count them as failed.
+    let grace = async {
+        stop.cancelled().await;
+        tokio::time::sleep(STOP_GRACE).await;
+    };
+    tokio::select! {
+        result = serving => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "peer listener failed");
+            }
+        }
+        () = grace => tracing::info!("peer calls still in flight {STOP_GRACE:?} after the stop were cut"),
     }
 }
+
+/// How long a stopping node lets peer calls in flight finish.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The interceptor every peer service sits behind: calls without the
 /// cluster secret are refused, and the refusal is logged.

@@ -457,3 +457,30 @@ async fn a_member_that_returns_at_a_new_address_is_found_there() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Every node stopping at once, each with an abandoned upload still
+/// streaming its copies to the others, stops within a few seconds: no node
+/// waits for the others' streams to give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_cluster_stops_promptly_with_copies_in_flight() {
+    let mut cluster = TestCluster::start(3).await;
+    // On every node, so that each one's peers hold a stream from it.
+    for node in &cluster.nodes {
+        let location = node.start_upload("abandoned/app").await;
+        let resp = send(node.patch(&location).body(random_blob(1 << 20))).await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    let started = std::time::Instant::now();
+    let stops = cluster.nodes.iter_mut().map(|n| n.stop());
+    let stopped = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures_util::future::join_all(stops),
+    )
+    .await;
+    assert!(stopped.is_ok(), "the cluster had not stopped after 30 s");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "the cluster took {took:?} to stop"
+    );
+}
