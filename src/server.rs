@@ -160,8 +160,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         },
     };
     // Peers' pushes obey the same cap as clients' uploads.
-    let peer_store = BlobStore::new(layout.clone(), db.clone());
-    peer_store.limit_size(config.max_blob_size);
+    let peer_store = BlobStore::new(layout.clone(), db.clone()).with_max_size(config.max_blob_size);
     let blob_service = tonic::service::interceptor::InterceptedService::new(
         BlobService::new(peer_store),
         secret_check(secret.clone()),

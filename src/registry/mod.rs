@@ -94,10 +94,9 @@ impl Registry {
         max_manifest_size: usize,
         max_blob_size: u64,
     ) -> Registry {
-        let blobs = BlobStore::new(layout.clone(), db.clone());
+        let blobs = BlobStore::new(layout.clone(), db.clone()).with_max_size(max_blob_size);
         Registry {
-            uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone())
-                .with_max_blob_size(max_blob_size),
+            uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
             replicator: Replicator::new(blobs.clone(), cluster.clone(), factor),
             repair_stats: RepairStats::default(),
             blobs,

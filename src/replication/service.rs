@@ -175,8 +175,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         layout.create().unwrap();
-        let blobs = BlobStore::new(layout.clone(), Db::open(&layout.db()).unwrap());
-        blobs.limit_size(10);
+        let blobs =
+            BlobStore::new(layout.clone(), Db::open(&layout.db()).unwrap()).with_max_size(10);
         let service = BlobService { blobs };
         let data = [7u8; 20];
         let digest = Digest::sha256(&data).to_string();

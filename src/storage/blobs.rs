@@ -7,8 +7,6 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,9 +29,8 @@ pub struct LocalBlob {
 pub struct BlobStore {
     layout: Layout,
     db: Db,
-    /// Largest blob this node keeps, shared by every clone of the store;
-    /// `u64::MAX` when there is no cap.
-    max_size: Arc<AtomicU64>,
+    /// Largest blob this store takes in; `None`, no cap.
+    max_size: Option<u64>,
 }
 
 impl BlobStore {
@@ -41,18 +38,21 @@ impl BlobStore {
         BlobStore {
             layout,
             db,
-            max_size: Arc::new(AtomicU64::new(u64::MAX)),
+            max_size: None,
         }
     }
 
-    /// Caps every blob received through this store, or any clone of it, at
+    /// Caps every blob received through this store, and its clones, at
     /// `max` bytes: client uploads, relayed copies and peers' pushes alike.
-    pub fn limit_size(&self, max: u64) {
-        self.max_size.store(max, Ordering::Relaxed);
+    pub fn with_max_size(self, max: u64) -> BlobStore {
+        BlobStore {
+            max_size: Some(max),
+            ..self
+        }
     }
 
     fn max_size(&self) -> Option<u64> {
-        Some(self.max_size.load(Ordering::Relaxed)).filter(|&m| m != u64::MAX)
+        self.max_size
     }
 
     /// Refuses a body declared (`Content-Length`, a chunk's range, a peer's
@@ -236,6 +236,8 @@ mod tests {
     use crate::storage::testing::{files, watched};
     use bytes::Bytes;
     use futures_util::StreamExt;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
 
     fn store(dir: &Path) -> BlobStore {
         let layout = Layout::new(dir);
@@ -276,9 +278,7 @@ mod tests {
     #[tokio::test]
     async fn the_cap_holds_for_every_clone_and_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let relay = s.clone();
-        s.limit_size(4);
+        let relay = store(dir.path()).with_max_size(4).clone();
         let digest = Digest::sha256(b"hello");
         assert!(matches!(
             relay.ingest(&digest, body(b"hello"), None, None).await,

@@ -110,13 +110,6 @@ impl Uploads {
         }
     }
 
-    /// Refuses blobs past `limit` bytes (413): these sessions', and every
-    /// other blob the store they share receives (see [`BlobStore::limit_size`]).
-    pub fn with_max_blob_size(self, limit: u64) -> Uploads {
-        self.blobs.limit_size(limit);
-        self
-    }
-
     pub fn create(&self, repo: &RepoName) -> Result<UploadId, StorageError> {
         let id = UploadId::random(self.node_id);
         File::create(self.path(id))?;
@@ -400,10 +393,20 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> Uploads {
+        open_capped(dir, None)
+    }
+
+    /// Sessions whose store takes blobs of at most `max` bytes.
+    fn open_capped(dir: &std::path::Path, max: Option<u64>) -> Uploads {
         let layout = Layout::new(dir);
         layout.create().unwrap();
         let db = Db::open(&layout.db()).unwrap();
-        Uploads::new(9, layout.clone(), db.clone(), BlobStore::new(layout, db))
+        let store = BlobStore::new(layout.clone(), db.clone());
+        let store = match max {
+            Some(m) => store.with_max_size(m),
+            None => store,
+        };
+        Uploads::new(9, layout, db, store)
     }
 
     #[tokio::test]
@@ -578,7 +581,7 @@ mod tests {
     #[tokio::test]
     async fn a_session_stops_at_the_cap_and_a_declared_excess_is_never_read() {
         let dir = tempfile::tempdir().unwrap();
-        let u = open(dir.path()).with_max_blob_size(10);
+        let u = open_capped(dir.path(), Some(10));
         let repo: RepoName = "r".parse().unwrap();
         let id = u.create(&repo).unwrap();
         u.append(&repo, id, range(0, 5), body(b"abcdef"), || None)
