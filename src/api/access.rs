@@ -41,7 +41,10 @@ async fn administrator(
         ));
     }
     Ok(Some(
-        authn.check(source, headers, &Need::SignedIn).await?.caller,
+        authn
+            .check_caught_up(reg, source, headers, &Need::SignedIn)
+            .await?
+            .caller,
     ))
 }
 

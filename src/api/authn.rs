@@ -14,7 +14,7 @@ use crate::auth::header::bearer_challenge;
 use crate::auth::token::{Access, Grant, Tokens};
 use crate::auth::{basic_credentials, bearer_token, Caller, Htpasswd, LoginLimiter, Policy};
 use crate::auth::{Rules, REALM};
-use crate::registry::Error;
+use crate::registry::{Error, Registry};
 
 /// What a request needs the caller to hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +181,34 @@ impl Authn {
         } else {
             Error::Denied(format!("{} may not {}", who(&caller), what(need)))
         })
+    }
+
+    /// [`Authn::check`], then, for a refusal, once more after this node has
+    /// caught up with the cluster: its copy of the access rules may lag a
+    /// change completed elsewhere (a new robot, a grant). Only a refusal
+    /// under rules that moved is decided again, so a wrong password is
+    /// never checked twice; a node cut off from the quorum keeps its answer.
+    pub async fn check_caught_up(
+        &self,
+        reg: &Registry,
+        source: IpAddr,
+        headers: &HeaderMap,
+        need: &Need,
+    ) -> Result<Authorized, Error> {
+        let refused = match self.check(source, headers, need).await {
+            Err(e @ (Error::Unauthorized { .. } | Error::Denied(_))) => e,
+            decided => return decided,
+        };
+        let before = self.policy()?;
+        if !reg.catch_up().await {
+            return Err(refused);
+        }
+        match (before, self.policy()?) {
+            (Some(old), Some(new)) if !Arc::ptr_eq(&old, &new) => {
+                self.check(source, headers, need).await
+            }
+            _ => Err(refused),
+        }
     }
 
     /// Whether a token's subject still exists: a user kept in the cluster or

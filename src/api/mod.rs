@@ -39,8 +39,9 @@ use route::Route;
 pub struct ClientAddr(pub std::net::SocketAddr);
 
 /// Builds the application: every `/v2/` route and the health probes,
-/// behind the access log, the framing checks and the body guard. `forwarder` reaches the other nodes, for upload sessions they
-/// own; `authn` decides who may do what.
+/// behind the access log, the framing checks and the body guard.
+/// `forwarder` reaches the other nodes, for upload sessions they own;
+/// `authn` decides who may do what.
 pub fn router(
     registry: Arc<Registry>,
     forwarder: proxy::Forwarder,
@@ -100,27 +101,9 @@ async fn dispatch(
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method, parts.headers);
-    let need = need(&route, &method);
-    let authorized = match authn.check(source.ip(), &headers, &need).await {
-        Ok(a) => a,
-        // This node's copy of the access rules may lag a change completed
-        // elsewhere (a new robot, a grant): once caught up, a refusal under
-        // rules that moved is decided again. Unmoved rules keep it, so a
-        // wrong password is never checked twice.
-        Err(e @ (Error::Unauthorized { .. } | Error::Denied(_))) => {
-            let before = authn.policy()?;
-            if !reg.catch_up().await {
-                return Err(e);
-            }
-            match (before, authn.policy()?) {
-                (Some(old), Some(new)) if !Arc::ptr_eq(&old, &new) => {
-                    authn.check(source.ip(), &headers, &need).await?
-                }
-                _ => return Err(e),
-            }
-        }
-        Err(e) => return Err(e),
-    };
+    let authorized = authn
+        .check_caught_up(&reg, source.ip(), &headers, &need(&route, &method))
+        .await?;
     let body = byte_stream(body);
     let reg = reg.as_ref();
     // A session lives on the node that opened it; others pass requests on.
