@@ -230,7 +230,7 @@ impl Guarded {
     }
 
     /// The server waits: arm the deadline at the end of this window of
-    /// waiting; true once the window is over and too little came.
+    /// waiting; `TooSlow` once a window is over and too little came.
     fn waiting(&mut self, cx: &mut Context<'_>) -> Result<(), TooSlow> {
         loop {
             let now = Instant::now();
