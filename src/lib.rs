@@ -5,9 +5,9 @@
 //! [`storage`] (this node's bytes). [`oci`] holds the pure types every layer
 //! shares, and [`db`] owns the RocksDB layout.
 
-pub mod access_cli;
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod conn;

@@ -4,43 +4,14 @@
 //! robot's secret comes back from the node, which draws it.
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::api::admin::SECRET_HEADER;
+use super::client::{Client, Connection};
+use super::CliResult;
 use crate::auth::password;
 use crate::meta::access::{AccessChange, Grantee, Level, Resource, Robot};
 use crate::storage::now_secs;
-
-/// How to reach a node and prove the caller may change access.
-#[derive(Debug, Args)]
-pub struct Connection {
-    /// The node to ask (its client API URL); any node will do.
-    #[arg(
-        long,
-        env = "BERTH_NODE",
-        default_value = "http://127.0.0.1:5000",
-        global = true
-    )]
-    pub node: String,
-    /// Sign in as this user (an administrator, or an owner of the
-    /// organization changed); the password is read from BERTH_PASSWORD.
-    #[arg(long, env = "BERTH_USER", value_name = "USER", global = true)]
-    pub login: Option<String>,
-    /// Or authorize with the cluster secret in this file: how the first
-    /// administrator is made.
-    #[arg(
-        long,
-        env = "BERTH_CLUSTER_SECRET_FILE",
-        value_name = "FILE",
-        global = true
-    )]
-    pub cluster_secret_file: Option<PathBuf>,
-    /// PEM certificate of the CA that signed an HTTPS node's certificate.
-    #[arg(long, env = "BERTH_CA_CERT", value_name = "FILE", global = true)]
-    pub ca_cert: Option<PathBuf>,
-}
 
 #[derive(Debug, Subcommand)]
 pub enum UserAction {
@@ -201,7 +172,7 @@ pub enum AccessCommand {
     },
 }
 
-type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+const ACCESS: &str = "/_berth/access";
 
 pub async fn run(cmd: AccessCommand) -> CliResult<()> {
     use AccessCommand as C;
@@ -291,21 +262,16 @@ pub async fn run(cmd: AccessCommand) -> CliResult<()> {
             RobotAction::Delete { name } => (conn, AccessChange::DeleteRobot { name }, None),
         },
         C::Access { conn } => {
-            let resp = request(&conn, reqwest::Method::GET)?.send().await?;
-            let body: serde_json::Value = checked(resp).await?.json().await?;
+            let body: serde_json::Value = Client::new(&conn)?.get(ACCESS).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
             return Ok(());
         }
     };
-    let describe = change.describe();
-    let resp = request(&conn, reqwest::Method::POST)?
-        .json(&change)
-        .send()
-        .await?;
-    let resp = checked(resp).await?;
-    println!("{}", done.unwrap_or(describe));
+    // The change is built first: a password on standard input is read
+    // before the connection can fail.
+    let body: serde_json::Value = Client::new(&conn)?.post(ACCESS, &change).await?;
+    println!("{}", done.unwrap_or_else(|| change.describe()));
     if matches!(change, AccessChange::PutRobot { .. }) {
-        let body: serde_json::Value = resp.json().await?;
         let secret = body["secret"].as_str().ok_or("the node sent no secret")?;
         println!("secret {secret}");
     }
@@ -346,50 +312,10 @@ fn read_password() -> CliResult<String> {
     Ok(password)
 }
 
-fn request(conn: &Connection, method: reqwest::Method) -> CliResult<reqwest::RequestBuilder> {
-    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
-    if let Some(ca) = &conn.ca_cert {
-        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-        client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-    }
-    let url = format!("{}/_berth/access", conn.node.trim_end_matches('/'));
-    let mut req = client.build()?.request(method, url);
-    if let Some(path) = &conn.cluster_secret_file {
-        let secret =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        req = req.header(SECRET_HEADER, secret.trim());
-    }
-    if let Some(user) = &conn.login {
-        let password = std::env::var("BERTH_PASSWORD")
-            .map_err(|_| "--login needs the password in BERTH_PASSWORD")?;
-        req = req.basic_auth(user, Some(password));
-    }
-    Ok(req)
-}
-
-/// The response, or its status and OCI error message as the error.
-async fn checked(resp: reqwest::Response) -> CliResult<reqwest::Response> {
-    if resp.status().is_success() {
-        return Ok(resp);
-    }
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    let message = body["errors"][0]["message"]
-        .as_str()
-        .unwrap_or("no error message");
-    let hint = match status {
-        reqwest::StatusCode::UNAUTHORIZED => {
-            " (sign in with --login USER and the password in BERTH_PASSWORD, or give --cluster-secret-file)"
-        }
-        _ => "",
-    };
-    Err(format!("{status}: {message}{hint}").into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cli, Command};
+    use crate::cli::{Cli, Command};
     use clap::Parser;
 
     fn parse(args: &[&str]) -> AccessCommand {

@@ -1,0 +1,103 @@
+//! The `berth` command line: the parser and one module per command group.
+//! Every command that talks to a running node's admin API goes through the
+//! one [`client::Client`].
+
+pub mod access;
+pub mod client;
+pub mod cluster;
+pub mod health;
+pub mod serve;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::ServeArgs;
+
+/// What a command ends with; `main` logs the error and exits 1.
+pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+const ABOUT: &str = "berth: a container image registry that runs as a replicated cluster";
+const LONG_ABOUT: &str = "\
+berth serves the OCI Distribution API (/v2/) to docker, podman, skopeo, containerd,
+buildah and oras. `berth serve --plain-http` is a complete single-node registry on
+port 5000 with its data in ./data; with --tls-cert and --tls-key it serves HTTPS.";
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log filter, e.g. `info`, `warn`, or `info,berth::access=warn` to drop
+    /// the per-request access log. [default: RUST_LOG when set, else
+    /// `info,openraft=warn`]
+    #[arg(long, env = "BERTH_LOG", global = true)]
+    pub log: Option<String>,
+
+    /// Log line format.
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a registry node.
+    Serve(Box<ServeArgs>),
+    /// Inspect or change the cluster through any node.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    #[command(flatten)]
+    Access(access::AccessCommand),
+    /// Ask a node whether it is alive (`/healthz`) or, with --ready, whether
+    /// it has joined the cluster and caught up (`/readyz`). Exits 0 if so and
+    /// 1 if not: a container health check needs no curl in the image.
+    Health(health::HealthArgs),
+}
+
+/// Runs the command given; logging is already set up.
+pub async fn run(command: Command) -> CliResult<()> {
+    match command {
+        Command::Serve(args) => serve::run(*args).await,
+        Command::Cluster(cmd) => cluster::run(cmd).await,
+        Command::Access(cmd) => access::run(cmd).await,
+        Command::Health(args) => health::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn cli_parses_and_documents_every_option() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "berth",
+            "serve",
+            "--data-dir",
+            "/d",
+            "--listen",
+            "[::1]:5000",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve parses as serve")
+        };
+        assert_eq!(args.data_dir, Some(PathBuf::from("/d")));
+        let cli = Cli::try_parse_from(["berth", "cluster", "remove", "42"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(cluster::ClusterCommand::Remove { node_id: 42, .. })
+        ));
+    }
+}
