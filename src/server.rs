@@ -59,6 +59,7 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
     purge: JoinHandle<()>,
     repair: JoinHandle<()>,
+    collection: JoinHandle<()>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
@@ -181,6 +182,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         config.replication_factor,
         config.max_manifest_size,
         config.max_blob_size,
+        config.gc,
     ));
     let stop = CancellationToken::new();
     let tls = match &config.tls {
@@ -211,6 +213,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         stop.clone(),
     ));
     let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
+    let collection = tokio::spawn(registry.collection(stop.clone()));
     let limits = config.conn;
     let task = match tls {
         Some(tls) => {
@@ -239,6 +242,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         task,
         purge,
         repair,
+        collection,
     })
 }
 
@@ -325,6 +329,7 @@ impl Server {
         self.stop.cancel();
         let _ = self.purge.await;
         let _ = self.repair.await;
+        let _ = self.collection.await;
         match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),

@@ -25,7 +25,7 @@ use crate::registry::{Error, Registry};
 use crate::storage::now_secs;
 
 /// Who is asking, when they may administer: `None` for the cluster secret.
-async fn administrator(
+pub(super) async fn administrator(
     reg: &Registry,
     authn: &Authn,
     source: std::net::IpAddr,

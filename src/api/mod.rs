@@ -10,6 +10,7 @@ mod blobs;
 pub mod body;
 mod error;
 mod framing;
+mod gc;
 pub mod headers;
 mod health;
 mod listings;
@@ -66,6 +67,7 @@ pub fn router(
             "/_berth/access",
             axum::routing::get(access::show).post(access::change),
         )
+        .route("/_berth/gc", axum::routing::get(gc::status).post(gc::run))
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))

@@ -67,7 +67,12 @@ impl Client {
     /// Reads the CA certificate, the cluster secret and BERTH_PASSWORD now,
     /// so a missing file or password fails before anything is sent.
     pub fn new(conn: &Connection) -> CliResult<Self> {
-        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        Client::with_timeout(conn, Duration::from_secs(30))
+    }
+
+    /// Like [`Client::new`], for requests that may take longer than 30 s.
+    pub fn with_timeout(conn: &Connection, timeout: Duration) -> CliResult<Self> {
+        let mut http = reqwest::Client::builder().timeout(timeout);
         if let Some(ca) = &conn.ca_cert {
             let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
             http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod client;
 pub mod cluster;
+pub mod gc;
 pub mod health;
 pub mod serve;
 
@@ -59,6 +60,13 @@ pub enum Command {
     /// it has joined the cluster and caught up (`/readyz`). Exits 0 if so and
     /// 1 if not: a container health check needs no curl in the image.
     Health(health::HealthArgs),
+    /// Garbage collection: run one now, preview it, or see the last run.
+    Gc {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        action: gc::GcAction,
+    },
 }
 
 /// Runs the command given; logging is already set up.
@@ -68,6 +76,7 @@ pub async fn run(command: Command) -> CliResult<()> {
         Command::Cluster(cmd) => cluster::run(cmd).await,
         Command::Access(cmd) => access::run(cmd).await,
         Command::Health(args) => health::run(args).await,
+        Command::Gc { conn, action } => gc::run(conn, action).await,
     }
 }
 

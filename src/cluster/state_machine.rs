@@ -86,7 +86,20 @@ impl StateMachineStore {
             );
             log_store::restart_from(&store.db, applied)?;
         }
+        store.complete_indexes()?;
         Ok(store)
+    }
+
+    /// Rebuilds the derived families when they are incomplete: data an
+    /// older berth wrote, or a snapshot that did not carry them.
+    fn complete_indexes(&self) -> Result<(), DbError> {
+        if self.sm.indexes_complete()? {
+            return Ok(());
+        }
+        tracing::info!("indexing what manifests reference; once after an upgrade");
+        let manifests = self.sm.rebuild_indexes()?;
+        tracing::info!(manifests, "indexed what manifests reference");
+        Ok(())
     }
 
     /// Finishes an install a crash interrupted, from its snapshot file
@@ -296,6 +309,7 @@ impl StateMachineStore {
         self.db.write_durable(mark).map_err(io::Error::other)?;
         tracing::info!(snapshot = %meta.snapshot_id, "loading a snapshot from the leader");
         let records = snapshot::load(&self.db, &snap)?;
+        self.complete_indexes().map_err(io::Error::other)?;
         // Published while still marked: a crash before the mark goes starts
         // over from empty, and one after it leaves this snapshot to serve.
         self.publish(meta)?;

@@ -15,6 +15,7 @@ use crate::cluster::discovery::parse_peers;
 use crate::cluster::peer::PeerTlsFiles;
 use crate::cluster::PeerSpec;
 use crate::conn::ConnLimits;
+use crate::gc::GcConfig;
 use crate::registry::DEFAULT_MAX_MANIFEST_SIZE;
 use crate::replication::repair::RepairConfig;
 use crate::replication::ReplicationFactor;
@@ -201,6 +202,25 @@ pub struct ServeArgs {
     /// that comes back joins again. 0 never removes. [default: 0]
     #[arg(long, env = "BERTH_REMOVE_AFTER", value_name = "SECONDS")]
     pub remove_after: Option<u64>,
+
+    /// Seconds between garbage collections, which the leader runs: blobs
+    /// no manifest references are removed from every node's disk. 0 runs
+    /// them only on demand (`berth gc run`). [default: 3600]
+    #[arg(long, env = "BERTH_GC_INTERVAL", value_name = "SECONDS")]
+    pub gc_interval: Option<u64>,
+
+    /// Seconds a blob must have gone unreferenced (and a manifest have been
+    /// stored) before a collection removes it: the time a client may take
+    /// between uploading layers and pushing the manifest that names them.
+    /// [default: 3600]
+    #[arg(long, env = "BERTH_GC_GRACE", value_name = "SECONDS")]
+    pub gc_grace: Option<u64>,
+
+    /// Let scheduled collections also remove untagged manifests that no
+    /// tagged index, referrer or subject keeps. Off, an image pushed by
+    /// digest stays until it is deleted.
+    #[arg(long, env = "BERTH_GC_UNTAGGED")]
+    pub gc_untagged: bool,
 }
 
 /// How tokens are issued and checked.
@@ -251,6 +271,8 @@ pub struct ServeConfig {
     pub repair: RepairConfig,
     /// Members silent this long are removed; `None` never.
     pub remove_after: Option<Duration>,
+    /// Garbage collection: schedule, grace, untagged manifests.
+    pub gc: GcConfig,
     /// Client connections: header and idle timeouts, lingering close.
     pub conn: ConnLimits,
     /// Request bodies: least rate, and how much is drained after an early
@@ -385,6 +407,13 @@ impl ServeArgs {
                 ),
                 bandwidth: self.repair_bandwidth.or(file.repair_bandwidth).unwrap_or(0),
             },
+            gc: GcConfig {
+                interval: Some(self.gc_interval.or(file.gc_interval).unwrap_or(3600))
+                    .filter(|&s| s > 0)
+                    .map(Duration::from_secs),
+                grace: self.gc_grace.or(file.gc_grace).unwrap_or(3600),
+                untagged: self.gc_untagged || file.gc_untagged.unwrap_or(false),
+            },
             remove_after: self
                 .remove_after
                 .or(file.remove_after)
@@ -454,6 +483,7 @@ impl ServeConfig {
                 bandwidth: 0,
             },
             remove_after: None,
+            gc: GcConfig::default(),
             conn: ConnLimits::default(),
             body: BodyLimits::default(),
         }

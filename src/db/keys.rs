@@ -11,10 +11,18 @@
 //!   holders     <digest> 0x00 <node id, 16 hex> -> ()   which nodes store the bytes
 //!   access      "state"                         -> AccessState (users, teams, grants, robots)
 //!               "version"                       -> u64 big-endian, moves with every change
+//!   blob_refs   <blob> 0x00 <repo> 0x00 <manifest> -> ()  which manifests reference a blob
+//!               0x00 "version"                  -> u64: the derived families are complete
+//!   blob_repos  <blob> 0x00 <repo>              -> ()   the repositories a blob is linked into
+//!   child_refs  <repo> 0x00 <child> 0x00 <index> -> ()  which indexes list a manifest
+//!   manifest_refs <repo> 0x00 <manifest>        -> the blobs and child manifests it names
+//!   gc          "run"                           -> the last collection's report
+//!               "node" 0x00 <node id, 16 hex>   -> that node's sweep figures
 //!   sm_meta     "last_applied" | "membership" | "installing" -> openraft state
 //! node-local
 //!   local_blobs <digest>                        -> LocalBlob
 //!   uploads     <upload id>                     -> UploadRecord
+//!   sweep       <digest>                        -> ()   collected blobs whose file is still here
 //!   raft_log    <index u64 big-endian>          -> log entry
 //!   raft_meta   "vote" | "committed" | "last_purged" -> openraft state
 //! ```
@@ -37,10 +45,16 @@ pub enum Cf {
     Uploads,
     RaftLog,
     RaftMeta,
+    BlobRefs,
+    BlobRepos,
+    ChildRefs,
+    ManifestRefs,
+    Gc,
+    Sweep,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 13] = [
+    pub const ALL: [Cf; 19] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -54,12 +68,18 @@ impl Cf {
         Cf::Uploads,
         Cf::RaftLog,
         Cf::RaftMeta,
+        Cf::BlobRefs,
+        Cf::BlobRepos,
+        Cf::ChildRefs,
+        Cf::ManifestRefs,
+        Cf::Gc,
+        Cf::Sweep,
     ];
 
     /// The families whose content is the replicated state (what a snapshot
     /// carries), not counting `sm_meta`, which the snapshot's metadata replaces.
     /// New families go last: a snapshot names a family by its position here.
-    pub const REPLICATED: [Cf; 8] = [
+    pub const REPLICATED: [Cf; 13] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -68,7 +88,17 @@ impl Cf {
         Cf::Blobs,
         Cf::Holders,
         Cf::Access,
+        Cf::BlobRefs,
+        Cf::BlobRepos,
+        Cf::ChildRefs,
+        Cf::ManifestRefs,
+        Cf::Gc,
     ];
+
+    /// The replicated families that are indexes of the others: a node
+    /// rebuilds them when they are missing (after an upgrade, or from a
+    /// snapshot that did not carry them).
+    pub const DERIVED: [Cf; 4] = [Cf::BlobRefs, Cf::BlobRepos, Cf::ChildRefs, Cf::ManifestRefs];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -85,6 +115,12 @@ impl Cf {
             Cf::Uploads => "uploads",
             Cf::RaftLog => "raft_log",
             Cf::RaftMeta => "raft_meta",
+            Cf::BlobRefs => "blob_refs",
+            Cf::BlobRepos => "blob_repos",
+            Cf::ChildRefs => "child_refs",
+            Cf::ManifestRefs => "manifest_refs",
+            Cf::Gc => "gc",
+            Cf::Sweep => "sweep",
         }
     }
 }
@@ -135,6 +171,26 @@ pub fn parse_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
+/// A `blobs` record: the size, and since when (unix seconds) the blob has
+/// been without references as far as anyone knows: the later of its last
+/// link and the last removal of a manifest that referenced it.
+pub fn blob_value(size: u64, since: u64) -> [u8; 16] {
+    let mut v = [0; 16];
+    v[..8].copy_from_slice(&size.to_be_bytes());
+    v[8..].copy_from_slice(&since.to_be_bytes());
+    v
+}
+
+/// Size and since-time of a `blobs` record. Records written before the
+/// time was kept hold the size alone, and count as unreferenced since ever.
+pub fn parse_blob_value(v: &[u8]) -> Option<(u64, u64)> {
+    match v.len() {
+        8 => Some((parse_u64(v)?, 0)),
+        16 => Some((parse_u64(&v[..8])?, parse_u64(&v[8..])?)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +210,8 @@ mod tests {
         assert!(!join(&["a-b", "x"]).starts_with(&prefix(&["a"])));
         assert_eq!(last_part(&join(&["r", "s", "t"])), b"t");
         assert_eq!(parse_u64(&u64_value(42)), Some(42));
+        assert_eq!(parse_blob_value(&blob_value(5, 9)), Some((5, 9)));
+        assert_eq!(parse_blob_value(&u64_value(5)), Some((5, 0)));
+        assert_eq!(parse_blob_value(b"bad"), None);
     }
 }

@@ -28,7 +28,8 @@ pub enum Command {
         digest: Digest,
     },
     PutManifest(PutManifest),
-    /// Remove a manifest and every tag that points at it.
+    /// Remove a manifest and every tag that points at it. Written before
+    /// deletes were timed; applied as a [`Command::RemoveManifest`] at 0.
     DeleteManifest {
         repo: RepoName,
         digest: Digest,
@@ -42,6 +43,38 @@ pub enum Command {
         change: AccessChange,
         at: u64,
     },
+    /// Remove a manifest and every tag that points at it, at `at`: the
+    /// blobs it referenced start their grace period then.
+    RemoveManifest {
+        repo: RepoName,
+        digest: Digest,
+        at: u64,
+    },
+    /// Garbage collection's decision. Applying it checks each item again
+    /// and removes only what is still garbage.
+    Collect(Collect),
+    /// A figure of garbage collection: a run's report, or what one node
+    /// swept from its disk.
+    GcReport(GcReport),
+}
+
+/// Blobs and manifests a collection found to be garbage at `at`, with the
+/// grace period it used. Anything referenced, tagged or linked since then
+/// is left alone when the command is applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Collect {
+    pub blobs: Vec<Digest>,
+    pub manifests: Vec<(RepoName, Digest)>,
+    /// Seconds a blob must have been unreferenced, and a manifest stored.
+    pub grace: u64,
+    /// Unix seconds on the node that proposed the command.
+    pub at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GcReport {
+    Run(super::gc::RunReport),
+    Swept(super::gc::SweepReport),
 }
 
 /// Store a manifest (exact bytes) and optionally point a tag at it. Rejected

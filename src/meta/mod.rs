@@ -10,10 +10,12 @@
 
 pub mod access;
 pub mod command;
+pub mod gc;
 pub mod query;
+pub mod refs;
 pub mod state;
 
-pub use command::{Command, PutManifest};
+pub use command::{Collect, Command, GcReport, PutManifest};
 pub use query::Page;
 pub use state::{ManifestRecord, StateMachine};
 

@@ -65,8 +65,14 @@ impl StateMachine {
 
     /// The size of a blob if any repository holds it.
     pub fn blob_known(&self, digest: &Digest) -> Result<Option<u64>, DbError> {
+        Ok(self.blob_record(digest)?.map(|(size, _)| size))
+    }
+
+    /// A blob's size and the time since which it has been unreferenced
+    /// (meaningful only while nothing references it).
+    pub fn blob_record(&self, digest: &Digest) -> Result<Option<(u64, u64)>, DbError> {
         let raw = self.db.get(Cf::Blobs, digest.as_str().as_bytes())?;
-        raw.map(|v| keys::parse_u64(&v).ok_or_else(|| corrupt("blob record", "bad size")))
+        raw.map(|v| keys::parse_blob_value(&v).ok_or_else(|| corrupt("blob record", "bad size")))
             .transpose()
     }
 
@@ -76,6 +82,19 @@ impl StateMachine {
         after: Option<&Digest>,
         n: usize,
     ) -> Result<Vec<(Digest, u64)>, DbError> {
+        Ok(self
+            .blob_records_page(after, n)?
+            .into_iter()
+            .map(|(digest, size, _)| (digest, size))
+            .collect())
+    }
+
+    /// Like [`Self::blobs_page`], with each blob's unreferenced-since time.
+    pub fn blob_records_page(
+        &self,
+        after: Option<&Digest>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64, u64)>, DbError> {
         let rows = self
             .db
             .scan_prefix(Cf::Blobs, b"", after.map(|d| d.as_str().as_bytes()), n)?;
@@ -85,8 +104,9 @@ impl StateMachine {
                     .map_err(|e| corrupt("blob key", e))?
                     .parse()
                     .map_err(|e| corrupt("blob key", e))?;
-                let size = keys::parse_u64(v).ok_or_else(|| corrupt("blob record", "bad size"))?;
-                Ok((digest, size))
+                let (size, since) =
+                    keys::parse_blob_value(v).ok_or_else(|| corrupt("blob record", "bad size"))?;
+                Ok((digest, size, since))
             })
             .collect()
     }

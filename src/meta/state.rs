@@ -6,6 +6,7 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, PutManifest};
+use super::refs::Refs;
 use super::{Applied, Rejection};
 use crate::db::{self, keys, Cf, Db, DbError};
 use crate::oci::{Digest, RepoName, Tag};
@@ -69,6 +70,11 @@ impl StateMachine {
                 at,
                 holders,
             } => {
+                // A mount names no holders: it links bytes that must still
+                // exist, and a collection may have removed them meanwhile.
+                if holders.is_empty() && self.blob_record(digest)?.is_none() {
+                    return Err(Rejection::BlobUnknown.into());
+                }
                 self.ensure_repo(batch, repo, *at)?;
                 self.add_holders(batch, digest, holders);
                 batch.put_cf(
@@ -76,26 +82,31 @@ impl StateMachine {
                     keys::join(&[repo.as_str(), digest.as_str()]),
                     keys::u64_value(*size),
                 );
-                batch.put_cf(
-                    self.db.cf(Cf::Blobs),
-                    digest.as_str(),
-                    keys::u64_value(*size),
-                );
+                self.link_repo(batch, repo, digest);
+                self.touch_blob(batch, digest, Some(*size), *at)?;
             }
-            Command::AddHolders { digest, nodes } => self.add_holders(batch, digest, nodes),
+            Command::AddHolders { digest, nodes } => {
+                // A collected blob gets no holders back: a copy that arrives
+                // after its collection is swept as an orphan.
+                if self.blob_record(digest)?.is_some() {
+                    self.add_holders(batch, digest, nodes)
+                }
+            }
             Command::UnlinkBlob { repo, digest } => {
                 if self.blob_link(repo, digest)?.is_none() {
                     return Err(Rejection::BlobUnknown.into());
                 }
-                batch.delete_cf(
-                    self.db.cf(Cf::RepoBlobs),
-                    keys::join(&[repo.as_str(), digest.as_str()]),
-                );
+                self.unlink_repo(batch, repo, digest);
             }
             Command::PutManifest(put) => self.put_manifest(batch, put)?,
             Command::DeleteManifest { repo, digest } => {
-                self.delete_manifest(batch, repo, digest)?
+                self.delete_manifest(batch, repo, digest, 0)?
             }
+            Command::RemoveManifest { repo, digest, at } => {
+                self.delete_manifest(batch, repo, digest, *at)?
+            }
+            Command::Collect(c) => self.stage_collect(batch, c)?,
+            Command::GcReport(report) => self.stage_gc_report(batch, report),
             Command::DeleteTag { repo, tag } => {
                 if self.tag(repo, tag)?.is_none() {
                     return Err(Rejection::ManifestUnknown.into());
@@ -177,32 +188,56 @@ impl StateMachine {
                 [],
             );
         }
+        let refs = Refs {
+            blobs: put.blobs.clone(),
+            manifests: put.manifests.clone(),
+            subject: put.subject.clone(),
+            created,
+        };
+        self.add_manifest_refs(batch, repo, &put.digest, &refs);
         Ok(())
     }
 
+    /// A client's delete: the manifest and every tag on it.
     fn delete_manifest(
         &self,
         batch: &mut WriteBatch,
         repo: &RepoName,
         digest: &Digest,
+        at: u64,
     ) -> Result<(), Staged> {
-        let record = self
-            .manifest(repo, digest)?
-            .ok_or(Rejection::ManifestUnknown)?;
-        batch.delete_cf(self.db.cf(Cf::Manifests), manifest_key(repo, digest));
+        if self.manifest(repo, digest)?.is_none() {
+            return Err(Rejection::ManifestUnknown.into());
+        }
         let prefix = keys::prefix(&[repo.as_str()]);
         for (key, value) in self.db.scan_prefix(Cf::Tags, &prefix, None, usize::MAX)? {
             if *value == *digest.as_str().as_bytes() {
                 batch.delete_cf(self.db.cf(Cf::Tags), key);
             }
         }
+        Ok(self.remove_manifest(batch, repo, digest, at)?)
+    }
+
+    /// Removes a manifest, its referrer entry and what it references; the
+    /// caller has dealt with tags.
+    pub(super) fn remove_manifest(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &RepoName,
+        digest: &Digest,
+        at: u64,
+    ) -> Result<(), DbError> {
+        let Some(record) = self.manifest(repo, digest)? else {
+            return Ok(());
+        };
+        batch.delete_cf(self.db.cf(Cf::Manifests), manifest_key(repo, digest));
         if let Some(subject) = &record.subject {
             batch.delete_cf(
                 self.db.cf(Cf::Referrers),
                 referrer_key(repo, subject, digest),
             );
         }
-        Ok(())
+        self.remove_manifest_refs(batch, repo, digest, at)
     }
 }
 

@@ -227,6 +227,16 @@ impl From<crate::replication::ReplicationError> for Error {
     }
 }
 
+impl From<crate::gc::GcError> for Error {
+    fn from(e: crate::gc::GcError) -> Error {
+        match e {
+            crate::gc::GcError::Cluster(e) => e.into(),
+            crate::gc::GcError::Db(e) => e.into(),
+            crate::gc::GcError::Rejected(r) => r.into(),
+        }
+    }
+}
+
 impl From<ClusterError> for Error {
     fn from(e: ClusterError) -> Error {
         match e {

@@ -101,9 +101,10 @@ impl Registry {
     /// Deletes a manifest (by digest, with every tag on it) or just a tag.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         let cmd = match reference {
-            Reference::Digest(digest) => Command::DeleteManifest {
+            Reference::Digest(digest) => Command::RemoveManifest {
                 repo: repo.clone(),
                 digest: digest.clone(),
+                at: now_secs(),
             },
             Reference::Tag(tag) => Command::DeleteTag {
                 repo: repo.clone(),

@@ -14,7 +14,9 @@ pub use uploads::{StartUpload, UploadStarted};
 
 use crate::cluster::Cluster;
 use crate::db::Db;
+use crate::gc::{Collector, GcConfig, Outcome, RunRequest};
 use crate::meta::access::{AccessChange, AccessState};
+use crate::meta::gc::GcState;
 use crate::meta::{Command, Page, StateMachine};
 use crate::oci::{Descriptor, Digest, RepoName};
 use crate::replication::repair::{self, RepairConfig, RepairStats};
@@ -33,6 +35,7 @@ pub struct Registry {
     cluster: Arc<Cluster>,
     replicator: Replicator,
     repair_stats: RepairStats,
+    collector: Arc<Collector>,
     max_manifest_size: usize,
 }
 
@@ -93,9 +96,13 @@ impl Registry {
         factor: ReplicationFactor,
         max_manifest_size: usize,
         max_blob_size: u64,
+        gc: GcConfig,
     ) -> Registry {
         let blobs = BlobStore::new(layout.clone(), db.clone()).with_max_size(max_blob_size);
+        let meta = StateMachine::new(db.clone());
+        let collector = Collector::new(meta, cluster.clone(), blobs.clone(), gc);
         Registry {
+            collector: Arc::new(collector),
             uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
             replicator: Replicator::new(blobs.clone(), cluster.clone(), factor),
             repair_stats: RepairStats::default(),
@@ -131,6 +138,29 @@ impl Registry {
             self.repair_stats.clone(),
             stop,
         )
+    }
+
+    /// The leader's collection schedule and this node's sweeper; both run
+    /// until `stop`.
+    pub fn collection(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let schedule = self.collector.clone().schedule(stop.clone());
+        let sweep = self.collector.clone().sweep(stop);
+        async move {
+            tokio::join!(schedule, sweep);
+        }
+    }
+
+    /// Runs a garbage collection now, or previews one.
+    pub async fn collect_garbage(&self, req: &RunRequest) -> Result<Outcome> {
+        Ok(self.collector.run(req).await?)
+    }
+
+    /// The latest collection and what each node swept.
+    pub async fn gc_status(&self) -> Result<GcState> {
+        Ok(self.collector.status().await?)
     }
 
     /// Removes a member; `secret` must be the cluster secret.

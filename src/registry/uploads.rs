@@ -41,6 +41,7 @@ impl Registry {
             } => {
                 // Refused before the body is read or copies to peers open.
                 self.blobs.check_declared(0, length)?;
+                let _hold = self.blobs.hold(&digest);
                 let mut mirror = self.replicator.mirror(Some(&digest));
                 let blob = self
                     .blobs
@@ -51,9 +52,14 @@ impl Registry {
             }
             StartUpload::Mount { digest, from } => {
                 if let Some(size) = self.mountable(&digest, from.as_ref()).await? {
-                    // The bytes are already where they are: only the link is new.
-                    self.write(link(repo, &digest, size, Vec::new())).await?;
-                    return Ok(UploadStarted::Committed(digest));
+                    // The bytes are already where they are: only the link is
+                    // new. A collection that removed the blob meanwhile
+                    // refuses it, and the client uploads instead.
+                    match self.write(link(repo, &digest, size, Vec::new())).await {
+                        Ok(()) => return Ok(UploadStarted::Committed(digest)),
+                        Err(Error::BlobUnknown) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 Ok(UploadStarted::Session(self.uploads.create(repo)?))
             }
@@ -114,6 +120,8 @@ impl Registry {
     ) -> Result<()> {
         let mirror = || self.replicator.mirror(Some(digest));
         let body = Some((declared, body));
+        // The file stays safe from sweeps until the link naming it is in.
+        let _hold = self.blobs.hold(digest);
         let (blob, mirror) = self.uploads.commit(repo, id, digest, body, mirror).await?;
         self.replicate_and_link(repo, digest, blob, mirror).await
     }

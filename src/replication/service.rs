@@ -44,7 +44,7 @@ impl BlobService {
             d => Some(digest_of(d)?),
         };
         if let Some(d) = &announced {
-            if self.blobs.stat(d).map_err(internal)?.is_some() {
+            if self.blobs.claim(d).map_err(internal)? {
                 return Ok(());
             }
         }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::Layout;
 use super::mirror::Mirror;
+use super::pins::{Hold, Pins};
 use super::stream::{self, read_range};
 use super::{now_secs, ByteStream, StorageError};
 use crate::db::{self, Cf, Db};
@@ -31,6 +32,8 @@ pub struct BlobStore {
     db: Db,
     /// Largest blob this store takes in; `None`, no cap.
     max_size: Option<u64>,
+    /// Files the sweeper must leave alone, shared by every clone.
+    pins: Pins,
 }
 
 impl BlobStore {
@@ -39,6 +42,7 @@ impl BlobStore {
             layout,
             db,
             max_size: None,
+            pins: Pins::default(),
         }
     }
 
@@ -95,6 +99,35 @@ impl BlobStore {
                 }
                 (e, _) => e,
             })
+    }
+
+    /// Keeps `digest`'s file from sweeps until the hold is dropped: an
+    /// upload holds it until the link that names it is committed.
+    pub fn hold(&self, digest: &Digest) -> Hold {
+        self.pins.hold(digest)
+    }
+
+    /// Whether this node holds the blob, pinning its file for a while when
+    /// it does: a peer told "I have it" will name this node as a holder.
+    pub fn claim(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let mut pins = self.pins.lock();
+        let held = self.stat(digest)?.is_some();
+        if held {
+            pins.arrived(digest);
+        }
+        Ok(held)
+    }
+
+    pub(super) fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
+    pub(super) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub(super) fn db(&self) -> &Db {
+        &self.db
     }
 
     pub fn stat(&self, digest: &Digest) -> Result<Option<LocalBlob>, StorageError> {
@@ -187,6 +220,9 @@ impl BlobStore {
         digest: &Digest,
         size: u64,
     ) -> Result<LocalBlob, StorageError> {
+        // Pinned before it appears: a sweep of an older copy either ends
+        // before this or finds the pin.
+        self.pins.lock().arrived(digest);
         let target = self.layout.blob(digest);
         let from = from.to_owned();
         tokio::task::spawn_blocking(move || -> io::Result<()> {

@@ -57,7 +57,7 @@ impl Layout {
         self.root.join("db")
     }
 
-    fn blobs_root(&self) -> PathBuf {
+    pub fn blobs_root(&self) -> PathBuf {
         self.root.join("blobs")
     }
 

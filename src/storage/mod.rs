@@ -5,7 +5,9 @@ pub mod blobs;
 pub mod identity;
 pub mod layout;
 pub mod mirror;
+pub mod pins;
 pub mod stream;
+pub mod sweep;
 pub mod uploads;
 
 use std::io;
@@ -20,6 +22,8 @@ use crate::oci::Digest;
 pub use blobs::{BlobStore, LocalBlob};
 pub use layout::Layout;
 pub use mirror::{Mirror, MirrorSink, Mirrored};
+pub use pins::Hold;
+pub use sweep::{Removal, Swept};
 pub use uploads::{UploadId, Uploads};
 
 /// A body of bytes moving through berth: a client upload, a blob being served.

@@ -9,6 +9,7 @@ mod bad_input;
 mod base;
 mod blobs;
 mod cluster;
+mod gc;
 mod limits;
 mod listings;
 mod manifests;

@@ -1,0 +1,69 @@
+//! The admin API for garbage collection: `POST /_berth/gc` runs one (or
+//! previews it with `{"dry_run": true}`), `GET /_berth/gc` shows the latest
+//! run and what each node swept. `berth gc` calls it. Only administrators
+//! (or the cluster secret) may use it; with sign-in off, where any client
+//! may delete, any client may.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http::HeaderMap;
+
+use super::access::administrator;
+use super::authn::Authn;
+use super::ClientAddr;
+use crate::gc::RunRequest;
+use crate::registry::{Error, Registry};
+
+/// Who may collect: the actor's name for the audit log.
+async fn collector(
+    reg: &Registry,
+    authn: &Authn,
+    source: std::net::IpAddr,
+    headers: &HeaderMap,
+) -> Result<String, Error> {
+    if !authn.required() && !headers.contains_key(super::admin::SECRET_HEADER) {
+        return Ok("anonymous (sign-in is off)".into());
+    }
+    match administrator(reg, authn, source, headers).await? {
+        None => Ok("cluster secret".into()),
+        Some(caller) if authn.policy()?.is_some_and(|p| p.is_admin(&caller)) => {
+            Ok(caller.subject().to_owned())
+        }
+        Some(caller) => Err(Error::Denied(format!(
+            "{} is not an administrator; only administrators may run garbage collection",
+            caller.subject()
+        ))),
+    }
+}
+
+pub async fn run(
+    State(reg): State<Arc<Registry>>,
+    Extension(authn): Extension<Authn>,
+    ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let actor = collector(&reg, &authn, source.ip(), &headers).await?;
+    let body = super::small_body(body).await?;
+    let req: RunRequest = match body.is_empty() {
+        true => RunRequest::default(),
+        false => serde_json::from_slice(&body)
+            .map_err(|e| Error::RequestInvalid(format!("not a collection request: {e}")))?,
+    };
+    tracing::info!(target: "berth::audit", %source, %actor, dry_run = req.dry_run, "garbage collection requested");
+    Ok(Json(reg.collect_garbage(&req).await?).into_response())
+}
+
+pub async fn status(
+    State(reg): State<Arc<Registry>>,
+    Extension(authn): Extension<Authn>,
+    ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    collector(&reg, &authn, source.ip(), &headers).await?;
+    Ok(Json(reg.gc_status().await?).into_response())
+}

@@ -1,0 +1,135 @@
+//! `berth gc run|status`: garbage collection through the admin API of any
+//! node (`/_berth/gc`). Only administrators, or the cluster secret, may.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use super::client::{Client, Connection};
+use super::CliResult;
+use crate::gc::{Outcome, RunRequest};
+use crate::meta::gc::{GcState, RunReport};
+
+/// A collection reads every blob record; on a large registry that takes
+/// minutes, not seconds.
+const RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Subcommand)]
+pub enum GcAction {
+    /// Collect now: remove blobs no manifest references (and, with
+    /// --untagged, untagged manifests nothing keeps) from every node.
+    Run {
+        /// List what would be removed, and why, without removing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds a blob must have gone unreferenced. [default: the
+        /// node's --gc-grace]
+        #[arg(long, value_name = "SECONDS")]
+        grace: Option<u64>,
+        /// Also collect untagged manifests. [default: the node's
+        /// --gc-untagged]
+        #[arg(long)]
+        untagged: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the last collection and what each node removed from its disk.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(conn: Connection, action: GcAction) -> CliResult<()> {
+    let client = Client::with_timeout(&conn, RUN_TIMEOUT)?;
+    match action {
+        GcAction::Run {
+            dry_run,
+            grace,
+            untagged,
+            json,
+        } => {
+            let req = RunRequest {
+                dry_run,
+                grace,
+                untagged: untagged.then_some(true),
+            };
+            let outcome: Outcome = client.post("/_berth/gc", &req).await?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&outcome)?),
+                false => print!("{}", render_outcome(&outcome)),
+            }
+        }
+        GcAction::Status { json } => {
+            let state: GcState = client.get("/_berth/gc").await?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&state)?),
+                false => print!("{}", render_state(&state)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render_outcome(outcome: &Outcome) -> String {
+    let mut out = String::new();
+    match outcome {
+        Outcome::Collected(run) => out.push_str(&render_run(run)),
+        Outcome::Preview(p) => {
+            let _ = writeln!(
+                out,
+                "would remove {} blobs ({} bytes) and {} manifests (grace {} s, untagged manifests {})",
+                p.blobs.len(),
+                p.bytes,
+                p.manifests.len(),
+                p.grace,
+                if p.untagged { "included" } else { "kept" }
+            );
+            for m in &p.manifests {
+                let _ = writeln!(
+                    out,
+                    "manifest {}@{}: untagged, and no kept index, referrer or subject leads to it",
+                    m.repository, m.digest
+                );
+            }
+            for b in &p.blobs {
+                let _ = writeln!(
+                    out,
+                    "blob {} ({} bytes): no manifest references it, since {}",
+                    b.digest, b.size, b.unreferenced_since
+                );
+            }
+        }
+    }
+    out
+}
+
+fn render_run(run: &RunReport) -> String {
+    let state = match (&run.finished, &run.error) {
+        (None, _) => "running".to_owned(),
+        (Some(_), Some(e)) => format!("stopped early: {e}"),
+        (Some(at), None) => format!("finished at {at}"),
+    };
+    format!(
+        "run {} on node {:016x}, started {}, {state}: {} blobs ({} bytes) and {} manifests removed (grace {} s)\n",
+        run.id, run.node, run.started, run.blobs, run.bytes, run.manifests, run.grace
+    )
+}
+
+fn render_state(state: &GcState) -> String {
+    let mut out = match &state.last_run {
+        Some(run) => render_run(run),
+        None => "no collection has run yet\n".to_owned(),
+    };
+    for n in &state.nodes {
+        let _ = writeln!(
+            out,
+            "node {:016x}: swept {} files ({} bytes) after run {}, {} waiting",
+            n.node, n.files, n.bytes, n.run, n.pending
+        );
+    }
+    out
+}

@@ -1,0 +1,225 @@
+//! Garbage collection on a running cluster: collected blobs answer 404 at
+//! once on every node and leave every node's disk, repair does not bring
+//! them back, a manifest that names one is refused, and what kept images
+//! lead to (layers, signatures, an index's children) survives.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::cluster::TestCluster;
+use crate::common::*;
+
+/// Runs a collection on `node` and returns its outcome.
+async fn collect(node: &TestNode, request: Value) -> Value {
+    let resp = send(node.post("/_berth/gc").json(&request)).await;
+    assert_eq!(resp.status(), StatusCode::OK, "POST /_berth/gc");
+    json_body(resp).await
+}
+
+/// Whether a blob's file is anywhere under a node's data directory.
+fn stored(dir: &Path, digest: &str) -> bool {
+    let hex = digest.trim_start_matches("sha256:");
+    files_under(&dir.join("blobs"))
+        .iter()
+        .any(|f| f.file_name().is_some_and(|n| n == hex))
+}
+
+/// Polls `done` for up to `limit`.
+async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    done()
+}
+
+fn blobs_of(image: &PushedImage) -> Vec<String> {
+    std::iter::once(image.config.digest.clone())
+        .chain(image.layers.iter().map(|(b, _)| b.digest.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collected_blobs_leave_every_node_and_the_image_can_be_pushed_again() {
+    let cluster = TestCluster::start(3).await;
+    let first = &cluster.nodes[0];
+    let kept = first.push_image("acme/kept", "v1").await;
+    // Its own tag gives it its own config blob.
+    let gone = first.push_image("acme/gone", "old").await;
+    let loose = first.push_blob("acme/gone", &random_blob(4000)).await;
+    let resp = send(first.delete(&format!("/v2/acme/gone/manifests/{}", gone.digest))).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let mut doomed = blobs_of(&gone);
+    doomed.push(loose);
+    // Every node holds a copy of everything before the collection.
+    let dirs: Vec<&Path> = cluster.nodes.iter().map(|n| n.data_dir()).collect();
+    assert!(
+        eventually(Duration::from_secs(20), || dirs
+            .iter()
+            .all(|d| doomed.iter().all(|b| stored(d, b))))
+        .await
+    );
+
+    // A dry run lists them and removes nothing.
+    let preview = collect(&cluster.nodes[1], json!({"dry_run": true, "grace": 0})).await;
+    let listed: Vec<&str> = preview["preview"]["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["digest"].as_str().unwrap())
+        .collect();
+    for digest in &doomed {
+        assert!(listed.contains(&digest.as_str()), "{digest} not previewed");
+    }
+    assert_eq!(
+        listed.len(),
+        doomed.len(),
+        "kept blobs previewed: {listed:?}"
+    );
+    let head = |n: &TestNode, d: &str| n.head(&format!("/v2/acme/gone/blobs/{d}"));
+    assert_eq!(send(head(first, &doomed[0])).await.status(), StatusCode::OK);
+
+    let outcome = collect(&cluster.nodes[1], json!({"grace": 0})).await;
+    assert_eq!(outcome["collected"]["blobs"], doomed.len());
+    // At once, on every node: no stale "exists".
+    for node in &cluster.nodes {
+        for digest in &doomed {
+            assert_eq!(
+                send(head(node, digest)).await.status(),
+                StatusCode::NOT_FOUND
+            );
+        }
+        let resp = send(node.get("/v2/acme/kept/manifests/v1")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    // The old manifest cannot come back without its layers.
+    let resp = send(
+        first
+            .put("/v2/acme/gone/manifests/old")
+            .header("content-type", OCI_MANIFEST)
+            .body(gone.manifest.clone()),
+    )
+    .await;
+    assert_oci_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    // Every node's files go (copies that arrived within the last 30 s are
+    // spared that long: their link may still be on its way); the kept
+    // image's stay.
+    assert!(
+        eventually(Duration::from_secs(60), || dirs
+            .iter()
+            .all(|d| doomed.iter().all(|b| !stored(d, b))))
+        .await,
+        "collected blob files left on disk"
+    );
+    for dir in &dirs {
+        for digest in blobs_of(&kept) {
+            assert!(stored(dir, &digest), "kept blob {digest} removed");
+        }
+    }
+    // Every node reports its sweep.
+    let mut swept = 0;
+    for _ in 0..100 {
+        let status = json_body(send(first.get("/_berth/gc")).await).await;
+        let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+        if nodes.len() == 3 {
+            swept = nodes.iter().map(|n| n["bytes"].as_u64().unwrap()).sum();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let expected: usize = 4000 + gone.config.size + 1500 + 70_000;
+    assert_eq!(swept, 3 * expected as u64, "bytes swept by the three nodes");
+    // Repair (every second here) does not copy collected blobs back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(dirs.iter().all(|d| doomed.iter().all(|b| !stored(d, b))));
+
+    // The same image pushed again pulls whole from every node.
+    for (blob, bytes) in &gone.layers {
+        assert_eq!(
+            cluster.nodes[2].push_blob("acme/gone", bytes).await,
+            blob.digest
+        );
+    }
+    let config = r#"{"architecture":"amd64","os":"linux","tag":"old"}"#;
+    assert_eq!(
+        cluster.nodes[2]
+            .push_blob("acme/gone", config.as_bytes())
+            .await,
+        gone.config.digest
+    );
+    cluster.nodes[2]
+        .push_manifest("acme/gone", "old", OCI_MANIFEST, &gone.manifest)
+        .await;
+    for node in &cluster.nodes {
+        for (blob, bytes) in &gone.layers {
+            let resp = send(node.get(&format!("/v2/acme/gone/blobs/{}", blob.digest))).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.bytes().await.unwrap(), bytes.as_slice());
+        }
+    }
+}
+
+#[tokio::test]
+async fn untagged_manifests_go_but_signatures_and_index_children_of_kept_ones_stay() {
+    let node = TestNode::start().await;
+    let repo = "acme/app";
+    let image = node.push_image(repo, "v1").await;
+    let image_desc = Blob::new(OCI_MANIFEST, image.digest.clone(), image.manifest.len());
+    // A signature of the tagged image, pushed by digest.
+    let sig_config = node.push_blob(repo, b"{}").await;
+    let signature = image_manifest(
+        &Blob::new("application/vnd.example.sig", sig_config.clone(), 2),
+        &[],
+        json!({"artifactType": "application/vnd.example.sig", "subject": image_desc.descriptor()}),
+    );
+    let sig_digest = sha256(&signature);
+    node.push_manifest(repo, &sig_digest, OCI_MANIFEST, &signature)
+        .await;
+    // A tagged index over a child pushed by digest only.
+    let child = node.push_image(repo, "child").await;
+    send(node.delete(&format!("/v2/{repo}/manifests/child"))).await;
+    let child_desc = Blob::new(OCI_MANIFEST, child.digest.clone(), child.manifest.len());
+    let index = index_manifest(&[child_desc], json!({}));
+    node.push_manifest(repo, "multi", OCI_INDEX, &index).await;
+    // An untagged image nothing keeps.
+    let stray = node.push_image(repo, "stray").await;
+    let resp = send(node.delete(&format!("/v2/{repo}/manifests/stray"))).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+
+    // Without --gc-untagged, untagged manifests stay.
+    collect(&node, json!({"grace": 0})).await;
+    let get = |d: &str| node.get(&format!("/v2/{repo}/manifests/{d}"));
+    assert_eq!(send(get(&stray.digest)).await.status(), StatusCode::OK);
+
+    let outcome = collect(&node, json!({"grace": 0, "untagged": true})).await;
+    assert_eq!(outcome["collected"]["manifests"], 1, "{outcome}");
+    assert_eq!(
+        send(get(&stray.digest)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    for kept in [&image.digest, &sig_digest, &child.digest] {
+        assert_eq!(
+            send(get(kept)).await.status(),
+            StatusCode::OK,
+            "{kept} removed"
+        );
+    }
+    // The stray image's blobs went in the same run; the kept ones' stayed.
+    let blob = |d: &str| node.head(&format!("/v2/{repo}/blobs/{d}"));
+    for gone in blobs_of(&stray).iter().skip(1) {
+        assert_eq!(send(blob(gone)).await.status(), StatusCode::NOT_FOUND);
+    }
+    for kept in blobs_of(&image).iter().chain(blobs_of(&child).iter()) {
+        assert_eq!(send(blob(kept)).await.status(), StatusCode::OK);
+    }
+    assert_eq!(send(blob(&sig_config)).await.status(), StatusCode::OK);
+    let referrers =
+        json_body(send(node.get(&format!("/v2/{repo}/referrers/{}", image.digest))).await).await;
+    assert_eq!(referrers["manifests"].as_array().unwrap().len(), 1);
+}
