@@ -223,3 +223,152 @@ async fn untagged_manifests_go_but_signatures_and_index_children_of_kept_ones_st
         json_body(send(node.get(&format!("/v2/{repo}/referrers/{}", image.digest))).await).await;
     assert_eq!(referrers["manifests"].as_array().unwrap().len(), 1);
 }
+
+/// One image of the race: what a client pushed and got 201 for.
+struct Acked {
+    repo: String,
+    digest: String,
+    manifest: Vec<u8>,
+    blobs: Vec<(String, Vec<u8>)>,
+}
+
+/// Pushes an image as docker does: a blob the repository already has is
+/// not uploaded again. Returns it if the manifest got 201; `None` if the
+/// manifest was refused because a collection took a blob meanwhile.
+async fn push_like_docker(node: &TestNode, repo: &str, blobs: Vec<Vec<u8>>) -> Option<Acked> {
+    let mut pushed = Vec::new();
+    for bytes in blobs {
+        let digest = sha256(&bytes);
+        let head = send(node.head(&format!("/v2/{repo}/blobs/{digest}"))).await;
+        if head.status() != StatusCode::OK {
+            assert_eq!(node.push_blob(repo, &bytes).await, digest);
+        }
+        pushed.push((digest, bytes));
+    }
+    let descs: Vec<Blob> = pushed
+        .iter()
+        .map(|(d, b)| Blob::new(OCI_LAYER, d.clone(), b.len()))
+        .collect();
+    let manifest = image_manifest(&descs[0], &descs[1..], json!({}));
+    let digest = sha256(&manifest);
+    let resp = send(
+        node.put(&format!("/v2/{repo}/manifests/{digest}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone()),
+    )
+    .await;
+    match resp.status() {
+        StatusCode::CREATED => Some(Acked {
+            repo: repo.to_owned(),
+            digest,
+            manifest,
+            blobs: pushed,
+        }),
+        _ => {
+            assert_oci_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_deletes_and_collections_racing_never_break_an_acknowledged_image() {
+    const ROUNDS: usize = 200;
+    let cluster = TestCluster::start(3).await;
+    let nodes = &cluster.nodes;
+    let shared: Vec<Vec<u8>> = (0..4).map(|_| random_blob(3000)).collect();
+    // Most images are deleted the round after they were pushed, so the
+    // shared layers keep going unreferenced just as the next pushes find
+    // them present and skip them; every tenth round's images stay.
+    let mut kept: Vec<Acked> = Vec::new();
+    let mut recent: Vec<Acked> = Vec::new();
+    let (mut acked, mut refused) = (0, 0);
+    for round in 0..ROUNDS {
+        let image = |k: usize| {
+            let mut blobs = vec![format!("config {round} {k}").into_bytes()];
+            blobs.push(shared[(round + k) % 4].clone());
+            blobs.push(shared[(round + k + 1) % 4].clone());
+            blobs.push(random_blob(500));
+            blobs
+        };
+        let pushes = (0..3).map(|k| {
+            let repo = ["race/a", "race/b", "race/c"][k];
+            push_like_docker(&nodes[(round + k) % 3], repo, image(k))
+        });
+        let victims = std::mem::take(&mut recent);
+        let deletes = victims.iter().enumerate().map(|(i, v)| async move {
+            let path = format!("/v2/{}/manifests/{}", v.repo, v.digest);
+            let resp = send(nodes[(round + i) % 3].delete(&path)).await;
+            assert_eq!(resp.status(), StatusCode::ACCEPTED, "{path}");
+        });
+        let gcs = (0..2).map(|i| collect(&nodes[(round + i + 2) % 3], json!({"grace": 0})));
+        let (pushed, _, _) = tokio::join!(
+            futures_util::future::join_all(pushes),
+            futures_util::future::join_all(deletes),
+            futures_util::future::join_all(gcs)
+        );
+        for outcome in pushed {
+            let Some(image) = outcome else {
+                refused += 1;
+                continue;
+            };
+            acked += 1;
+            match round % 10 {
+                0 => kept.push(image),
+                _ => recent.push(image),
+            }
+        }
+    }
+    kept.append(&mut recent);
+    assert!(acked > 0, "no push got through in {ROUNDS} rounds");
+    eprintln!("{acked} pushes acknowledged, {refused} refused with MANIFEST_BLOB_UNKNOWN");
+    // Once more with everything settled, then every node's disk holds
+    // exactly the kept images' blobs.
+    collect(&nodes[0], json!({"grace": 0})).await;
+    let wanted: std::collections::BTreeSet<String> = kept
+        .iter()
+        .flat_map(|i| {
+            i.blobs
+                .iter()
+                .map(|(d, _)| d.trim_start_matches("sha256:").to_owned())
+        })
+        .collect();
+    let on_disk = |dir: &Path| -> std::collections::BTreeSet<String> {
+        files_under(&dir.join("blobs"))
+            .iter()
+            .filter_map(|f| f.file_name()?.to_str().map(str::to_owned))
+            .collect()
+    };
+    let dirs: Vec<&Path> = nodes.iter().map(|n| n.data_dir()).collect();
+    let settled = eventually(Duration::from_secs(90), || {
+        dirs.iter()
+            .all(|d| on_disk(d).difference(&wanted).next().is_none())
+    })
+    .await;
+    for dir in &dirs {
+        let extra: Vec<_> = on_disk(dir).difference(&wanted).cloned().collect();
+        assert!(
+            settled,
+            "unreferenced blob files left on {}: {extra:?}",
+            dir.display()
+        );
+    }
+    for image in &kept {
+        for node in nodes {
+            let path = format!("/v2/{}/manifests/{}", image.repo, image.digest);
+            let resp = send(node.get(&path).header("accept", OCI_MANIFEST)).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            assert_eq!(resp.bytes().await.unwrap(), image.manifest.as_slice());
+            for (digest, bytes) in &image.blobs {
+                let path = format!("/v2/{}/blobs/{digest}", image.repo);
+                let resp = send(node.get(&path)).await;
+                assert_eq!(
+                    resp.status(),
+                    StatusCode::OK,
+                    "{path} of an acknowledged image"
+                );
+                assert_eq!(resp.bytes().await.unwrap(), bytes.as_slice(), "{path}");
+            }
+        }
+    }
+}
