@@ -896,3 +896,74 @@ async fn a_relayed_pull_survives_the_loss_of_its_holder() {
         "a completed relay must carry the blob's bytes"
     );
 }
+
+/// kill -9 in the middle of sweeping collected blobs: the restarted node
+/// finishes the sweep by itself, and reports nothing left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweep_killed_midway_finishes_after_restart() {
+    const BLOBS: usize = 4000;
+    let mut cluster =
+        ProcessCluster::start_with(1, Formation::Seed, 10, &["--gc-interval=0"]).await;
+    let base = cluster.base(0);
+    let uploads = (0..BLOBS).map(|i| {
+        let bytes = format!("sweep me {i}").into_bytes();
+        let url = format!("{base}/v2/{REPO}/blobs/uploads/?digest={}", sha256(&bytes));
+        let req = cluster.http.post(url).body(bytes);
+        async move { send(req).await.status() }
+    });
+    let mut pending = uploads.collect::<Vec<_>>();
+    while !pending.is_empty() {
+        let batch: Vec<_> = pending.drain(..pending.len().min(16)).collect();
+        for status in futures_util::future::join_all(batch).await {
+            assert_eq!(status, StatusCode::CREATED);
+        }
+    }
+    // A restart forgets the pins of files that just arrived.
+    cluster.kill9(0);
+    cluster.restart(0).await;
+    let blobs = cluster._dir.path().join("node0/blobs");
+    assert_eq!(files_under(&blobs).len(), BLOBS);
+
+    let gc = send(
+        cluster
+            .http
+            .post(format!("{base}/_berth/gc"))
+            .json(&json!({"grace": 0})),
+    )
+    .await;
+    assert_eq!(gc.status(), StatusCode::OK);
+    let started = Instant::now();
+    let mut left = files_under(&blobs).len();
+    while left == BLOBS && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        left = files_under(&blobs).len();
+    }
+    cluster.kill9(0);
+    let at_kill = files_under(&blobs).len();
+    eprintln!("killed with {at_kill} of {BLOBS} files left");
+    assert!(at_kill < BLOBS, "the sweep never started");
+    cluster.restart(0).await;
+    let mut report = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let resp = send(cluster.http.get(format!("{base}/_berth/gc"))).await;
+        report = resp.json().await.unwrap_or_default();
+        let done = report["nodes"][0]["pending"] == 0 && files_under(&blobs).is_empty();
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        files_under(&blobs).is_empty(),
+        "files left after the restarted sweep"
+    );
+    assert_eq!(report["nodes"][0]["pending"], 0, "{report}");
+    assert_eq!(report["last_run"]["blobs"], BLOBS, "{report}");
+    // Nothing of them is left in the metadata either.
+    let head = format!("{base}/v2/{REPO}/blobs/{}", sha256(b"sweep me 0"));
+    assert_eq!(
+        send(cluster.http.head(head)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
