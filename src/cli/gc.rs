@@ -99,7 +99,9 @@ fn render_outcome(outcome: &Outcome) -> String {
                 let _ = writeln!(
                     out,
                     "blob {} ({} bytes): no manifest references it, since {}",
-                    b.digest, b.size, b.unreferenced_since
+                    b.digest,
+                    b.size,
+                    when(b.unreferenced_since)
                 );
             }
         }
@@ -111,12 +113,27 @@ fn render_run(run: &RunReport) -> String {
     let state = match (&run.finished, &run.error) {
         (None, _) => "running".to_owned(),
         (Some(_), Some(e)) => format!("stopped early: {e}"),
-        (Some(at), None) => format!("finished at {at}"),
+        (Some(at), None) => format!("finished {}", when(*at)),
     };
     format!(
         "run {} on node {:016x}, started {}, {state}: {} blobs ({} bytes) and {} manifests removed (grace {} s)\n",
-        run.id, run.node, run.started, run.blobs, run.bytes, run.manifests, run.grace
+        run.id,
+        run.node,
+        when(run.started),
+        run.blobs,
+        run.bytes,
+        run.manifests,
+        run.grace
     )
+}
+
+/// Unix seconds as a date a person reads; 0 (a record from before times
+/// were kept) as "ever".
+fn when(secs: u64) -> String {
+    match secs {
+        0 => "ever".to_owned(),
+        s => httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(s)),
+    }
 }
 
 fn render_state(state: &GcState) -> String {
@@ -132,4 +149,40 @@ fn render_state(state: &GcState) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::gc::SweepReport;
+
+    #[test]
+    fn status_reads_as_dates_and_one_line_per_node() {
+        let state = GcState {
+            last_run: Some(RunReport {
+                id: 1,
+                node: 10,
+                started: 1_796_000_000,
+                finished: Some(1_796_000_060),
+                grace: 3600,
+                blobs: 2,
+                bytes: 300,
+                ..RunReport::default()
+            }),
+            nodes: vec![SweepReport {
+                node: 10,
+                run: 1,
+                files: 2,
+                bytes: 300,
+                pending: 0,
+                at: 1_796_000_061,
+            }],
+        };
+        let text = render_state(&state);
+        assert!(text.contains("started Mon, 30 Nov 2026 00:53:20 GMT"), "{text}");
+        assert!(text.contains("2 blobs (300 bytes)"), "{text}");
+        assert!(text.contains("node 000000000000000a: swept 2 files (300 bytes)"), "{text}");
+        assert_eq!(render_state(&GcState::default()), "no collection has run yet\n");
+        assert_eq!(when(0), "ever");
+    }
 }
