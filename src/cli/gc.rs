@@ -179,10 +179,19 @@ mod tests {
             }],
         };
         let text = render_state(&state);
-        assert!(text.contains("started Mon, 30 Nov 2026 00:53:20 GMT"), "{text}");
+        assert!(
+            text.contains("started Mon, 30 Nov 2026 00:53:20 GMT"),
+            "{text}"
+        );
         assert!(text.contains("2 blobs (300 bytes)"), "{text}");
-        assert!(text.contains("node 000000000000000a: swept 2 files (300 bytes)"), "{text}");
-        assert_eq!(render_state(&GcState::default()), "no collection has run yet\n");
+        assert!(
+            text.contains("node 000000000000000a: swept 2 files (300 bytes)"),
+            "{text}"
+        );
+        assert_eq!(
+            render_state(&GcState::default()),
+            "no collection has run yet\n"
+        );
         assert_eq!(when(0), "ever");
     }
 }
