@@ -24,6 +24,7 @@ BERTH_ENV = {
     "BERTH_PEER_TLS_CA", "BERTH_PEER_TLS_CERT", "BERTH_PEER_TLS_KEY",
     "BERTH_REPAIR_BANDWIDTH", "BERTH_REPAIR_INTERVAL", "BERTH_WRITE_TIMEOUT",
     "BERTH_UPLOAD_TTL", "BERTH_MAX_MANIFEST_SIZE",
+    "BERTH_GC_INTERVAL", "BERTH_GC_GRACE", "BERTH_GC_UNTAGGED",
 }
 
 
@@ -183,9 +184,15 @@ def main():
         "BERTH_REMOVE_AFTER": str(values["cluster"]["removeAfter"]),
         "BERTH_LOG": values["log"]["level"],
         "BERTH_LOG_FORMAT": values["log"]["format"],
+        "BERTH_GC_INTERVAL": str(values["gc"]["interval"]),
+        "BERTH_GC_GRACE": str(values["gc"]["grace"]),
     }
     wrong = {k: env.get(k, {}).get("value") for k, v in fixed.items() if env.get(k, {}).get("value") != v}
-    c.check("data dir, listen addresses, secret file, replication, removal and log settings", not wrong, wrong)
+    c.check("data dir, listen addresses, secret file, replication, removal, collection and log settings",
+            not wrong, wrong)
+    untagged = env.get("BERTH_GC_UNTAGGED", {}).get("value")
+    c.check("BERTH_GC_UNTAGGED is set exactly when gc.untagged is",
+            untagged == ("true" if values["gc"]["untagged"] else None), untagged)
     c.check("service links are off (no injected BERTH_* variables)", pod.get("enableServiceLinks") is False)
     c.check("no service account token is mounted", pod.get("automountServiceAccountToken") is False)
 
