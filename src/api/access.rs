@@ -48,6 +48,40 @@ pub(super) async fn administrator(
     ))
 }
 
+/// Who is asking on an admin endpoint that a node with sign-in off leaves
+/// open (where anyone may delete, anyone may collect or set policies).
+pub(super) enum Actor {
+    Anyone,
+    ClusterSecret,
+    Caller(Caller),
+}
+
+impl Actor {
+    /// The name the audit log gives.
+    pub(super) fn name(&self) -> String {
+        match self {
+            Actor::Anyone => "anonymous (sign-in is off)".to_owned(),
+            Actor::ClusterSecret => "cluster secret".to_owned(),
+            Actor::Caller(caller) => caller.subject().to_owned(),
+        }
+    }
+}
+
+pub(super) async fn actor(
+    reg: &Registry,
+    authn: &Authn,
+    source: std::net::IpAddr,
+    headers: &HeaderMap,
+) -> Result<Actor, Error> {
+    if !authn.required() && !headers.contains_key(SECRET_HEADER) {
+        return Ok(Actor::Anyone);
+    }
+    Ok(match administrator(reg, authn, source, headers).await? {
+        None => Actor::ClusterSecret,
+        Some(caller) => Actor::Caller(caller),
+    })
+}
+
 pub async fn show(
     State(reg): State<Arc<Registry>>,
     Extension(authn): Extension<Authn>,

@@ -104,6 +104,7 @@ mod tests {
             Error::TooManyRequests { retry_after: 30 },
             Error::TokenRequestInvalid("grant_type".into()),
             Error::Denied("wrong secret".into()),
+            Error::Immutable("tag v1 is immutable (rule acme/* v*)".into()),
             Error::Unavailable("no quorum".into()),
             Error::Internal("disk".into()),
         ]

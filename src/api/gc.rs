@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use http::HeaderMap;
 
-use super::access::administrator;
+use super::access::{actor, Actor};
 use super::authn::Authn;
 use super::ClientAddr;
 use crate::gc::RunRequest;
@@ -25,19 +25,16 @@ async fn collector(
     source: std::net::IpAddr,
     headers: &HeaderMap,
 ) -> Result<String, Error> {
-    if !authn.required() && !headers.contains_key(super::admin::SECRET_HEADER) {
-        return Ok("anonymous (sign-in is off)".into());
-    }
-    match administrator(reg, authn, source, headers).await? {
-        None => Ok("cluster secret".into()),
-        Some(caller) if authn.policy()?.is_some_and(|p| p.is_admin(&caller)) => {
-            Ok(caller.subject().to_owned())
+    let actor = actor(reg, authn, source, headers).await?;
+    if let Actor::Caller(caller) = &actor {
+        if !authn.policy()?.is_some_and(|p| p.is_admin(caller)) {
+            return Err(Error::Denied(format!(
+                "{} is not an administrator; only administrators may run garbage collection",
+                caller.subject()
+            )));
         }
-        Some(caller) => Err(Error::Denied(format!(
-            "{} is not an administrator; only administrators may run garbage collection",
-            caller.subject()
-        ))),
     }
+    Ok(actor.name())
 }
 
 pub async fn run(

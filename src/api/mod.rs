@@ -16,6 +16,7 @@ mod health;
 mod listings;
 mod manifests;
 mod params;
+mod policies;
 pub mod proxy;
 pub mod route;
 mod token;
@@ -68,6 +69,10 @@ pub fn router(
             axum::routing::get(access::show).post(access::change),
         )
         .route("/_berth/gc", axum::routing::get(gc::status).post(gc::run))
+        .route(
+            "/_berth/policies",
+            axum::routing::get(policies::show).post(policies::change),
+        )
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))

@@ -215,6 +215,21 @@ impl Policy {
         state
     }
 
+    /// Whether the caller administers a repository (its admins, and its
+    /// namespace's) or a namespace (an organization's owners, a user's own).
+    pub fn administers(&self, caller: &Caller, resource: &Resource) -> bool {
+        if self.is_admin(caller) {
+            return true;
+        }
+        let Caller::User(user) = caller else {
+            return false;
+        };
+        match resource {
+            Resource::Namespace(ns) => self.user_level(user, ns, None) == Some(Level::Admin),
+            Resource::Repository(repo) => self.level(caller, repo) == Some(Level::Admin),
+        }
+    }
+
     /// Whether the caller may make `change` through the admin API:
     /// administrators anything; an organization's owners its teams, robots
     /// and grants; a repository's admins its visibility and grants.
@@ -233,10 +248,7 @@ impl Policy {
             | DeleteTeam { org, .. }
             | AddMember { org, .. }
             | RemoveMember { org, .. } => admin_of_namespace(org),
-            Grant { resource, .. } | Revoke { resource, .. } => match resource {
-                Resource::Namespace(ns) => admin_of_namespace(ns),
-                Resource::Repository(repo) => self.level(caller, repo) == Some(Level::Admin),
-            },
+            Grant { resource, .. } | Revoke { resource, .. } => self.administers(caller, resource),
             SetPublic { repository, .. } => self.level(caller, repository) == Some(Level::Admin),
             PutRobot { name, .. } | DeleteRobot { name } => {
                 robot_namespace(name).is_some_and(admin_of_namespace)
@@ -261,6 +273,50 @@ mod tests {
 
     fn user(name: &str) -> Caller {
         Caller::User(name.into())
+    }
+
+    #[test]
+    fn owners_and_repository_admins_administer_their_scope_only() {
+        let p = policy(
+            vec![
+                PutOrg {
+                    name: "acme".into(),
+                    owner: Some("olga".into()),
+                },
+                Grant {
+                    resource: Resource::Repository("acme/app".into()),
+                    grantee: Grantee::User("rita".into()),
+                    level: Level::Admin,
+                },
+                Grant {
+                    resource: Resource::Repository("acme/app".into()),
+                    grantee: Grantee::User("will".into()),
+                    level: Level::Write,
+                },
+            ],
+            &["root"],
+        );
+        let ns = Resource::Namespace("acme".into());
+        let app = Resource::Repository("acme/app".into());
+        let other = Resource::Repository("acme/other".into());
+        for (who, on_ns, on_app, on_other) in [
+            ("root", true, true, true),
+            ("olga", true, true, true),
+            ("rita", false, true, false),
+            ("will", false, false, false),
+            ("otto", false, false, false),
+        ] {
+            let caller = user(who);
+            assert_eq!(p.administers(&caller, &ns), on_ns, "{who} on acme/*");
+            assert_eq!(p.administers(&caller, &app), on_app, "{who} on acme/app");
+            assert_eq!(
+                p.administers(&caller, &other),
+                on_other,
+                "{who} on acme/other"
+            );
+        }
+        // A user's own namespace is theirs.
+        assert!(p.administers(&user("otto"), &Resource::Namespace("otto".into())));
     }
 
     #[test]

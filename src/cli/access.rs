@@ -280,10 +280,7 @@ pub async fn run(cmd: AccessCommand) -> CliResult<()> {
 
 /// `acme/*` is the namespace `acme`; anything else a repository.
 fn resource(target: &str) -> Resource {
-    match target.strip_suffix("/*") {
-        Some(ns) => Resource::Namespace(ns.to_owned()),
-        None => Resource::Repository(target.to_owned()),
-    }
+    Resource::from_scope(target)
 }
 
 fn grantee(whom: Whom) -> CliResult<Grantee> {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod gc;
 pub mod health;
+pub mod policy;
 pub mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -67,6 +68,13 @@ pub enum Command {
         #[command(subcommand)]
         action: gc::GcAction,
     },
+    /// Repository policies: immutable tags.
+    Policy {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        action: policy::PolicyAction,
+    },
 }
 
 /// Runs the command given; logging is already set up.
@@ -77,6 +85,7 @@ pub async fn run(command: Command) -> CliResult<()> {
         Command::Access(cmd) => access::run(cmd).await,
         Command::Health(args) => health::run(args).await,
         Command::Gc { conn, action } => gc::run(conn, action).await,
+        Command::Policy { conn, action } => policy::run(conn, action).await,
     }
 }
 

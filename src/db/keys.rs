@@ -18,6 +18,7 @@
 //!   manifest_refs <repo> 0x00 <manifest>        -> the blobs and child manifests it names
 //!   gc          "run"                           -> the last collection's report
 //!               "node" 0x00 <node id, 16 hex>   -> that node's sweep figures
+//!   policies    "immutable" 0x00 <repo | ns/*>   -> tag patterns that may not move
 //!   sm_meta     "last_applied" | "membership" | "installing" -> openraft state
 //! node-local
 //!   local_blobs <digest>                        -> LocalBlob
@@ -51,10 +52,11 @@ pub enum Cf {
     ManifestRefs,
     Gc,
     Sweep,
+    Policies,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 19] = [
+    pub const ALL: [Cf; 20] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -74,12 +76,13 @@ impl Cf {
         Cf::ManifestRefs,
         Cf::Gc,
         Cf::Sweep,
+        Cf::Policies,
     ];
 
     /// The families whose content is the replicated state (what a snapshot
     /// carries), not counting `sm_meta`, which the snapshot's metadata replaces.
     /// New families go last: a snapshot names a family by its position here.
-    pub const REPLICATED: [Cf; 13] = [
+    pub const REPLICATED: [Cf; 14] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -93,6 +96,7 @@ impl Cf {
         Cf::ChildRefs,
         Cf::ManifestRefs,
         Cf::Gc,
+        Cf::Policies,
     ];
 
     /// The replicated families that are indexes of the others: a node
@@ -121,6 +125,7 @@ impl Cf {
             Cf::ManifestRefs => "manifest_refs",
             Cf::Gc => "gc",
             Cf::Sweep => "sweep",
+            Cf::Policies => "policies",
         }
     }
 }

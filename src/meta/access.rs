@@ -77,6 +77,14 @@ pub enum Resource {
 }
 
 impl Resource {
+    /// `acme/*` names a namespace, anything else a repository.
+    pub fn from_scope(text: &str) -> Resource {
+        match text.strip_suffix("/*") {
+            Some(ns) => Resource::Namespace(ns.to_owned()),
+            None => Resource::Repository(text.to_owned()),
+        }
+    }
+
     /// The namespace the resource lies in.
     pub fn namespace(&self) -> &str {
         match self {

@@ -56,6 +56,11 @@ pub enum Command {
     /// A figure of garbage collection: a run's report, or what one node
     /// swept from its disk.
     GcReport(GcReport),
+    /// A change to the repository policies, made at `at`.
+    Policy {
+        change: super::policy::PolicyChange,
+        at: u64,
+    },
 }
 
 /// Blobs and manifests a collection found to be garbage at `at`, with the

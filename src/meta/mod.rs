@@ -11,6 +11,7 @@
 pub mod access;
 pub mod command;
 pub mod gc;
+pub mod policy;
 pub mod query;
 pub mod refs;
 pub mod state;
@@ -38,6 +39,9 @@ pub enum Rejection {
     AccessInvalid(String),
     #[error("{0}")]
     AccessUnknown(String),
+    /// A tag an immutable rule covers would move or go.
+    #[error("tag {tag} is immutable (rule {rule}); push under a new tag instead")]
+    TagImmutable { tag: String, rule: String },
 }
 
 /// The result of applying one command.

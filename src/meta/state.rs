@@ -107,10 +107,12 @@ impl StateMachine {
             }
             Command::Collect(c) => self.stage_collect(batch, c)?,
             Command::GcReport(report) => self.stage_gc_report(batch, report),
+            Command::Policy { change, .. } => self.stage_policy(batch, change),
             Command::DeleteTag { repo, tag } => {
                 if self.tag(repo, tag)?.is_none() {
                     return Err(Rejection::ManifestUnknown.into());
                 }
+                self.check_mutable(repo, tag)?;
                 batch.delete_cf(self.db.cf(Cf::Tags), tag_key(repo, tag));
             }
             Command::Access { change, at } => {
@@ -154,6 +156,12 @@ impl StateMachine {
         for child in &put.manifests {
             if self.manifest(repo, child)?.is_none() {
                 return Err(Rejection::ManifestBlobUnknown(child.clone()).into());
+            }
+        }
+        if let Some(tag) = &put.tag {
+            // Setting a tag, or pushing the digest it already names, is fine.
+            if self.tag(repo, tag)?.is_some_and(|d| d != put.digest) {
+                self.check_mutable(repo, tag)?;
             }
         }
         self.ensure_repo(batch, repo, put.at)?;
@@ -212,10 +220,28 @@ impl StateMachine {
         let prefix = keys::prefix(&[repo.as_str()]);
         for (key, value) in self.db.scan_prefix(Cf::Tags, &prefix, None, usize::MAX)? {
             if *value == *digest.as_str().as_bytes() {
+                let tag = std::str::from_utf8(keys::last_part(&key))
+                    .ok()
+                    .and_then(|t| t.parse::<Tag>().ok());
+                if let Some(tag) = tag {
+                    self.check_mutable(repo, &tag)?;
+                }
                 batch.delete_cf(self.db.cf(Cf::Tags), key);
             }
         }
         Ok(self.remove_manifest(batch, repo, digest, at)?)
+    }
+
+    /// Refuses a change that would move or remove an immutable tag.
+    fn check_mutable(&self, repo: &RepoName, tag: &Tag) -> Result<(), Staged> {
+        match self.immutable_rule(repo, tag)? {
+            Some(rule) => Err(Rejection::TagImmutable {
+                tag: tag.as_str().to_owned(),
+                rule,
+            }
+            .into()),
+            None => Ok(()),
+        }
     }
 
     /// Removes a manifest, its referrer entry and what it references; the

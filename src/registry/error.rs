@@ -75,6 +75,9 @@ pub enum Error {
     TooManyRequests { retry_after: u64 },
     #[error("access denied: {0}")]
     Denied(String),
+    /// A push or delete an immutable-tag rule refuses.
+    #[error("{0}")]
+    Immutable(String),
     /// An account, team or grant change that cannot be made.
     #[error("{0}")]
     AccessInvalid(String),
@@ -118,7 +121,7 @@ impl Error {
             NodeUnknown(_) | AccessUnknown(_) => ErrorCode::NameUnknown,
             Unauthorized { .. } => ErrorCode::Unauthorized,
             TooManyRequests { .. } => ErrorCode::TooManyRequests,
-            Denied(_) => ErrorCode::Denied,
+            Denied(_) | Immutable(_) => ErrorCode::Denied,
             Unavailable(_) => ErrorCode::Unavailable,
             Internal(_) => ErrorCode::Unknown,
         }
@@ -145,7 +148,7 @@ impl Error {
             NodeUnknown(_) | AccessUnknown(_) => StatusCode::NOT_FOUND,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Denied(_) => StatusCode::FORBIDDEN,
+            Denied(_) | Immutable(_) => StatusCode::FORBIDDEN,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             NameInvalid(_)
@@ -211,6 +214,7 @@ impl From<Rejection> for Error {
             Rejection::BlobUnknown => Error::BlobUnknown,
             Rejection::AccessInvalid(m) => Error::AccessInvalid(m),
             Rejection::AccessUnknown(m) => Error::AccessUnknown(m),
+            r @ Rejection::TagImmutable { .. } => Error::Immutable(r.to_string()),
         }
     }
 }

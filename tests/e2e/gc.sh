@@ -2,8 +2,9 @@
 # End-to-end tests of garbage collection with docker, replaying what breaks other
 # registries: a re-push after a collection must upload again what was collected
 # (never skip a layer that is gone), and a push while collections run with no grace
-# either succeeds and pulls whole, or gets MANIFEST_BLOB_UNKNOWN; never 201 with a
-# layer missing.
+# either succeeds and pulls whole, or fails leaving no tag (its manifest gets
+# MANIFEST_BLOB_UNKNOWN, or docker finds a layer it just uploaded collected and
+# stops); never 201 with a layer missing.
 #
 # Usage: tests/e2e/gc.sh [SCENARIO...]   (default: all; see SCENARIOS below)
 # Environment: see lib.sh.
@@ -27,20 +28,22 @@ blob_status() {
     http_status HEAD "$(registry_url "/v2/$1/blobs/$2")"
 }
 
-# docker_image REF: a fresh image of random layers, imported and tagged REF.
-docker_image() {
-    local ref=$1 dir
-    dir=$(mktemp -d "$SCENARIO_DIR/rootfs.XXXXXX")
-    make_rootfs "$dir"
-    tar -C "$dir" -c . | bounded docker import - "$ref" >/dev/null
-}
-
 # pull_matches REF IMAGE_ID: removes REF locally, pulls it, and checks the image id.
 pull_matches() {
     local ref=$1 image_id=$2
     docker image rm "$ref" >/dev/null
     bounded docker pull "$ref" >/dev/null
     assert_eq "image id after pull of $ref" "$image_id" "$(docker image inspect --format '{{.Id}}' "$ref")"
+}
+
+# push_refused REPO TAG: a failed push left nothing behind: its manifest PUT never
+# got 201 and the tag does not exist. Prints how it was refused: the manifest PUT got
+# 400 MANIFEST_BLOB_UNKNOWN (docker words it in more than one way), or docker saw a
+# layer it had just uploaded collected (404) and never sent the manifest.
+push_refused() {
+    local put="method=PUT path=/v2/$1/manifests/$2 status"
+    ! grep -qF "$put=201" "$REGISTRY_LOG" && [[ $(manifest_status "$1" "$2") == 404 ]] || return 1
+    if grep -qF "$put=400" "$REGISTRY_LOG"; then echo manifest; else echo layer; fi
 }
 
 scenario_docker_repush() {
@@ -70,7 +73,7 @@ scenario_docker_repush() {
 }
 
 scenario_docker_push_during_gc() {
-    local repo=e2e/gc-race round ref image_id out gc_pid ok=0 refused=0
+    local repo=e2e/gc-race round ref image_id out how gc_pid ok=0 manifest=0 layer=0
     docker version >/dev/null || die "docker daemon not reachable"
     (for _ in $(seq 1 200); do gc_run >/dev/null 2>&1 || true; done) &
     gc_pid=$!
@@ -83,15 +86,15 @@ scenario_docker_push_during_gc() {
         if out=$(bounded docker push "$ref" 2>&1); then
             ok=$((ok + 1))
             pull_matches "$ref" "$image_id"
-        elif grep -qi 'manifest blob unknown' <<<"$out"; then
-            refused=$((refused + 1))
+        elif how=$(push_refused "$repo" "r$round-$E2E_SEED"); then
+            if [[ $how == manifest ]]; then manifest=$((manifest + 1)); else layer=$((layer + 1)); fi
         else
             printf '%s\n' "$out" >&2
-            die "push $round failed with something other than MANIFEST_BLOB_UNKNOWN"
+            die "push $round failed, and left its tag behind"
         fi
     done
     pid_alive "$gc_pid" || die "the collections stopped before the pushes did"
-    scenario_note "pushes during collections with no grace: $ok pulled whole, $refused refused with MANIFEST_BLOB_UNKNOWN"
+    scenario_note "pushes during collections with no grace: $ok pulled whole, $manifest refused with MANIFEST_BLOB_UNKNOWN, $layer stopped by docker on a layer collected after its upload"
 }
 
 main() {

@@ -576,6 +576,14 @@ make_rootfs() {
     done
 }
 
+# docker_image REF: a fresh image of random layers, imported and tagged REF.
+docker_image() {
+    local ref=$1 dir
+    dir=$(mktemp -d "$SCENARIO_DIR/rootfs.XXXXXX")
+    make_rootfs "$dir"
+    tar -C "$dir" -c . | bounded docker import - "$ref" >/dev/null
+}
+
 # docker_push REF: pushes and prints the manifest digest docker reports.
 docker_push() {
     bounded docker push "$1" | tee /dev/stderr |

@@ -15,6 +15,7 @@ mod listings;
 mod manifests;
 mod mount;
 mod permissions;
+mod policies;
 mod processes;
 mod reads;
 mod referrers;
