@@ -160,10 +160,11 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
             None => None,
         },
     };
-    // Peers' pushes obey the same cap as clients' uploads.
-    let peer_store = BlobStore::new(layout.clone(), db.clone()).with_max_size(config.max_blob_size);
+    // One store for clients and peers: peers' pushes obey the same cap as
+    // clients' uploads, and the sweeper sees the pins of copies peers push.
+    let blobs = BlobStore::new(layout.clone(), db.clone()).with_max_size(config.max_blob_size);
     let blob_service = tonic::service::interceptor::InterceptedService::new(
-        BlobService::new(peer_store),
+        BlobService::new(blobs.clone()),
         secret_check(secret.clone()),
     );
     let cluster = Cluster::start(
@@ -178,10 +179,10 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     let registry = Arc::new(Registry::new(
         layout,
         db.clone(),
+        blobs,
         cluster.clone(),
         config.replication_factor,
         config.max_manifest_size,
-        config.max_blob_size,
         config.gc,
     ));
     let stop = CancellationToken::new();

@@ -90,16 +90,18 @@ pub struct BlobRead {
 }
 
 impl Registry {
+    /// `blobs` is this node's one store, shared with the peer `Blobs`
+    /// service so that every copy that arrives is pinned where the sweeper
+    /// looks.
     pub fn new(
         layout: Layout,
         db: Db,
+        blobs: BlobStore,
         cluster: Arc<Cluster>,
         factor: ReplicationFactor,
         max_manifest_size: usize,
-        max_blob_size: u64,
         gc: GcConfig,
     ) -> Registry {
-        let blobs = BlobStore::new(layout.clone(), db.clone()).with_max_size(max_blob_size);
         let meta = StateMachine::new(db.clone());
         let collector = Collector::new(meta, cluster.clone(), blobs.clone(), gc);
         Registry {

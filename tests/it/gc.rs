@@ -340,16 +340,19 @@ async fn pushes_deletes_and_collections_racing_never_break_an_acknowledged_image
             .collect()
     };
     let dirs: Vec<&Path> = nodes.iter().map(|n| n.data_dir()).collect();
+    // Every node holds every kept blob (three copies on three nodes): a
+    // sweep never took a replica whose link was still on its way.
     let settled = eventually(Duration::from_secs(90), || {
-        dirs.iter()
-            .all(|d| on_disk(d).difference(&wanted).next().is_none())
+        dirs.iter().all(|d| on_disk(d) == wanted)
     })
     .await;
     for dir in &dirs {
-        let extra: Vec<_> = on_disk(dir).difference(&wanted).cloned().collect();
+        let held = on_disk(dir);
+        let extra: Vec<_> = held.difference(&wanted).cloned().collect();
+        let missing: Vec<_> = wanted.difference(&held).cloned().collect();
         assert!(
             settled,
-            "unreferenced blob files left on {}: {extra:?}",
+            "on {}: unreferenced files left {extra:?}, kept blobs missing {missing:?}",
             dir.display()
         );
     }
