@@ -11,6 +11,9 @@
 # and, only when named (or both as "secure"): berth with authentication or HTTPS against
 # plain berth, see bench/measurements/secure.sh
 #   auth-manifest tls-get
+# and, only when named: garbage collection on a 3-node cluster against Distribution's
+# offline garbage-collect, see bench/measurements/gc.sh
+#   gc
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -18,6 +21,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
+EXTRA_MEASUREMENTS=(gc)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
 WRK_AUTH=
@@ -60,6 +64,7 @@ usage: bench/run.sh [MEASUREMENT...]
 measurements: ${ALL_MEASUREMENTS[*]} (default: all)
               ${CLUSTER_MEASUREMENTS[*]} (only when named; "cluster" names all five)
               ${SECURE_MEASUREMENTS[*]} (only when named; "secure" names both)
+              ${EXTRA_MEASUREMENTS[*]} (only when named: garbage collection, 3-node cluster vs offline Distribution)
 environment:
   BERTH_BIN            berth binary ($BERTH_BIN)
   BENCH_BASELINE_BIN   cluster-head, cluster-digest: the earlier berth build they compare with (BERTH_BIN)
@@ -74,6 +79,9 @@ environment:
   BENCH_DATA_DIR       keep generated inputs here between runs (default: temp, removed)
   BENCH_RESULTS        also append the table to this file
   BENCH_CLUSTER_TIMEOUT  seconds to wait for a blob's copies on every node ($BENCH_CLUSTER_TIMEOUT)
+  BENCH_GC_BLOBS       gc: small blobs to collect, and to keep referenced; a multiple of 100 ($BENCH_GC_BLOBS)
+  BENCH_GC_IDLE_SECONDS  gc: seconds of idle probes before the collection ($BENCH_GC_IDLE_SECONDS)
+  BENCH_GC_TIMEOUT     gc: bound in seconds on each wait and on each collection ($BENCH_GC_TIMEOUT)
 USAGE
 }
 
@@ -81,7 +89,7 @@ USAGE
 check_measurements() {
     local name
     for name in "$@"; do
-        [[ " ${ALL_MEASUREMENTS[*]} ${CLUSTER_MEASUREMENTS[*]} ${SECURE_MEASUREMENTS[*]} " == *" $name "* ]] ||
+        [[ " ${ALL_MEASUREMENTS[*]} ${CLUSTER_MEASUREMENTS[*]} ${SECURE_MEASUREMENTS[*]} ${EXTRA_MEASUREMENTS[*]} " == *" $name "* ]] ||
             { usage >&2; die "unknown measurement '$name'"; }
     done
 }
@@ -140,7 +148,7 @@ main() {
     check_measurements "${measurements[@]}"
     for name in "${measurements[@]}"; do
         mapfile -t -O "${#tools[@]}" tools < <(tools_for "$name")
-        if { is_cluster "$name" || [[ " ${SECURE_MEASUREMENTS[*]} " == *" $name "* ]]; } &&
+        if { is_cluster "$name" || [[ " ${SECURE_MEASUREMENTS[*]} ${EXTRA_MEASUREMENTS[*]} " == *" $name "* ]]; } &&
             [[ $BENCH_CANDIDATE != berth ]]; then
             die "$name runs berth against berth; it needs BENCH_CANDIDATE=berth"
         fi

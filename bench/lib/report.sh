@@ -4,6 +4,7 @@
 # Every row holds the reference figure, the candidate figure, their ratio
 # (candidate / reference) and a target, which is one of:
 #   ratio>=X   the candidate must reach X times the reference
+#   ratio<=X   the candidate must stay within X times the reference (latencies)
 #   max=X      the candidate figure must be at most X (units of the row)
 #   delta<=X   as max=X, for a row of differences, which have no meaningful ratio
 #   report     no target, the figure is informative
@@ -37,6 +38,8 @@ verdict() {
     case $target in
         ratio\>=*) awk -v r="$ref" -v c="$cand" -v x="${target#ratio>=}" \
             'BEGIN { print (r > 0 && c / r >= x) ? "met" : "missed" }' ;;
+        ratio\<=*) awk -v r="$ref" -v c="$cand" -v x="${target#ratio<=}" \
+            'BEGIN { print (r > 0 && c / r <= x) ? "met" : "missed" }' ;;
         max=* | delta\<=*) awk -v c="$cand" -v x="${target#*=}" 'BEGIN { print (c <= x) ? "met" : "missed" }' ;;
         *) printf '\n' ;;
     esac
@@ -46,6 +49,7 @@ verdict() {
 target_text() {
     case $1 in
         ratio\>=*) printf '>= %sx reference\n' "${1#ratio>=}" ;;
+        ratio\<=*) printf '<= %sx reference\n' "${1#ratio<=}" ;;
         max=* | delta\<=*) printf '<= %s %s\n' "${1#*=}" "$2" ;;
         *) printf 'report only\n' ;;
     esac

@@ -12,6 +12,7 @@
 CLUSTER_NODES=3
 CLUSTER_PID=() CLUSTER_URL=() CLUSTER_PEER_PORT=() CLUSTER_DIR=() CLUSTER_LOG_FORMED=()
 LB_PID='' LB_URL=''
+CLUSTER_ARGS=()
 CLUSTER_COUNT=0
 
 measure_cluster_push() {
@@ -222,7 +223,7 @@ cluster_start() {
 }
 
 # cluster_launch FACTOR : starts every node in the background, on fresh ports and dirs,
-# from CLUSTER_BIN (default BERTH_BIN).
+# from CLUSTER_BIN (default BERTH_BIN), with CLUSTER_ARGS added to each command line.
 cluster_launch() {
     local factor=$1 ports i peers=() extra=() secret
     mapfile -t ports < <(pick_ports $((CLUSTER_NODES * 2)))
@@ -235,6 +236,7 @@ cluster_launch() {
         peers+=("127.0.0.1:${CLUSTER_PEER_PORT[i]}")
     done
     [[ $factor == default ]] || extra=(--replication-factor "$factor")
+    extra+=("${CLUSTER_ARGS[@]}")
     for ((i = 0; i < CLUSTER_NODES; i++)); do
         rm -rf "${CLUSTER_DIR[i]}"
         mkdir -p "${CLUSTER_DIR[i]}/data"
