@@ -68,11 +68,9 @@ impl StateMachine {
         batch: &mut WriteBatch,
         repo: &RepoName,
         digest: &Digest,
+        refs: &Refs,
         at: u64,
     ) -> Result<(), DbError> {
-        let Some(refs) = self.manifest_refs(repo, digest)? else {
-            return Ok(());
-        };
         for blob in &refs.blobs {
             batch.delete_cf(
                 self.db.cf(Cf::BlobRefs),

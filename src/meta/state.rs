@@ -214,7 +214,7 @@ impl StateMachine {
         digest: &Digest,
         at: u64,
     ) -> Result<(), Staged> {
-        if self.manifest(repo, digest)?.is_none() {
+        if self.manifest_refs(repo, digest)?.is_none() {
             return Err(Rejection::ManifestUnknown.into());
         }
         let prefix = keys::prefix(&[repo.as_str()]);
@@ -253,17 +253,18 @@ impl StateMachine {
         digest: &Digest,
         at: u64,
     ) -> Result<(), DbError> {
-        let Some(record) = self.manifest(repo, digest)? else {
+        // What it names is indexed beside it: no need to read its body.
+        let Some(refs) = self.manifest_refs(repo, digest)? else {
             return Ok(());
         };
         batch.delete_cf(self.db.cf(Cf::Manifests), manifest_key(repo, digest));
-        if let Some(subject) = &record.subject {
+        if let Some(subject) = &refs.subject {
             batch.delete_cf(
                 self.db.cf(Cf::Referrers),
                 referrer_key(repo, subject, digest),
             );
         }
-        self.remove_manifest_refs(batch, repo, digest, at)
+        self.remove_manifest_refs(batch, repo, digest, &refs, at)
     }
 }
 
