@@ -18,13 +18,14 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{Cluster, ClusterError};
 use crate::db::DbError;
 use crate::meta::gc::{GarbageBlob, GarbageManifest, GcState, RunReport, SweepReport};
+use crate::meta::retention::{Retain, RetainedTag};
 use crate::meta::{Collect, Command, GcReport, Rejection, StateMachine};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{now_secs, BlobStore, Removal, StorageError, Swept};
 
 /// Blob records read per metadata page, and so at most per command.
 const BLOB_PAGE: usize = 1000;
-/// Manifests per command.
+/// Manifests, or tags, per command.
 const MANIFEST_BATCH: usize = 256;
 /// Repositories read per page while marking manifests.
 const REPO_PAGE: usize = 100;
@@ -73,6 +74,10 @@ pub struct Preview {
     /// subject leads to it.
     pub manifests: Vec<GarbageManifest>,
     pub bytes: u64,
+    /// Tags the retention rules would remove first (the manifests and blobs
+    /// that frees go in later runs, once past the grace).
+    #[serde(default)]
+    pub retention: Vec<RetainedTag>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,7 +149,10 @@ impl Collector {
         tracing::info!(grace, untagged, "garbage collection started");
         self.write(Command::GcReport(GcReport::Run(report.clone())))
             .await?;
-        let result = self.collect(&mut report, now).await;
+        let result = match self.retain(now).await {
+            Ok(()) => self.collect(&mut report, now).await,
+            Err(e) => Err(e),
+        };
         report.finished = Some(now_secs());
         report.error = result.as_ref().err().map(|e| e.to_string());
         // The report is what tells the sweepers to look for orphans.
@@ -164,6 +172,7 @@ impl Collector {
         let mut preview = Preview {
             grace,
             untagged,
+            retention: self.meta.retention_plan_in(None, None, now)?.remove,
             ..Preview::default()
         };
         if untagged {
@@ -185,6 +194,36 @@ impl Collector {
                 None => return Ok(preview),
             }
         }
+    }
+
+    /// Applies the retention rules: removes the tags they do not keep, and
+    /// the manifests that leaves with no tag and no index.
+    async fn retain(&self, now: u64) -> Result<(), GcError> {
+        let plan = self.meta.retention_plan_in(None, None, now)?;
+        if plan.remove.is_empty() {
+            return Ok(());
+        }
+        let mut removed = 0usize;
+        for batch in plan.remove.chunks(MANIFEST_BATCH) {
+            let tags = batch
+                .iter()
+                .map(|t| (t.repository.clone(), t.tag.clone(), t.digest.clone()))
+                .collect();
+            self.write(Command::Retain(Retain { tags, at: now }))
+                .await?;
+            for t in batch {
+                if self.meta.tag(&t.repository, &t.tag)?.as_ref() != Some(&t.digest) {
+                    removed += 1;
+                    tracing::info!(target: "berth::audit", repository = %t.repository, tag = %t.tag, digest = %t.digest, "retention removed a tag");
+                }
+            }
+        }
+        tracing::info!(
+            tags = removed,
+            protected = plan.protected.len(),
+            "retention rules applied"
+        );
+        Ok(())
     }
 
     /// Manifests first: the blobs they free start their grace when they go.

@@ -65,6 +65,29 @@ impl Actor {
             Actor::Caller(caller) => caller.subject().to_owned(),
         }
     }
+
+    /// Refuses a caller whom `allowed` does not admit to `what` (the
+    /// anonymous actor of a node with sign-in off and the cluster secret are
+    /// always admitted), and audits the refusal.
+    pub(super) fn require(
+        &self,
+        authn: &Authn,
+        source: std::net::IpAddr,
+        what: &str,
+        allowed: impl FnOnce(&crate::auth::Policy, &Caller) -> bool,
+    ) -> Result<(), Error> {
+        let Actor::Caller(caller) = self else {
+            return Ok(());
+        };
+        if authn.policy()?.is_some_and(|p| allowed(&p, caller)) {
+            return Ok(());
+        }
+        tracing::warn!(target: "berth::audit", %source, actor = caller.subject(), what, "refused");
+        Err(Error::Denied(format!(
+            "{} may not {what}",
+            caller.subject()
+        )))
+    }
 }
 
 pub(super) async fn actor(

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use http::HeaderMap;
 
-use super::access::{actor, Actor};
+use super::access::actor;
 use super::authn::Authn;
 use super::ClientAddr;
 use crate::gc::RunRequest;
@@ -26,14 +26,12 @@ async fn collector(
     headers: &HeaderMap,
 ) -> Result<String, Error> {
     let actor = actor(reg, authn, source, headers).await?;
-    if let Actor::Caller(caller) = &actor {
-        if !authn.policy()?.is_some_and(|p| p.is_admin(caller)) {
-            return Err(Error::Denied(format!(
-                "{} is not an administrator; only administrators may run garbage collection",
-                caller.subject()
-            )));
-        }
-    }
+    actor.require(
+        authn,
+        source,
+        "run garbage collection (administrators only)",
+        |p, c| p.is_admin(c),
+    )?;
     Ok(actor.name())
 }
 

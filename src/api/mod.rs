@@ -73,6 +73,11 @@ pub fn router(
             "/_berth/policies",
             axum::routing::get(policies::show).post(policies::change),
         )
+        .route(
+            "/_berth/retention/preview",
+            axum::routing::post(policies::preview),
+        )
+        .route("/_berth/quotas", axum::routing::get(policies::quotas))
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))

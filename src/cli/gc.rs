@@ -81,13 +81,24 @@ fn render_outcome(outcome: &Outcome) -> String {
         Outcome::Preview(p) => {
             let _ = writeln!(
                 out,
-                "would remove {} blobs ({} bytes) and {} manifests (grace {} s, untagged manifests {})",
+                "would remove {} tags by retention, {} blobs ({} bytes) and {} manifests (grace {} s, untagged manifests {})",
+                p.retention.len(),
                 p.blobs.len(),
                 p.bytes,
                 p.manifests.len(),
                 p.grace,
                 if p.untagged { "included" } else { "kept" }
             );
+            for t in &p.retention {
+                let _ = writeln!(
+                    out,
+                    "tag {}:{} ({}): outside its retention rule, pushed {}",
+                    t.repository,
+                    t.tag,
+                    t.digest,
+                    when(t.pushed)
+                );
+            }
             for m in &p.manifests {
                 let _ = writeln!(
                     out,
@@ -129,7 +140,7 @@ fn render_run(run: &RunReport) -> String {
 
 /// Unix seconds as a date a person reads; 0 (a record from before times
 /// were kept) as "ever".
-fn when(secs: u64) -> String {
+pub(super) fn when(secs: u64) -> String {
     match secs {
         0 => "ever".to_owned(),
         s => httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(s)),

@@ -8,6 +8,8 @@ pub mod cluster;
 pub mod gc;
 pub mod health;
 pub mod policy;
+pub mod quota;
+pub mod retention;
 pub mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -68,12 +70,26 @@ pub enum Command {
         #[command(subcommand)]
         action: gc::GcAction,
     },
-    /// Repository policies: immutable tags.
+    /// Repository policies: immutable tags; show every rule.
     Policy {
         #[command(flatten)]
         conn: client::Connection,
         #[command(subcommand)]
         action: policy::PolicyAction,
+    },
+    /// Retention rules: which tags to keep, by count and age.
+    Retention {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        action: retention::RetentionAction,
+    },
+    /// Storage quotas per namespace, and each namespace's usage.
+    Quota {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        action: quota::QuotaAction,
     },
 }
 
@@ -86,6 +102,8 @@ pub async fn run(command: Command) -> CliResult<()> {
         Command::Health(args) => health::run(args).await,
         Command::Gc { conn, action } => gc::run(conn, action).await,
         Command::Policy { conn, action } => policy::run(conn, action).await,
+        Command::Retention { conn, action } => retention::run(conn, action).await,
+        Command::Quota { conn, action } => quota::run(conn, action).await,
     }
 }
 

@@ -1,12 +1,15 @@
-//! `berth policy immutable|show`: repository policies through the admin API
-//! of any node (`/_berth/policies`).
+//! `berth policy immutable|show`: immutable tags, and every repository
+//! policy, through the admin API of any node (`/_berth/policies`).
+
+use std::fmt::Write as _;
 
 use clap::Subcommand;
 
 use super::client::{Client, Connection};
+use super::retention::change_policy;
 use super::CliResult;
 use crate::meta::access::Resource;
-use crate::meta::policy::{scope_text, ImmutableRule, PolicyChange};
+use crate::meta::policy::{scope_text, Policies, PolicyChange};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyAction {
@@ -19,17 +22,13 @@ pub enum PolicyAction {
         scope: String,
         patterns: Vec<String>,
     },
-    /// Show every rule.
+    /// Show every immutable-tag and retention rule (`berth quota show` shows
+    /// quotas).
     Show {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(serde::Deserialize, serde::Serialize)]
-struct Policies {
-    immutable: Vec<ImmutableRule>,
 }
 
 pub async fn run(conn: Connection, action: PolicyAction) -> CliResult<()> {
@@ -40,23 +39,39 @@ pub async fn run(conn: Connection, action: PolicyAction) -> CliResult<()> {
                 scope: Resource::from_scope(&scope),
                 patterns,
             };
-            let describe = change.describe();
-            let () = client.post("/_berth/policies", &change).await?;
-            println!("{describe}: done");
+            change_policy(&client, change).await?;
         }
         PolicyAction::Show { json } => {
             let policies: Policies = client.get("/_berth/policies").await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&policies)?);
-            } else if policies.immutable.is_empty() {
-                println!("no immutable tag rules");
-            } else {
-                for rule in &policies.immutable {
-                    let patterns = rule.patterns.join(" ");
-                    println!("{}: immutable tags {patterns}", scope_text(&rule.scope));
-                }
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&policies)?),
+                false => print!("{}", render(&policies)),
             }
         }
     }
     Ok(())
+}
+
+fn render(policies: &Policies) -> String {
+    if policies.immutable.is_empty() && policies.retention.is_empty() {
+        return "no immutable tag or retention rules\n".to_owned();
+    }
+    let mut out = String::new();
+    for rule in &policies.immutable {
+        let patterns = rule.patterns.join(" ");
+        let _ = writeln!(
+            out,
+            "{}: immutable tags {patterns}",
+            scope_text(&rule.scope)
+        );
+    }
+    for r in &policies.retention {
+        let _ = writeln!(
+            out,
+            "{}: retention, {}",
+            scope_text(&r.scope),
+            r.rule.describe()
+        );
+    }
+    out
 }

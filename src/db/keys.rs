@@ -19,6 +19,10 @@
 //!   gc          "run"                           -> the last collection's report
 //!               "node" 0x00 <node id, 16 hex>   -> that node's sweep figures
 //!   policies    "immutable" 0x00 <repo | ns/*>   -> tag patterns that may not move
+//!               "retention" 0x00 <repo | ns/*>   -> RetentionRule
+//!               "quota" 0x00 <namespace>         -> byte limit (u64 big-endian)
+//!   tag_times   <repo> 0x00 <tag>               -> when the tag was last pushed (u64)
+//!   usage       <namespace>                     -> unique blob bytes its manifests reference
 //!   sm_meta     "last_applied" | "membership" | "installing" -> openraft state
 //! node-local
 //!   local_blobs <digest>                        -> LocalBlob
@@ -53,10 +57,12 @@ pub enum Cf {
     Gc,
     Sweep,
     Policies,
+    TagTimes,
+    Usage,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 20] = [
+    pub const ALL: [Cf; 22] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -77,12 +83,14 @@ impl Cf {
         Cf::Gc,
         Cf::Sweep,
         Cf::Policies,
+        Cf::TagTimes,
+        Cf::Usage,
     ];
 
     /// The families whose content is the replicated state (what a snapshot
     /// carries), not counting `sm_meta`, which the snapshot's metadata replaces.
     /// New families go last: a snapshot names a family by its position here.
-    pub const REPLICATED: [Cf; 14] = [
+    pub const REPLICATED: [Cf; 16] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -97,12 +105,20 @@ impl Cf {
         Cf::ManifestRefs,
         Cf::Gc,
         Cf::Policies,
+        Cf::TagTimes,
+        Cf::Usage,
     ];
 
     /// The replicated families that are indexes of the others: a node
     /// rebuilds them when they are missing (after an upgrade, or from a
     /// snapshot that did not carry them).
-    pub const DERIVED: [Cf; 4] = [Cf::BlobRefs, Cf::BlobRepos, Cf::ChildRefs, Cf::ManifestRefs];
+    pub const DERIVED: [Cf; 5] = [
+        Cf::BlobRefs,
+        Cf::BlobRepos,
+        Cf::ChildRefs,
+        Cf::ManifestRefs,
+        Cf::Usage,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -126,6 +142,8 @@ impl Cf {
             Cf::Gc => "gc",
             Cf::Sweep => "sweep",
             Cf::Policies => "policies",
+            Cf::TagTimes => "tag_times",
+            Cf::Usage => "usage",
         }
     }
 }

@@ -85,6 +85,14 @@ impl Resource {
         }
     }
 
+    /// Whether the resource is `repo` or the namespace it lies in.
+    pub fn covers(&self, repo: &str) -> bool {
+        match self {
+            Resource::Repository(r) => r == repo,
+            Resource::Namespace(n) => namespace_of(repo) == n,
+        }
+    }
+
     /// The namespace the resource lies in.
     pub fn namespace(&self) -> &str {
         match self {

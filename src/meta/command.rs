@@ -61,6 +61,9 @@ pub enum Command {
         change: super::policy::PolicyChange,
         at: u64,
     },
+    /// Retention's decision. Applying it evaluates the rules again and
+    /// removes only tags still outside them.
+    Retain(super::retention::Retain),
 }
 
 /// Blobs and manifests a collection found to be garbage at `at`, with the

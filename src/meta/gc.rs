@@ -20,6 +20,7 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::command::Collect;
+use super::quota::UsageTally;
 use super::refs::{parse_part, split_repo_digest};
 use super::state::StateMachine;
 use crate::db::{self, keys, Cf, DbError};
@@ -178,12 +179,14 @@ impl StateMachine {
         for (repo, digest) in &c.manifests {
             by_repo.entry(repo).or_default().insert(digest.clone());
         }
+        let mut tally = UsageTally::default();
         for (repo, mut doomed) in by_repo {
             self.still_garbage(repo, &mut doomed, c.at, c.grace)?;
             for digest in doomed {
-                self.remove_manifest(batch, repo, &digest, c.at)?;
+                self.remove_manifest(batch, repo, &digest, c.at, &mut tally)?;
             }
         }
+        self.settle(batch, tally)?;
         for digest in &c.blobs {
             let Some((_, since)) = self.blob_record(digest)? else {
                 continue;
@@ -305,14 +308,9 @@ impl StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Db;
     use crate::meta::{Command, PutManifest, Rejection};
 
-    fn sm() -> (tempfile::TempDir, StateMachine) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        (dir, StateMachine::new(db))
-    }
+    use crate::meta::testing::state as sm;
 
     fn repo() -> RepoName {
         "acme/app".parse().unwrap()

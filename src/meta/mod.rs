@@ -13,8 +13,12 @@ pub mod command;
 pub mod gc;
 pub mod policy;
 pub mod query;
+pub mod quota;
 pub mod refs;
+pub mod retention;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use command::{Collect, Command, GcReport, PutManifest};
 pub use query::Page;
@@ -42,6 +46,13 @@ pub enum Rejection {
     /// A tag an immutable rule covers would move or go.
     #[error("tag {tag} is immutable (rule {rule}); push under a new tag instead")]
     TagImmutable { tag: String, rule: String },
+    /// The manifest would take its namespace past its quota.
+    #[error("pushing this manifest would raise the storage used by namespace {namespace} to {}, over its quota of {}; delete images and run garbage collection, or ask an administrator for more", quota::size_text(*.usage), quota::size_text(*.limit))]
+    QuotaExceeded {
+        namespace: String,
+        usage: u64,
+        limit: u64,
+    },
 }
 
 /// The result of applying one command.

@@ -1,14 +1,18 @@
 //! Repository policies kept in the replicated state and enforced in
-//! `apply`, so no order of requests across nodes gets past them. Today:
-//! immutable tags. A rule names a repository or a whole namespace and a
-//! list of tag patterns (`*` any run of characters, `?` one); a pattern
-//! starting with `!` exempts the tags it matches (`["*", "!latest"]`: every
-//! tag but `latest`).
+//! `apply`, so no order of requests across nodes gets past them: immutable
+//! tags, retention rules ([`super::retention`]) and namespace quotas
+//! ([`super::quota`]). A tag rule names a repository or a whole namespace
+//! and a list of tag patterns (`*` any run of characters, `?` one); a
+//! pattern starting with `!` exempts the tags it matches (`["*", "!latest"]`:
+//! every tag but `latest`).
 
 use rocksdb::WriteBatch;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::access::{namespace_of, Resource};
+use super::quota::quota_key;
+use super::retention::{retention_key, RetentionRule, ScopedRule};
 use super::state::StateMachine;
 use crate::db::{self, keys, Cf, DbError};
 use crate::oci::{RepoName, Tag};
@@ -24,13 +28,46 @@ pub enum PolicyChange {
         scope: Resource,
         patterns: Vec<String>,
     },
+    /// Sets the retention rule of `scope`; `None` removes it.
+    SetRetention {
+        scope: Resource,
+        rule: Option<RetentionRule>,
+    },
+    /// Caps the unique blob bytes a namespace's manifests may reference;
+    /// `None` lifts the cap.
+    SetQuota {
+        namespace: String,
+        bytes: Option<u64>,
+    },
 }
 
 impl PolicyChange {
     /// The scope the change applies to, for authorization.
-    pub fn scope(&self) -> &Resource {
+    pub fn scope(&self) -> Resource {
         match self {
-            PolicyChange::SetImmutable { scope, .. } => scope,
+            PolicyChange::SetImmutable { scope, .. } | PolicyChange::SetRetention { scope, .. } => {
+                scope.clone()
+            }
+            PolicyChange::SetQuota { namespace, .. } => Resource::Namespace(namespace.clone()),
+        }
+    }
+
+    /// Whether only administrators may make it: a namespace's owners would
+    /// otherwise lift the quota meant to bound them.
+    pub fn needs_admin(&self) -> bool {
+        matches!(self, PolicyChange::SetQuota { .. })
+    }
+
+    /// Why the change cannot be made, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            PolicyChange::SetRetention {
+                rule: Some(rule), ..
+            } => rule.check(),
+            PolicyChange::SetQuota { namespace, .. } if namespace.contains('/') => Err(format!(
+                "a quota applies to a namespace (`acme`), not to a repository path ({namespace})"
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -44,8 +81,35 @@ impl PolicyChange {
                 patterns.join(" "),
                 scope_text(scope)
             ),
+            PolicyChange::SetRetention { scope, rule: None } => {
+                format!("remove the retention rule of {}", scope_text(scope))
+            }
+            PolicyChange::SetRetention {
+                scope,
+                rule: Some(rule),
+            } => format!("in {}, {}", scope_text(scope), rule.describe()),
+            PolicyChange::SetQuota {
+                namespace,
+                bytes: None,
+            } => format!("remove the quota of namespace {namespace}"),
+            PolicyChange::SetQuota {
+                namespace,
+                bytes: Some(bytes),
+            } => format!(
+                "limit namespace {namespace} to {}",
+                super::quota::size_text(*bytes)
+            ),
         }
     }
+}
+
+/// The rules, as shown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Policies {
+    #[serde(default)]
+    pub immutable: Vec<ImmutableRule>,
+    #[serde(default)]
+    pub retention: Vec<ScopedRule>,
 }
 
 /// An immutable-tag rule as stored and shown.
@@ -70,8 +134,8 @@ fn immutable_key(scope: &Resource) -> Vec<u8> {
 }
 
 /// Whether `tag` falls under `patterns`: some pattern matches it and no
-/// `!` pattern does. Returns the pattern that made it immutable.
-pub fn immutable_by<'a>(patterns: &'a [String], tag: &str) -> Option<&'a str> {
+/// `!` pattern does. Returns the pattern that matched.
+pub fn matching_pattern<'a>(patterns: &'a [String], tag: &str) -> Option<&'a str> {
     let exempt = patterns
         .iter()
         .filter_map(|p| p.strip_prefix('!'))
@@ -111,22 +175,39 @@ impl StateMachine {
                     db::encode(patterns),
                 );
             }
+            PolicyChange::SetRetention { scope, rule: None } => {
+                batch.delete_cf(self.db.cf(Cf::Policies), retention_key(scope));
+            }
+            PolicyChange::SetRetention {
+                scope,
+                rule: Some(rule),
+            } => {
+                batch.put_cf(
+                    self.db.cf(Cf::Policies),
+                    retention_key(scope),
+                    db::encode(rule),
+                );
+            }
+            PolicyChange::SetQuota {
+                namespace,
+                bytes: None,
+            } => batch.delete_cf(self.db.cf(Cf::Policies), quota_key(namespace)),
+            PolicyChange::SetQuota {
+                namespace,
+                bytes: Some(bytes),
+            } => batch.put_cf(
+                self.db.cf(Cf::Policies),
+                quota_key(namespace),
+                keys::u64_value(*bytes),
+            ),
         }
     }
 
     /// The rule, as text, that makes `tag` of `repo` immutable, if any: the
     /// repository's own rule first, then its namespace's.
     pub fn immutable_rule(&self, repo: &RepoName, tag: &Tag) -> Result<Option<String>, DbError> {
-        let scopes = [
-            Resource::Repository(repo.as_str().to_owned()),
-            Resource::Namespace(namespace_of(repo.as_str()).to_owned()),
-        ];
-        for scope in scopes {
-            let Some(raw) = self.db.get(Cf::Policies, &immutable_key(&scope))? else {
-                continue;
-            };
-            let patterns: Vec<String> = db::decode("immutable tag rule", &raw)?;
-            if let Some(pattern) = immutable_by(&patterns, tag.as_str()) {
+        for (scope, patterns) in self.rules_for::<Vec<String>>(IMMUTABLE, repo)? {
+            if let Some(pattern) = matching_pattern(&patterns, tag.as_str()) {
                 return Ok(Some(format!("{} {pattern}", scope_text(&scope))));
             }
         }
@@ -135,14 +216,45 @@ impl StateMachine {
 
     /// Every immutable-tag rule.
     pub fn immutable_rules(&self) -> Result<Vec<ImmutableRule>, DbError> {
-        let prefix = keys::prefix(&[IMMUTABLE]);
+        Ok(self
+            .rules_of(IMMUTABLE)?
+            .into_iter()
+            .map(|(scope, patterns)| ImmutableRule { scope, patterns })
+            .collect())
+    }
+
+    /// The rules of one kind that cover `repo`: its own, then its namespace's.
+    pub(super) fn rules_for<T: DeserializeOwned>(
+        &self,
+        kind: &'static str,
+        repo: &RepoName,
+    ) -> Result<Vec<(Resource, T)>, DbError> {
+        let scopes = [
+            Resource::Repository(repo.as_str().to_owned()),
+            Resource::Namespace(namespace_of(repo.as_str()).to_owned()),
+        ];
+        let mut found = Vec::new();
+        for scope in scopes {
+            let key = keys::join(&[kind, &scope_text(&scope)]);
+            if let Some(raw) = self.db.get(Cf::Policies, &key)? {
+                found.push((scope, db::decode(kind, &raw)?));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every rule of one kind, with its scope.
+    pub(super) fn rules_of<T: DeserializeOwned>(
+        &self,
+        kind: &'static str,
+    ) -> Result<Vec<(Resource, T)>, DbError> {
+        let prefix = keys::prefix(&[kind]);
         self.db
             .scan_prefix(Cf::Policies, &prefix, None, usize::MAX)?
             .iter()
             .map(|(k, v)| {
                 let scope = Resource::from_scope(&String::from_utf8_lossy(&k[prefix.len()..]));
-                let patterns = db::decode("immutable tag rule", v)?;
-                Ok(ImmutableRule { scope, patterns })
+                Ok((scope, db::decode(kind, v)?))
             })
             .collect()
     }
@@ -155,13 +267,13 @@ mod tests {
     #[test]
     fn patterns_match_whole_tags_and_exemptions_win() {
         let every_but_latest = vec!["*".to_owned(), "!latest".to_owned()];
-        assert_eq!(immutable_by(&every_but_latest, "v1"), Some("*"));
-        assert_eq!(immutable_by(&every_but_latest, "latest"), None);
+        assert_eq!(matching_pattern(&every_but_latest, "v1"), Some("*"));
+        assert_eq!(matching_pattern(&every_but_latest, "latest"), None);
         let releases = vec!["v*".to_owned(), "release-?".to_owned()];
-        assert_eq!(immutable_by(&releases, "v1.2"), Some("v*"));
-        assert_eq!(immutable_by(&releases, "release-1"), Some("release-?"));
-        assert_eq!(immutable_by(&releases, "release-12"), None);
-        assert_eq!(immutable_by(&releases, "dev-v1"), None);
+        assert_eq!(matching_pattern(&releases, "v1.2"), Some("v*"));
+        assert_eq!(matching_pattern(&releases, "release-1"), Some("release-?"));
+        assert_eq!(matching_pattern(&releases, "release-12"), None);
+        assert_eq!(matching_pattern(&releases, "dev-v1"), None);
         assert!(glob(b"a*b*c", b"aXXbYYc"));
         assert!(!glob(b"a*b", b"aXXc"));
         assert!(glob(b"", b""));

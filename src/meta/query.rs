@@ -237,14 +237,9 @@ fn corrupt(what: &'static str, e: impl ToString) -> DbError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Db;
     use crate::meta::{Command, PutManifest, Rejection};
 
-    fn sm() -> (tempfile::TempDir, StateMachine) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        (dir, StateMachine::new(db))
-    }
+    use crate::meta::testing::state as sm;
 
     fn ok(sm: &StateMachine, cmd: Command) {
         assert_eq!(sm.apply(&cmd).unwrap(), Ok(()));

@@ -9,6 +9,7 @@
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
+use super::quota::UsageTally;
 use super::state::{ManifestRecord, StateMachine};
 use crate::db::{self, keys, Cf, DbError};
 use crate::oci::{manifest, Digest, RepoName};
@@ -27,7 +28,7 @@ pub struct Refs {
 /// Marks the derived families complete; it sits in `blob_refs` under a key
 /// no digest can take, so a snapshot carries it with the family.
 const VERSION_KEY: &[u8] = b"\0version";
-const VERSION: u64 = 1;
+const VERSION: u64 = 2;
 
 /// Records per write batch while rebuilding.
 const REBUILD_BATCH: usize = 10_000;
@@ -70,12 +71,12 @@ impl StateMachine {
         digest: &Digest,
         refs: &Refs,
         at: u64,
+        tally: &mut UsageTally,
     ) -> Result<(), DbError> {
         for blob in &refs.blobs {
-            batch.delete_cf(
-                self.db.cf(Cf::BlobRefs),
-                keys::join(&[blob.as_str(), repo.as_str(), digest.as_str()]),
-            );
+            let key = keys::join(&[blob.as_str(), repo.as_str(), digest.as_str()]);
+            batch.delete_cf(self.db.cf(Cf::BlobRefs), &key);
+            tally.removed(repo, blob, key);
             self.touch_blob(batch, blob, None, at)?;
         }
         for child in &refs.manifests {
@@ -230,6 +231,8 @@ impl StateMachine {
             self.link_repo(&mut batch, &repo, &digest);
             self.flush_if_full(&mut batch)?;
         }
+        self.db.write_durable(std::mem::take(&mut batch))?;
+        self.rebuild_usage()?;
         batch.put_cf(
             self.db.cf(Cf::BlobRefs),
             VERSION_KEY,

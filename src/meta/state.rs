@@ -6,6 +6,7 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, PutManifest};
+use super::quota::UsageTally;
 use super::refs::Refs;
 use super::{Applied, Rejection};
 use crate::db::{self, keys, Cf, Db, DbError};
@@ -108,12 +109,13 @@ impl StateMachine {
             Command::Collect(c) => self.stage_collect(batch, c)?,
             Command::GcReport(report) => self.stage_gc_report(batch, report),
             Command::Policy { change, .. } => self.stage_policy(batch, change),
+            Command::Retain(r) => self.stage_retain(batch, r)?,
             Command::DeleteTag { repo, tag } => {
                 if self.tag(repo, tag)?.is_none() {
                     return Err(Rejection::ManifestUnknown.into());
                 }
                 self.check_mutable(repo, tag)?;
-                batch.delete_cf(self.db.cf(Cf::Tags), tag_key(repo, tag));
+                self.remove_tag(batch, repo, tag);
             }
             Command::Access { change, at } => {
                 let mut access = self.access()?;
@@ -164,6 +166,14 @@ impl StateMachine {
                 self.check_mutable(repo, tag)?;
             }
         }
+        if let Err(over) = self.charge(batch, repo, &put.blobs)? {
+            return Err(Rejection::QuotaExceeded {
+                namespace: over.namespace,
+                usage: over.usage,
+                limit: over.limit,
+            }
+            .into());
+        }
         self.ensure_repo(batch, repo, put.at)?;
         let created = match self.manifest(repo, &put.digest)? {
             Some(existing) => existing.created,
@@ -183,11 +193,9 @@ impl StateMachine {
             db::encode(&record),
         );
         if let Some(tag) = &put.tag {
-            batch.put_cf(
-                self.db.cf(Cf::Tags),
-                tag_key(repo, tag),
-                put.digest.as_str(),
-            );
+            let key = tag_key(repo, tag);
+            batch.put_cf(self.db.cf(Cf::Tags), &key, put.digest.as_str());
+            batch.put_cf(self.db.cf(Cf::TagTimes), key, keys::u64_value(put.at));
         }
         if let Some(subject) = &put.subject {
             batch.put_cf(
@@ -226,10 +234,13 @@ impl StateMachine {
                 if let Some(tag) = tag {
                     self.check_mutable(repo, &tag)?;
                 }
-                batch.delete_cf(self.db.cf(Cf::Tags), key);
+                batch.delete_cf(self.db.cf(Cf::Tags), &key);
+                batch.delete_cf(self.db.cf(Cf::TagTimes), key);
             }
         }
-        Ok(self.remove_manifest(batch, repo, digest, at)?)
+        let mut tally = UsageTally::default();
+        self.remove_manifest(batch, repo, digest, at, &mut tally)?;
+        Ok(self.settle(batch, tally)?)
     }
 
     /// Refuses a change that would move or remove an immutable tag.
@@ -245,13 +256,14 @@ impl StateMachine {
     }
 
     /// Removes a manifest, its referrer entry and what it references; the
-    /// caller has dealt with tags.
+    /// caller has dealt with tags, and settles `tally` once staged whole.
     pub(super) fn remove_manifest(
         &self,
         batch: &mut WriteBatch,
         repo: &RepoName,
         digest: &Digest,
         at: u64,
+        tally: &mut UsageTally,
     ) -> Result<(), DbError> {
         // What it names is indexed beside it: no need to read its body.
         let Some(refs) = self.manifest_refs(repo, digest)? else {
@@ -264,7 +276,7 @@ impl StateMachine {
                 referrer_key(repo, subject, digest),
             );
         }
-        self.remove_manifest_refs(batch, repo, digest, &refs, at)
+        self.remove_manifest_refs(batch, repo, digest, &refs, at, tally)
     }
 }
 

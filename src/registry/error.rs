@@ -215,6 +215,7 @@ impl From<Rejection> for Error {
             Rejection::AccessInvalid(m) => Error::AccessInvalid(m),
             Rejection::AccessUnknown(m) => Error::AccessUnknown(m),
             r @ Rejection::TagImmutable { .. } => Error::Immutable(r.to_string()),
+            r @ Rejection::QuotaExceeded { .. } => Error::Denied(r.to_string()),
         }
     }
 }

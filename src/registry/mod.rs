@@ -4,6 +4,7 @@
 
 mod error;
 mod manifests;
+mod policies;
 mod uploads;
 
 use std::sync::Arc;
@@ -17,7 +18,6 @@ use crate::db::Db;
 use crate::gc::{Collector, GcConfig, Outcome, RunRequest};
 use crate::meta::access::{AccessChange, AccessState};
 use crate::meta::gc::GcState;
-use crate::meta::policy::{ImmutableRule, PolicyChange};
 use crate::meta::{Command, Page, StateMachine};
 use crate::oci::{Descriptor, Digest, RepoName};
 use crate::replication::repair::{self, RepairConfig, RepairStats};
@@ -187,17 +187,6 @@ impl Registry {
     pub async fn change_access(&self, change: AccessChange) -> Result<()> {
         let at = crate::storage::now_secs();
         self.write(Command::Access { change, at }).await
-    }
-
-    /// Changes a repository policy; returns once this node applies it.
-    pub async fn change_policy(&self, change: PolicyChange) -> Result<()> {
-        let at = crate::storage::now_secs();
-        self.write(Command::Policy { change, at }).await
-    }
-
-    /// Every immutable-tag rule, as fresh as a write.
-    pub async fn immutable_rules(&self) -> Result<Vec<ImmutableRule>> {
-        Ok(self.fresh().await?.immutable_rules()?)
     }
 
     /// Users, teams, grants, visibility and robots, as fresh as a write.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end tests of immutable tags with real clients: a push that would move an
-# immutable tag fails, and the client shows the rule to the user.
+# End-to-end tests of repository policies with real clients: a push that would move an
+# immutable tag fails, and the client shows the rule to the user; a docker push that
+# would pass a namespace's quota fails with the usage and the limit, until a delete and a
+# garbage collection free room.
 #
 # Usage: tests/e2e/policies.sh [SCENARIO...]   (default: all; see SCENARIOS below)
 # Environment: see lib.sh.
@@ -10,7 +12,7 @@ E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
 source "$E2E_DIR/lib.sh"
 
-SCENARIOS=(docker-immutable skopeo-immutable)
+SCENARIOS=(docker-immutable skopeo-immutable docker-quota)
 
 # immutable SCOPE PATTERN...: sets the immutable-tag rule of SCOPE.
 immutable() {
@@ -54,6 +56,43 @@ scenario_skopeo_immutable() {
     skopeo_push oci:one:v1 "$repo:latest"
     skopeo_push oci:two:v1 "$repo:latest"
     assert_eq "latest after moving" "$(layout_digest two v1)" "$(manifest_digest "$repo" latest)"
+}
+
+# usage NAMESPACE: the bytes the namespace uses, as `berth quota show` reports them.
+usage() {
+    bounded "$BERTH_BIN" quota show --json --node "http://$REGISTRY_HOST" |
+        jq -r --arg ns "$1" '(map(select(.namespace == $ns)) | first | .bytes) // 0'
+}
+
+scenario_docker_quota() {
+    local ns=e2e-quota$E2E_SEED used out first second
+    docker version >/dev/null || die "docker daemon not reachable"
+    first=$REGISTRY_HOST/$ns/app:one
+    second=$REGISTRY_HOST/$ns/app:two
+    defer docker_remove "$first" "$second"
+    docker_image "$first"
+    assert_digest "first push" "$(docker_push "$first")"
+    used=$(usage "$ns")
+    ((used > 600000)) || die "usage after a 600 kB image: $used"
+    # Room for a little more, not for a second image.
+    bounded "$BERTH_BIN" quota set --node "http://$REGISTRY_HOST" "$ns" "$((used + 1000))" >/dev/null
+    bounded "$BERTH_BIN" quota show --node "http://$REGISTRY_HOST" | grep -q "^$ns: .* of .*%)" ||
+        die "quota show does not list $ns"
+    docker_image "$second"
+    if out=$(bounded docker push "$second" 2>&1); then
+        die "docker pushed past the quota"
+    fi
+    grep -q "would raise the storage used by namespace $ns .* over its quota of .*($((used + 1000)) bytes)" <<<"$out" ||
+        die "docker did not show the usage and the limit: $out"
+    assert_eq "usage after the refused push" "$used" "$(usage "$ns")"
+    # Deleting the tag leaves its manifest; collecting untagged manifests frees the room.
+    assert_eq "tag delete" 202 "$(http_status DELETE "http://$REGISTRY_HOST/v2/$ns/app/manifests/one")"
+    assert_eq "usage after the tag delete" "$used" "$(usage "$ns")"
+    bounded "$BERTH_BIN" gc run --grace 0 --untagged --node "http://$REGISTRY_HOST" >/dev/null
+    assert_eq "usage after gc" 0 "$(usage "$ns")"
+    assert_digest "push after gc" "$(docker_push "$second")"
+    docker_remove "$second"
+    bounded docker pull "$second" >/dev/null
 }
 
 main() {
