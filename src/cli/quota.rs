@@ -19,12 +19,16 @@ pub enum QuotaAction {
     /// counted once. A push that would pass the cap is refused. Only
     /// administrators may set quotas.
     Set {
+        /// A user's or an organization's name (`acme`).
         namespace: String,
         /// The cap: bytes, or with a unit (`500MB`, `10GiB`).
         size: ByteSize,
     },
     /// Lift the quota of a namespace.
-    Remove { namespace: String },
+    Remove {
+        /// A user's or an organization's name (`acme`).
+        namespace: String,
+    },
     /// Show each namespace's usage and quota (to others than administrators,
     /// the namespaces they administer).
     Show {

@@ -20,12 +20,16 @@ pub enum RetentionAction {
     /// collection then removes the governed tags the rule does not keep, and
     /// the manifests that leaves untagged; immutable tags always stay.
     Set {
+        /// A repository (`acme/app`) or a namespace (`acme/*`).
         scope: String,
         #[command(flatten)]
         rule: RuleArgs,
     },
     /// Remove the rule of a repository or namespace.
-    Remove { scope: String },
+    Remove {
+        /// A repository (`acme/app`) or a namespace (`acme/*`).
+        scope: String,
+    },
     /// Show what would be removed now, changing nothing: by the rule given
     /// (before setting it), or without --keep-*, by the rules already set.
     Preview {
