@@ -31,6 +31,17 @@ const MANIFEST_BATCH: usize = 256;
 const REPO_PAGE: usize = 100;
 /// How often a sweeper looks for work.
 const SWEEP_TICK: Duration = Duration::from_secs(1);
+/// Files a sweeper removes between rests.
+const SWEEP_STEP: usize = 100;
+/// Background work rests this many times as long as each step took, so a
+/// collection and its sweep take about a quarter of the time they run: none
+/// of it is urgent, and the pushes and pulls beside it are.
+const REST_FACTOR: u32 = 3;
+
+/// How long to rest after a step of background work that took `busy`.
+fn rest_after(busy: Duration) -> Duration {
+    busy * REST_FACTOR
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GcConfig {
@@ -272,6 +283,7 @@ impl Collector {
         }
     }
 
+    /// Proposes one decision, then rests in proportion to what it cost.
     async fn propose(
         &self,
         blobs: Vec<Digest>,
@@ -279,13 +291,16 @@ impl Collector {
         grace: u64,
         at: u64,
     ) -> Result<(), GcError> {
+        let started = std::time::Instant::now();
         let collect = Collect {
             blobs,
             manifests,
             grace,
             at,
         };
-        self.write(Command::Collect(collect)).await
+        self.write(Command::Collect(collect)).await?;
+        tokio::time::sleep(rest_after(started.elapsed())).await;
+        Ok(())
     }
 
     async fn write(&self, cmd: Command) -> Result<(), GcError> {
@@ -357,13 +372,16 @@ impl Collector {
                 }
             }
             let this = self.clone();
-            if let Some(swept) = blocking("collected blobs", move || this.drain_queue()).await {
+            let halt = stop.clone();
+            if let Some(swept) = blocking("collected blobs", move || this.drain_queue(&halt)).await
+            {
                 unreported |= swept.files > 0;
                 freed.add(swept);
             }
             if let Some(last) = last.filter(|r| r.finished.is_some() && !orphans_done) {
                 let this = self.clone();
-                let sweep = move || this.sweep_orphans(last.grace);
+                let halt = stop.clone();
+                let sweep = move || this.sweep_orphans(last.grace, &halt);
                 if let Some(swept) = blocking("orphan blob files", sweep).await {
                     freed.add(swept);
                     orphans_done = true;
@@ -397,11 +415,13 @@ impl Collector {
 
     /// Removes the files of blobs collections removed. A file pinned as
     /// just arrived stays queued, and is looked at again next time.
-    fn drain_queue(&self) -> Result<Swept, StorageError> {
+    /// Stops early when `stop` is cancelled (the queue keeps the rest).
+    fn drain_queue(&self, stop: &CancellationToken) -> Result<Swept, StorageError> {
         let mut swept = Swept::default();
         let mut after: Option<Digest> = None;
-        loop {
-            let queued = self.meta.sweep_queue(after.as_ref(), BLOB_PAGE)?;
+        while !stop.is_cancelled() {
+            let started = std::time::Instant::now();
+            let queued = self.meta.sweep_queue(after.as_ref(), SWEEP_STEP)?;
             let Some(last) = queued.last() else {
                 return Ok(swept);
             };
@@ -417,16 +437,23 @@ impl Collector {
                 }
             }
             self.meta.unqueue_sweeps(&done)?;
+            std::thread::sleep(rest_after(started.elapsed()));
         }
+        Ok(swept)
     }
 
     /// Removes files older than `grace` that no metadata names: copies that
     /// arrived after their blob was collected, or that a crash left.
-    fn sweep_orphans(&self, grace: u64) -> Result<Swept, StorageError> {
+    /// Stops early when `stop` is cancelled; the next run looks again.
+    fn sweep_orphans(&self, grace: u64, stop: &CancellationToken) -> Result<Swept, StorageError> {
         let now = now_secs();
         let mut swept = Swept::default();
         let mut after = None;
         loop {
+            if stop.is_cancelled() {
+                return Ok(swept);
+            }
+            let started = std::time::Instant::now();
             let page = self.blobs.local_page(after.as_ref(), BLOB_PAGE)?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
@@ -437,6 +464,7 @@ impl Collector {
                 let named = || Ok(self.meta.blob_record(&digest)?.is_some());
                 swept.count(self.blobs.remove_unless(&digest, named)?);
             }
+            std::thread::sleep(rest_after(started.elapsed()));
         }
         for found in self.blobs.unindexed()? {
             if self.meta.blob_record(&found.digest)?.is_some() {
