@@ -358,6 +358,12 @@ impl Collector {
                 _ = tokio::time::sleep(SWEEP_TICK) => {}
                 _ = stop.cancelled() => return,
             }
+            // Drained first, then attributed to the latest run: a file is
+            // queued by a collection applied after its run's start report,
+            // so the run read afterwards is the one that freed it.
+            let this = self.clone();
+            let halt = stop.clone();
+            let drained = blocking("collected blobs", move || this.drain_queue(&halt)).await;
             let last = match self.meta.gc_state() {
                 Ok(state) => state.last_run,
                 Err(e) => {
@@ -371,10 +377,7 @@ impl Collector {
                         (Some(last.id), false, Swept::default(), true);
                 }
             }
-            let this = self.clone();
-            let halt = stop.clone();
-            if let Some(swept) = blocking("collected blobs", move || this.drain_queue(&halt)).await
-            {
+            if let Some(swept) = drained {
                 unreported |= swept.files > 0;
                 freed.add(swept);
             }
