@@ -181,9 +181,12 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         db.clone(),
         blobs,
         cluster.clone(),
-        config.replication_factor,
-        config.max_manifest_size,
-        config.gc,
+        crate::registry::Settings {
+            replication_factor: config.replication_factor,
+            max_manifest_size: config.max_manifest_size,
+            gc: config.gc,
+            mirrors: crate::registry::mirror::Mirrors::new(config.mirrors.clone()),
+        },
     ));
     let stop = CancellationToken::new();
     let tls = match &config.tls {

@@ -48,6 +48,7 @@ pub(super) struct FileConfig {
     pub(super) drain_timeout: Option<u64>,
     pub(super) idle_timeout: Option<u64>,
     pub(super) linger: Option<u64>,
+    pub(super) mirrors: Option<Vec<super::mirror::MirrorEntry>>,
 }
 
 /// Reads and parses a configuration file; unknown keys are errors.

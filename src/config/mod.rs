@@ -4,10 +4,12 @@
 //! defaults. The command-line parser itself lives in [`crate::cli`].
 //!
 //! `serve` holds the node's options and their resolution, `file` the YAML
-//! keys, `http` the client-connection limits.
+//! keys, `http` the client-connection limits, `mirror` the upstream
+//! registries mirrored (a file-only list).
 
 mod file;
 mod http;
+mod mirror;
 mod serve;
 
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use clap::Args;
 
 use crate::tls::TlsFiles;
 pub use http::HttpArgs;
+pub use mirror::MirrorConfig;
 pub use serve::{ConfigError, ServeArgs, ServeConfig, TokenConfig};
 
 /// A node's HTTPS certificate: `serve` serves it, `health` trusts it.

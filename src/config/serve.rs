@@ -273,6 +273,8 @@ pub struct ServeConfig {
     pub remove_after: Option<Duration>,
     /// Garbage collection: schedule, grace, untagged manifests.
     pub gc: GcConfig,
+    /// Upstream registries mirrored (pull-through), from the file.
+    pub mirrors: Vec<super::MirrorConfig>,
     /// Client connections: header and idle timeouts, lingering close.
     pub conn: ConnLimits,
     /// Request bodies: least rate, and how much is drained after an early
@@ -414,6 +416,7 @@ impl ServeArgs {
                 grace: self.gc_grace.or(file.gc_grace).unwrap_or(3600),
                 untagged: self.gc_untagged || file.gc_untagged.unwrap_or(false),
             },
+            mirrors: super::mirror::resolve(file.mirrors.unwrap_or_default())?,
             remove_after: self
                 .remove_after
                 .or(file.remove_after)
@@ -484,6 +487,7 @@ impl ServeConfig {
             },
             remove_after: None,
             gc: GcConfig::default(),
+            mirrors: Vec::new(),
             conn: ConnLimits::default(),
             body: BodyLimits::default(),
         }

@@ -27,6 +27,7 @@ impl Registry {
         content_type: Option<&str>,
         body: ByteStream,
     ) -> Result<ManifestPushed> {
+        self.check_pushable(repo)?;
         let body = self.read_manifest_body(body).await?;
         let (digest, tag) = match reference {
             Reference::Digest(expected) => {

@@ -4,6 +4,7 @@
 
 mod error;
 mod manifests;
+pub mod mirror;
 mod policies;
 mod uploads;
 
@@ -38,6 +39,15 @@ pub struct Registry {
     repair_stats: RepairStats,
     collector: Arc<Collector>,
     max_manifest_size: usize,
+    mirrors: mirror::Mirrors,
+}
+
+/// A registry's settings, from the node's configuration.
+pub struct Settings {
+    pub replication_factor: ReplicationFactor,
+    pub max_manifest_size: usize,
+    pub gc: GcConfig,
+    pub mirrors: mirror::Mirrors,
 }
 
 /// Whether a read must be provably fresh, or may be answered from what this
@@ -98,21 +108,24 @@ impl Registry {
         db: Db,
         blobs: BlobStore,
         cluster: Arc<Cluster>,
-        factor: ReplicationFactor,
-        max_manifest_size: usize,
-        gc: GcConfig,
+        settings: Settings,
     ) -> Registry {
         let meta = StateMachine::new(db.clone());
-        let collector = Collector::new(meta, cluster.clone(), blobs.clone(), gc);
+        let collector = Collector::new(meta, cluster.clone(), blobs.clone(), settings.gc);
         Registry {
             collector: Arc::new(collector),
             uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
-            replicator: Replicator::new(blobs.clone(), cluster.clone(), factor),
+            replicator: Replicator::new(
+                blobs.clone(),
+                cluster.clone(),
+                settings.replication_factor,
+            ),
             repair_stats: RepairStats::default(),
             blobs,
             meta: StateMachine::new(db),
             cluster,
-            max_manifest_size,
+            max_manifest_size: settings.max_manifest_size,
+            mirrors: settings.mirrors,
         }
     }
 

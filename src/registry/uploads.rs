@@ -32,6 +32,7 @@ pub enum UploadStarted {
 
 impl Registry {
     pub async fn start_upload(&self, repo: &RepoName, how: StartUpload) -> Result<UploadStarted> {
+        self.check_pushable(repo)?;
         self.check_room(repo)?;
         match how {
             StartUpload::Session => Ok(UploadStarted::Session(self.uploads.create(repo)?)),

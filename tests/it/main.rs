@@ -13,6 +13,7 @@ mod gc;
 mod limits;
 mod listings;
 mod manifests;
+mod mirror;
 mod mount;
 mod permissions;
 mod policies;

@@ -1,0 +1,185 @@
+//! Pull-through mirrors of upstream registries: which repository a request
+//! means upstream, in each of the ways real clients address a mirror.
+//!
+//! - A path prefix: `/v2/docker.io/library/alpine/…` (docker, podman and
+//!   CRI-O `registries.conf` locations with a path).
+//! - Docker Engine's `registry-mirrors`: `/v2/library/alpine/…`, no prefix;
+//!   names that are not local repositories go to the default mirror.
+//! - containerd's `hosts.toml`: `/v2/library/alpine/…?ns=docker.io`, the
+//!   upstream named by the `ns` parameter.
+//!
+//! A mirror's namespace is read-only: pushes into it are refused, and every
+//! other repository takes pushes as before.
+
+pub mod upstream;
+
+use super::{Error, Registry, Result};
+use crate::config::MirrorConfig;
+use crate::oci::RepoName;
+
+/// Where a pull through a mirror goes.
+#[derive(Debug, PartialEq)]
+pub struct Target<'a> {
+    pub mirror: &'a MirrorConfig,
+    /// The repository's name upstream.
+    pub remote: String,
+}
+
+/// The node's mirrors.
+#[derive(Clone, Debug, Default)]
+pub struct Mirrors {
+    list: Vec<MirrorConfig>,
+}
+
+impl Mirrors {
+    pub fn new(list: Vec<MirrorConfig>) -> Mirrors {
+        Mirrors { list }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The mirror whose namespace `repo` lies in (`docker.io/library/alpine`):
+    /// such a repository is read-only.
+    pub fn by_prefix(&self, repo: &str) -> Option<Target<'_>> {
+        let (first, rest) = repo.split_once('/')?;
+        let mirror = self.list.iter().find(|m| m.name == first)?;
+        Some(Target {
+            mirror,
+            remote: remote_name(mirror, rest),
+        })
+    }
+
+    /// Where a pull of `repo` goes, if upstream: by its prefix; else by
+    /// containerd's `ns`; else, unless `local` (a repository of that name
+    /// exists here), by the default mirror.
+    pub fn resolve(&self, repo: &str, ns: Option<&str>, local: bool) -> Option<Target<'_>> {
+        if let Some(target) = self.by_prefix(repo) {
+            return Some(target);
+        }
+        if local {
+            return None;
+        }
+        let mirror = match ns {
+            Some(ns) => self.list.iter().find(|m| names(m, ns))?,
+            None => self.list.iter().find(|m| m.default)?,
+        };
+        Some(Target {
+            mirror,
+            remote: remote_name(mirror, repo),
+        })
+    }
+}
+
+impl Registry {
+    /// Refuses to store anything in a mirror's namespace.
+    pub(super) fn check_pushable(&self, repo: &RepoName) -> Result<()> {
+        match self.mirrors.by_prefix(repo.as_str()) {
+            Some(target) => Err(Error::Denied(format!(
+                "{repo} is in the pull-through mirror {} of {}, which takes no pushes; \
+                 push to a repository outside {}/",
+                target.mirror.name, target.mirror.url, target.mirror.name
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether containerd's `ns` (the upstream host of the image reference)
+/// names `mirror`: its name, or its URL's host and port.
+fn names(mirror: &MirrorConfig, ns: &str) -> bool {
+    if mirror.name == ns {
+        return true;
+    }
+    let host = mirror.url.host_str().unwrap_or_default();
+    match mirror.url.port() {
+        Some(port) => ns == format!("{host}:{port}"),
+        None => ns == host,
+    }
+}
+
+/// Docker Hub keeps official images under `library/`: `alpine` there is
+/// `library/alpine`.
+fn remote_name(mirror: &MirrorConfig, name: &str) -> String {
+    let hub = mirror.name == "docker.io"
+        || mirror
+            .url
+            .host_str()
+            .is_some_and(|h| h == "docker.io" || h.ends_with(".docker.io"));
+    match hub && !name.contains('/') {
+        true => format!("library/{name}"),
+        false => name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn mirror(name: &str, url: &str, default: bool) -> MirrorConfig {
+        MirrorConfig {
+            name: name.into(),
+            url: url.parse().unwrap(),
+            default,
+            credentials_file: None,
+            ca: None,
+            tag_ttl: Duration::from_secs(300),
+            anonymous: false,
+        }
+    }
+
+    fn mirrors() -> Mirrors {
+        Mirrors::new(vec![
+            mirror("docker.io", "https://registry-1.docker.io", true),
+            mirror("local-up", "http://127.0.0.1:5001", false),
+        ])
+    }
+
+    fn remote(target: Option<Target<'_>>) -> Option<(String, String)> {
+        target.map(|t| (t.mirror.name.clone(), t.remote))
+    }
+
+    fn pair(name: &str, remote: &str) -> Option<(String, String)> {
+        Some((name.to_owned(), remote.to_owned()))
+    }
+
+    #[test]
+    fn every_way_clients_address_a_mirror() {
+        let m = mirrors();
+        // A path prefix, with Docker Hub's library/ filled in.
+        assert_eq!(
+            remote(m.resolve("docker.io/alpine", None, false)),
+            pair("docker.io", "library/alpine")
+        );
+        assert_eq!(
+            remote(m.resolve("local-up/team/app", None, true)),
+            pair("local-up", "team/app")
+        );
+        // Docker Engine: no prefix, the default mirror, unless local.
+        assert_eq!(
+            remote(m.resolve("library/alpine", None, false)),
+            pair("docker.io", "library/alpine")
+        );
+        assert_eq!(remote(m.resolve("library/alpine", None, true)), None);
+        // containerd: ns by name or by host and port.
+        assert_eq!(
+            remote(m.resolve("team/app", Some("127.0.0.1:5001"), false)),
+            pair("local-up", "team/app")
+        );
+        assert_eq!(
+            remote(m.resolve("team/app", Some("local-up"), false)),
+            pair("local-up", "team/app")
+        );
+        assert_eq!(remote(m.resolve("team/app", Some("quay.io"), false)), None);
+        // Only a mirror's own namespace is read-only.
+        assert!(m.by_prefix("docker.io/library/alpine").is_some());
+        assert!(m.by_prefix("docker.io").is_none());
+        assert!(m.by_prefix("acme/app").is_none());
+        // Without a default, unprefixed names stay local.
+        let no_default = Mirrors::new(vec![mirror("q", "https://quay.io", false)]);
+        assert_eq!(remote(no_default.resolve("a/b", None, false)), None);
+    }
+}
