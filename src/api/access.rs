@@ -134,23 +134,14 @@ pub async fn change(
         AccessChange::PutRobot { robot, .. } => Some(robot.new_secret(now_secs())),
         _ => None,
     };
-    let actor = match &admin {
-        Some(caller) => {
-            let allowed = authn
-                .policy()?
-                .is_some_and(|p| p.may_change(caller, &change));
-            if !allowed {
-                tracing::warn!(target: "berth::audit", %source, actor = caller.subject(), change = change.describe(), "refused an access change");
-                return Err(Error::Denied(format!(
-                    "{} may not {}",
-                    caller.subject(),
-                    change.describe()
-                )));
-            }
-            caller.subject().to_owned()
-        }
-        None => "cluster secret".to_owned(),
+    let admin = match admin {
+        Some(caller) => Actor::Caller(caller),
+        None => Actor::ClusterSecret,
     };
+    admin.require(&authn, source.ip(), &change.describe(), |p, c| {
+        p.may_change(c, &change)
+    })?;
+    let actor = admin.name();
     let describe = change.describe();
     reg.change_access(change).await?;
     tracing::info!(target: "berth::audit", %source, %actor, change = describe, "access changed");

@@ -43,12 +43,7 @@ pub async fn run(
     body: Body,
 ) -> Result<Response, Error> {
     let actor = collector(&reg, &authn, source.ip(), &headers).await?;
-    let body = super::small_body(body).await?;
-    let req: RunRequest = match body.is_empty() {
-        true => RunRequest::default(),
-        false => serde_json::from_slice(&body)
-            .map_err(|e| Error::RequestInvalid(format!("not a collection request: {e}")))?,
-    };
+    let req: RunRequest = super::optional_json(body, "a collection request").await?;
     tracing::info!(target: "berth::audit", %source, %actor, dry_run = req.dry_run, "garbage collection requested");
     Ok(Json(reg.collect_garbage(&req).await?).into_response())
 }

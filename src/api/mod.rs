@@ -227,6 +227,19 @@ async fn small_body(body: Body) -> Result<bytes::Bytes, Error> {
         })
 }
 
+/// A small JSON request body as `T`; an empty body is `T::default()`. A
+/// body that is not one is 400, naming `what` it should have been.
+async fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: Body,
+    what: &str,
+) -> Result<T, Error> {
+    let body = small_body(body).await?;
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| Error::RequestInvalid(format!("not {what}: {e}")))
+}
+
 fn byte_stream(body: Body) -> ByteStream {
     Box::pin(body.into_data_stream().map_err(body::to_io))
 }

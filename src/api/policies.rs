@@ -77,12 +77,7 @@ pub async fn preview(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let body = super::small_body(body).await?;
-    let req: PreviewRequest = match body.is_empty() {
-        true => PreviewRequest::default(),
-        false => serde_json::from_slice(&body)
-            .map_err(|e| Error::RequestInvalid(format!("not a retention preview: {e}")))?,
-    };
+    let req: PreviewRequest = super::optional_json(body, "a retention preview").await?;
     let scope = req.scope.as_deref().map(Resource::from_scope);
     let actor = actor(&reg, &authn, source.ip(), &headers).await?;
     let what = match &scope {
