@@ -148,18 +148,25 @@ impl StateMachine {
         rule: Option<&RetentionRule>,
         now: u64,
     ) -> Result<RetentionPlan, DbError> {
-        let stored;
-        let rule = match rule {
-            Some(rule) => rule,
-            None => match self.retention_rule(repo)? {
-                Some(rule) => {
-                    stored = rule;
-                    &stored
-                }
-                None => return Ok(RetentionPlan::default()),
-            },
+        let stored = match rule {
+            Some(_) => None,
+            None => self.retention_rule(repo)?,
         };
-        let tags = self.tags_pushed(repo)?;
+        let Some(rule) = rule.or(stored.as_ref()) else {
+            return Ok(RetentionPlan::default());
+        };
+        self.plan_tags(repo, rule, &self.tags_pushed(repo)?, now)
+    }
+
+    /// What `rule` does at `now` to `tags`, `repo`'s tags with their
+    /// digests and push times.
+    fn plan_tags(
+        &self,
+        repo: &RepoName,
+        rule: &RetentionRule,
+        tags: &[(Tag, Digest, u64)],
+        now: u64,
+    ) -> Result<RetentionPlan, DbError> {
         let times: Vec<(Tag, u64)> = tags.iter().map(|(t, _, p)| (t.clone(), *p)).collect();
         let outside: BTreeSet<&Tag> = rule.outside(&times, now).into_iter().collect();
         let mut plan = RetentionPlan::default();
@@ -240,29 +247,29 @@ impl StateMachine {
         }
         let mut tally = UsageTally::default();
         for (repo, listed) in by_repo {
-            let plan = self.retention_plan(repo, None, r.at)?;
-            let doomed: Vec<&RetainedTag> = plan
+            let Some(rule) = self.retention_rule(repo)? else {
+                continue;
+            };
+            let tags = self.tags_pushed(repo)?;
+            let plan = self.plan_tags(repo, &rule, &tags, r.at)?;
+            let doomed: BTreeSet<(&Tag, &Digest)> = plan
                 .remove
                 .iter()
-                .filter(|t| listed.contains(&(&t.tag, &t.digest)))
+                .map(|t| (&t.tag, &t.digest))
+                .filter(|t| listed.contains(t))
                 .collect();
-            if doomed.is_empty() {
-                continue;
+            for (tag, _) in &doomed {
+                self.remove_tag(batch, repo, tag);
             }
-            for t in &doomed {
-                self.remove_tag(batch, repo, &t.tag);
-            }
-            let gone: BTreeSet<&Tag> = doomed.iter().map(|t| &t.tag).collect();
-            let still_tagged: BTreeSet<Digest> = self
-                .tags_pushed(repo)?
-                .into_iter()
-                .filter(|(t, _, _)| !gone.contains(t))
+            let still_tagged: BTreeSet<&Digest> = tags
+                .iter()
+                .filter(|(t, d, _)| !doomed.contains(&(t, d)))
                 .map(|(_, d, _)| d)
                 .collect();
             let untagged: BTreeSet<&Digest> = doomed
                 .iter()
-                .map(|t| &t.digest)
-                .filter(|d| !still_tagged.contains(*d))
+                .map(|(_, d)| *d)
+                .filter(|d| !still_tagged.contains(d))
                 .collect();
             for digest in untagged {
                 if self.parents(repo, digest)?.is_empty() {
