@@ -11,7 +11,7 @@ pub mod policy;
 pub mod rules;
 pub mod token;
 
-pub use header::{basic_credentials, bearer_token, challenge_params, REALM};
+pub use header::{basic_credentials, bearer_token, REALM};
 pub use htpasswd::{Htpasswd, HtpasswdError};
 pub use limit::LoginLimiter;
 pub use policy::{Caller, Policy};

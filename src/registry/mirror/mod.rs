@@ -11,8 +11,6 @@
 //! A mirror's namespace is read-only: pushes into it are refused, and every
 //! other repository takes pushes as before.
 
-pub mod upstream;
-
 use super::{Error, Registry, Result};
 use crate::config::MirrorConfig;
 use crate::oci::RepoName;
@@ -34,10 +32,6 @@ pub struct Mirrors {
 impl Mirrors {
     pub fn new(list: Vec<MirrorConfig>) -> Mirrors {
         Mirrors { list }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
     }
 
     /// The mirror whose namespace `repo` lies in (`docker.io/library/alpine`):
