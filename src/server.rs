@@ -43,6 +43,8 @@ pub enum ServeError {
     Tls(String),
     #[error("cannot set up authentication: {0}")]
     Auth(String),
+    #[error("cannot set up a mirror: {0}")]
+    Mirror(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
 }
@@ -167,16 +169,23 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         BlobService::new(blobs.clone()),
         secret_check(secret.clone()),
     );
+    let late = crate::registry::mirror::service::Late::default();
+    let mirror_service = tonic::service::interceptor::InterceptedService::new(
+        crate::registry::mirror::service::MirrorService::new(late.clone()),
+        secret_check(secret.clone()),
+    );
+    let mirrors = crate::registry::mirror::Mirrors::new(config.mirrors.clone())
+        .map_err(ServeError::Mirror)?;
     let cluster = Cluster::start(
         db.clone(),
         layout.clone(),
         cluster_config,
         peer_listener,
         secret,
-        tonic::service::Routes::new(blob_service),
+        tonic::service::Routes::new(blob_service).add_service(mirror_service),
     )
     .await?;
-    let registry = Arc::new(Registry::new(
+    let registry = Registry::new(
         layout,
         db.clone(),
         blobs,
@@ -185,9 +194,10 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
             replication_factor: config.replication_factor,
             max_manifest_size: config.max_manifest_size,
             gc: config.gc,
-            mirrors: crate::registry::mirror::Mirrors::new(config.mirrors.clone()),
+            mirrors,
         },
-    ));
+    );
+    let _ = late.set(Arc::downgrade(&registry));
     let stop = CancellationToken::new();
     let tls = match &config.tls {
         Some(files) => Some(

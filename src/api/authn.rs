@@ -25,6 +25,14 @@ pub enum Need {
     Repository { name: String, action: &'static str },
     /// The repository list, which shows each caller what it may read.
     Catalog,
+    /// A pull through a mirror of `name` (as the client named it), cached
+    /// in `cache`: reading `cache` is what the rules ask, unless the mirror
+    /// lets anyone pull.
+    Mirror {
+        name: String,
+        cache: String,
+        anonymous: bool,
+    },
 }
 
 impl Need {
@@ -32,6 +40,7 @@ impl Need {
         let (kind, name, action) = match self {
             Need::SignedIn => return None,
             Need::Repository { name, action } => ("repository", name.as_str(), *action),
+            Need::Mirror { name, .. } => ("repository", name.as_str(), "pull"),
             Need::Catalog => ("registry", "catalog", "*"),
         };
         Some(Access {
@@ -356,6 +365,9 @@ fn allowed(policy: &Policy, caller: &Caller, need: &Need) -> bool {
     match need {
         Need::SignedIn => *caller != Caller::Anonymous,
         Need::Repository { name, action } => policy.allows(caller, name, action),
+        Need::Mirror {
+            cache, anonymous, ..
+        } => *anonymous || policy.allows(caller, cache, "pull"),
         Need::Catalog => true,
     }
 }
@@ -365,6 +377,15 @@ fn grants(grant: &Grant, need: &Need) -> bool {
     match need {
         Need::SignedIn => true,
         Need::Repository { name, action } => grant.allows("repository", name, action),
+        Need::Mirror {
+            name,
+            cache,
+            anonymous,
+        } => {
+            *anonymous
+                || grant.allows("repository", name, "pull")
+                || grant.allows("repository", cache, "pull")
+        }
         Need::Catalog => grant.allows("registry", "catalog", "*"),
     }
 }
@@ -381,6 +402,7 @@ fn what(need: &Need) -> String {
     match need {
         Need::SignedIn => "use the registry".into(),
         Need::Repository { name, action } => format!("{action} {name}"),
+        Need::Mirror { name, cache, .. } => format!("pull {name} (through the mirror, {cache})"),
         Need::Catalog => "list repositories".into(),
     }
 }

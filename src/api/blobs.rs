@@ -10,10 +10,12 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use super::empty;
 use super::headers::{blob_range, value, DOCKER_CONTENT_DIGEST};
 use crate::oci::{media, Digest, RepoName};
+use crate::registry::mirror::Pull;
 use crate::registry::{Error, Registry};
 
 pub async fn get(
     reg: &Registry,
+    via: Option<&Pull>,
     repo: &RepoName,
     digest: &Digest,
     headers: &HeaderMap,
@@ -23,10 +25,16 @@ pub async fn get(
     // HEAD has no range (RFC 9110 §14.2).
     let range = (!head).then(|| blob_range(headers, &etag)).flatten();
     let (status, size, body, content_range) = if head {
-        let size = reg.stat_blob(repo, digest).await?;
+        let size = match via {
+            Some(pull) => reg.pull_blob_size(pull, digest).await?,
+            None => reg.stat_blob(repo, digest).await?,
+        };
         (StatusCode::OK, size, Body::empty(), None)
     } else {
-        let read = reg.read_blob(repo, digest, range).await?;
+        let read = match via {
+            Some(pull) => reg.pull_blob(pull, digest, range).await?,
+            None => reg.read_blob(repo, digest, range).await?,
+        };
         match read.range {
             Some((first, last)) => (
                 StatusCode::PARTIAL_CONTENT,

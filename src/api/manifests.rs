@@ -8,17 +8,22 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use super::empty;
 use super::headers::{accept, content_type, value, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use crate::oci::{Reference, RepoName};
+use crate::registry::mirror::Pull;
 use crate::registry::{Error, Registry};
 use crate::storage::ByteStream;
 
 pub async fn get(
     reg: &Registry,
+    via: Option<&Pull>,
     repo: &RepoName,
     reference: &Reference,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, Error> {
-    let found = reg.get_manifest(repo, reference, accept(headers)).await?;
+    let found = match via {
+        Some(pull) => reg.pull_manifest(pull, reference, accept(headers)).await?,
+        None => reg.get_manifest(repo, reference, accept(headers)).await?,
+    };
     let len = found.record.body.len();
     let body = if head {
         Body::empty()

@@ -15,6 +15,7 @@ pub mod headers;
 mod health;
 mod listings;
 mod manifests;
+mod mirrors;
 mod params;
 mod policies;
 pub mod proxy;
@@ -78,6 +79,7 @@ pub fn router(
             axum::routing::post(policies::preview),
         )
         .route("/_berth/quotas", axum::routing::get(policies::quotas))
+        .route("/_berth/mirrors", axum::routing::get(mirrors::status))
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))
@@ -113,8 +115,17 @@ async fn dispatch(
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method, parts.headers);
+    let via = pull_through(&reg, &route, &method, &params)?;
+    let need = match &via {
+        Some(pull) => authn::Need::Mirror {
+            name: route.repo().map(ToString::to_string).unwrap_or_default(),
+            cache: pull.cache.to_string(),
+            anonymous: pull.mirror.config.anonymous,
+        },
+        None => need(&route, &method),
+    };
     let authorized = authn
-        .check_caught_up(&reg, source.ip(), &headers, &need(&route, &method))
+        .check_caught_up(&reg, source.ip(), &headers, &need)
         .await?;
     let body = byte_stream(body);
     let reg = reg.as_ref();
@@ -130,7 +141,8 @@ async fn dispatch(
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(base()),
         (Route::Manifest { repo, reference }, m @ (Method::GET | Method::HEAD)) => {
-            manifests::get(reg, &repo, &reference, &headers, m == Method::HEAD).await
+            let head = m == Method::HEAD;
+            manifests::get(reg, via.as_ref(), &repo, &reference, &headers, head).await
         }
         (Route::Manifest { repo, reference }, Method::PUT) => {
             manifests::put(reg, &repo, &reference, &headers, body).await
@@ -139,7 +151,15 @@ async fn dispatch(
             manifests::delete(reg, &repo, &reference).await
         }
         (Route::Blob { repo, digest }, m @ (Method::GET | Method::HEAD)) => {
-            blobs::get(reg, &repo, &digest, &headers, m == Method::HEAD).await
+            blobs::get(
+                reg,
+                via.as_ref(),
+                &repo,
+                &digest,
+                &headers,
+                m == Method::HEAD,
+            )
+            .await
         }
         (Route::Blob { repo, digest }, Method::DELETE) => blobs::delete(reg, &repo, &digest).await,
         (Route::UploadStart { repo }, Method::POST) => {
@@ -173,18 +193,30 @@ async fn dispatch(
     }
 }
 
+/// The mirror a read goes through, if it is a pull through one: manifest
+/// and blob reads, addressed by prefix, by containerd's `ns`, or by the
+/// default mirror.
+fn pull_through(
+    reg: &Registry,
+    route: &Route,
+    method: &Method,
+    params: &Params,
+) -> Result<Option<crate::registry::mirror::Pull>, Error> {
+    match (route, method) {
+        (Route::Manifest { repo, .. } | Route::Blob { repo, .. }, &Method::GET | &Method::HEAD) => {
+            reg.pull_target(repo, params.get("ns"))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// What a request needs its caller to be allowed.
 fn need(route: &Route, method: &Method) -> authn::Need {
     use authn::Need;
-    let repo = match route {
-        Route::Base => return Need::SignedIn,
-        Route::Catalog => return Need::Catalog,
-        Route::Tags { repo }
-        | Route::Manifest { repo, .. }
-        | Route::UploadStart { repo }
-        | Route::Upload { repo, .. }
-        | Route::Blob { repo, .. }
-        | Route::Referrers { repo, .. } => repo,
+    let repo = match (route, route.repo()) {
+        (_, Some(repo)) => repo,
+        (Route::Catalog, None) => return Need::Catalog,
+        (_, None) => return Need::SignedIn,
     };
     let action = match (route, method) {
         (Route::UploadStart { .. } | Route::Upload { .. }, _) => "push",

@@ -50,6 +50,21 @@ pub enum Route {
     },
 }
 
+impl Route {
+    /// The repository the route is about; `None` for the base and catalog.
+    pub fn repo(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags { repo }
+            | Route::Manifest { repo, .. }
+            | Route::UploadStart { repo }
+            | Route::Upload { repo, .. }
+            | Route::Blob { repo, .. }
+            | Route::Referrers { repo, .. } => Some(repo),
+        }
+    }
+}
+
 /// Parses a request path into a route; malformed parts get their OCI error.
 /// `write` says whether the request would store something: a malformed tag
 /// is then an invalid push (400), while for a read it names no manifest (404).

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, RawQuery};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use http::header::AUTHORIZATION;
@@ -20,12 +20,13 @@ use super::authn::{basic_challenge, Authn};
 use super::ClientAddr;
 use crate::auth::token::{Access, Tokens, ACCESS_TTL};
 use crate::auth::{Caller, Policy};
-use crate::registry::Error;
+use crate::registry::{Error, Registry};
 
 /// Actions a signed-in user may be granted on a repository.
 const REPOSITORY_ACTIONS: [&str; 4] = ["pull", "push", "delete", "*"];
 
 pub async fn get(
+    State(reg): State<Arc<Registry>>,
     Extension(authn): Extension<Authn>,
     ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
     RawQuery(query): RawQuery,
@@ -43,7 +44,7 @@ pub async fn get(
         .into_iter()
         .filter_map(Access::parse_scope)
         .collect();
-    let token = sign(tokens, &policy, &caller, scopes)?;
+    let token = sign(tokens, &policy, &reg, &caller, scopes)?;
     let mut body = json!({ "token": token, "access_token": token, "expires_in": ACCESS_TTL });
     if form.get("offline_token") == Some("true") && caller != Caller::Anonymous {
         body["refresh_token"] = tokens.refresh_token(caller.subject()).into();
@@ -52,6 +53,7 @@ pub async fn get(
 }
 
 pub async fn post(
+    State(reg): State<Arc<Registry>>,
     Extension(authn): Extension<Authn>,
     ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
     body: Body,
@@ -93,7 +95,7 @@ pub async fn post(
     };
     let scope = form.get("scope").unwrap_or_default();
     let scopes = scope.split(' ').filter_map(Access::parse_scope).collect();
-    let token = sign(tokens, &policy, &caller, scopes)?;
+    let token = sign(tokens, &policy, &reg, &caller, scopes)?;
     let mut body = json!({ "access_token": token, "expires_in": ACCESS_TTL, "scope": scope });
     if form.get("grant_type") == Some("password") && form.get("access_type") == Some("offline") {
         body["refresh_token"] = tokens.refresh_token(caller.subject()).into();
@@ -118,15 +120,26 @@ fn issuer(authn: &Authn) -> Result<(&Tokens, Arc<Policy>), Error> {
 fn sign(
     tokens: &Tokens,
     policy: &Policy,
+    reg: &Registry,
     caller: &Caller,
     asked: Vec<Access>,
 ) -> Result<String, Error> {
+    // A pull of a name served through a mirror is judged on the mirror's
+    // cache repository, as the request itself will be.
+    let mirror_pull = |name: &str| {
+        let Some(Ok(Some(pull))) = name.parse().ok().map(|n| reg.pull_target(&n, None)) else {
+            return false;
+        };
+        pull.mirror.config.anonymous || policy.allows(caller, pull.cache.as_str(), "pull")
+    };
     let granted = asked
         .into_iter()
         .filter_map(|mut a| {
             match a.kind.as_str() {
                 "repository" => a.actions.retain(|x| {
-                    REPOSITORY_ACTIONS.contains(&x.as_str()) && policy.allows(caller, &a.name, x)
+                    REPOSITORY_ACTIONS.contains(&x.as_str())
+                        && (policy.allows(caller, &a.name, x)
+                            || (x == "pull" && mirror_pull(&a.name)))
                 }),
                 "registry" if a.name == "catalog" => a.actions.retain(|x| x == "*"),
                 _ => return None,

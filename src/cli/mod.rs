@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod gc;
 pub mod health;
+pub mod mirror;
 pub mod policy;
 pub mod quota;
 pub mod retention;
@@ -91,6 +92,14 @@ pub enum Command {
         #[command(subcommand)]
         action: quota::QuotaAction,
     },
+    /// Pull-through mirrors of upstream registries: what each has cached,
+    /// its hits and misses, and its last upstream error.
+    Mirror {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        action: mirror::MirrorAction,
+    },
 }
 
 /// Runs the command given; logging is already set up.
@@ -104,6 +113,7 @@ pub async fn run(command: Command) -> CliResult<()> {
         Command::Policy { conn, action } => policy::run(conn, action).await,
         Command::Retention { conn, action } => retention::run(conn, action).await,
         Command::Quota { conn, action } => quota::run(conn, action).await,
+        Command::Mirror { conn, action } => mirror::run(conn, action).await,
     }
 }
 

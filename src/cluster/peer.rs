@@ -15,6 +15,7 @@ use tonic::transport::{
 
 use super::pb::blobs_client::BlobsClient;
 use super::pb::cluster_client::ClusterClient;
+use super::pb::mirrors_client::MirrorsClient;
 use super::pb::raft_client::RaftClient;
 use super::types::NodeId;
 
@@ -127,6 +128,10 @@ impl PeerClient {
 
     pub fn blobs(&self) -> BlobsClient<Channel> {
         BlobsClient::new(self.channel.clone())
+    }
+
+    pub fn mirrors(&self) -> MirrorsClient<Channel> {
+        MirrorsClient::new(self.channel.clone())
     }
 
     pub fn cluster(&self) -> ClusterClient<Channel> {

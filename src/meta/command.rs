@@ -64,6 +64,10 @@ pub enum Command {
     /// Retention's decision. Applying it evaluates the rules again and
     /// removes only tags still outside them.
     Retain(super::retention::Retain),
+    /// A manifest a pull-through mirror fetched from its upstream, and
+    /// the tag it had there. Stored as the upstream holds it: its blobs
+    /// and children are fetched when first pulled, not before.
+    CacheManifest(PutManifest),
 }
 
 /// Blobs and manifests a collection found to be garbage at `at`, with the

@@ -63,6 +63,30 @@ impl StateMachine {
             .transpose()
     }
 
+    /// The repositories under `namespace/`, the distinct blobs they link
+    /// and those blobs' bytes. A full scan of the namespace: for status
+    /// reports, not for requests.
+    pub fn namespace_content(&self, namespace: &str) -> Result<NamespaceContent, DbError> {
+        let prefix = format!("{namespace}/");
+        let mut sizes = std::collections::BTreeMap::new();
+        for (key, value) in
+            self.db
+                .scan_prefix(Cf::RepoBlobs, prefix.as_bytes(), None, usize::MAX)?
+        {
+            let size = keys::parse_u64(&value).ok_or_else(|| corrupt("blob link", "bad size"))?;
+            sizes.insert(keys::last_part(&key).to_vec(), size);
+        }
+        let repositories = self
+            .db
+            .scan_prefix(Cf::Repos, prefix.as_bytes(), None, usize::MAX)?
+            .len() as u64;
+        Ok(NamespaceContent {
+            repositories,
+            blobs: sizes.len() as u64,
+            bytes: sizes.values().sum(),
+        })
+    }
+
     /// The size of a blob if any repository holds it.
     pub fn blob_known(&self, digest: &Digest) -> Result<Option<u64>, DbError> {
         Ok(self.blob_record(digest)?.map(|(size, _)| size))
@@ -232,6 +256,14 @@ fn corrupt(what: &'static str, e: impl ToString) -> DbError {
         what,
         reason: e.to_string(),
     }
+}
+
+/// What a namespace holds, as [`StateMachine::namespace_content`] counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceContent {
+    pub repositories: u64,
+    pub blobs: u64,
+    pub bytes: u64,
 }
 
 #[cfg(test)]

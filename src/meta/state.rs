@@ -99,7 +99,8 @@ impl StateMachine {
                 }
                 self.unlink_repo(batch, repo, digest);
             }
-            Command::PutManifest(put) => self.put_manifest(batch, put)?,
+            Command::PutManifest(put) => self.put_manifest(batch, put, Origin::Push)?,
+            Command::CacheManifest(put) => self.put_manifest(batch, put, Origin::Upstream)?,
             Command::DeleteManifest { repo, digest } => {
                 self.delete_manifest(batch, repo, digest, 0)?
             }
@@ -148,7 +149,23 @@ impl StateMachine {
         Ok(())
     }
 
-    fn put_manifest(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<(), Staged> {
+    fn put_manifest(
+        &self,
+        batch: &mut WriteBatch,
+        put: &PutManifest,
+        origin: Origin,
+    ) -> Result<(), Staged> {
+        let repo = &put.repo;
+        if origin == Origin::Push {
+            self.check_push(batch, put)?;
+        }
+        self.ensure_repo(batch, repo, put.at)?;
+        self.store_manifest(batch, put)
+    }
+
+    /// A pushed manifest's checks: every blob and child in the repository,
+    /// no immutable tag moved, the namespace's quota kept (charged here).
+    fn check_push(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<(), Staged> {
         let repo = &put.repo;
         for blob in &put.blobs {
             if self.blob_link(repo, blob)?.is_none() {
@@ -174,7 +191,12 @@ impl StateMachine {
             }
             .into());
         }
-        self.ensure_repo(batch, repo, put.at)?;
+        Ok(())
+    }
+
+    /// Stores a manifest's record, tag, referrer entry and references.
+    fn store_manifest(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<(), Staged> {
+        let repo = &put.repo;
         let created = match self.manifest(repo, &put.digest)? {
             Some(existing) => existing.created,
             None => put.at,
@@ -278,6 +300,14 @@ impl StateMachine {
         }
         self.remove_manifest_refs(batch, repo, digest, &refs, at, tally)
     }
+}
+
+/// Where a manifest comes from: a client's push is checked; an upstream's,
+/// fetched by a mirror, is stored as the upstream holds it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Push,
+    Upstream,
 }
 
 /// Why staging stopped: a deterministic rejection or a database fault.

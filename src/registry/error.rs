@@ -86,6 +86,10 @@ pub enum Error {
     AccessUnknown(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A pull-through mirror's upstream failed, refused berth, or sent
+    /// what does not match its digest; nothing of it was cached.
+    #[error("{0}")]
+    Upstream(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -122,7 +126,7 @@ impl Error {
             Unauthorized { .. } => ErrorCode::Unauthorized,
             TooManyRequests { .. } => ErrorCode::TooManyRequests,
             Denied(_) | Immutable(_) => ErrorCode::Denied,
-            Unavailable(_) => ErrorCode::Unavailable,
+            Unavailable(_) | Upstream(_) => ErrorCode::Unavailable,
             Internal(_) => ErrorCode::Unknown,
         }
     }
@@ -150,6 +154,7 @@ impl Error {
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Denied(_) | Immutable(_) => StatusCode::FORBIDDEN,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Upstream(_) => StatusCode::BAD_GATEWAY,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             NameInvalid(_)
             | AccessInvalid(_)

@@ -40,6 +40,10 @@ pub struct Registry {
     collector: Arc<Collector>,
     max_manifest_size: usize,
     mirrors: mirror::Mirrors,
+    /// Blobs this node is fetching from upstreams.
+    flights: Arc<mirror::Flights>,
+    /// The registry itself, for work that outlives a request.
+    me: std::sync::Weak<Registry>,
 }
 
 /// A registry's settings, from the node's configuration.
@@ -109,10 +113,10 @@ impl Registry {
         blobs: BlobStore,
         cluster: Arc<Cluster>,
         settings: Settings,
-    ) -> Registry {
+    ) -> Arc<Registry> {
         let meta = StateMachine::new(db.clone());
         let collector = Collector::new(meta, cluster.clone(), blobs.clone(), settings.gc);
-        Registry {
+        Arc::new_cyclic(|me| Registry {
             collector: Arc::new(collector),
             uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
             replicator: Replicator::new(
@@ -126,7 +130,16 @@ impl Registry {
             cluster,
             max_manifest_size: settings.max_manifest_size,
             mirrors: settings.mirrors,
-        }
+            flights: Arc::default(),
+            me: me.clone(),
+        })
+    }
+
+    /// The registry behind `&self`, for a task that outlives the request.
+    fn handle(&self) -> Arc<Registry> {
+        self.me
+            .upgrade()
+            .expect("a registry serving a request is alive")
     }
 
     /// Whether this node can serve; the reason when it cannot.

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod layout;
 pub mod mirror;
 pub mod pins;
+pub mod spool;
 pub mod stream;
 pub mod sweep;
 pub mod uploads;
@@ -23,6 +24,7 @@ pub use blobs::{BlobStore, LocalBlob};
 pub use layout::Layout;
 pub use mirror::{Mirror, MirrorSink, Mirrored};
 pub use pins::Hold;
+pub use spool::{Follow, Spool};
 pub use sweep::{Removal, Swept};
 pub use uploads::{UploadId, Uploads};
 

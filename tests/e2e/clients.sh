@@ -140,69 +140,6 @@ scenario_podman() {
 
 # ---------------------------------------------------------------- containerd
 
-CTR_SOCKET=
-
-containerd_config() {
-    local dir=$1
-    cat <<EOF
-version = 2
-root = "$dir/root"
-state = "$dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = "$dir/containerd.sock"
-
-[ttrpc]
-  address = "$dir/containerd.ttrpc.sock"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$dir/opt"
-EOF
-}
-
-ctr_cmd() {
-    CONTAINERD_SNAPSHOTTER=native bounded ctr --address "$CTR_SOCKET" --namespace e2e "$@"
-}
-
-ctr_answers_or_exited() {
-    pid_gone "$1" || ctr_cmd version >/dev/null 2>&1
-}
-
-# containerd_start: a private containerd in $SCENARIO_DIR/containerd, stopped on exit.
-containerd_start() {
-    local dir=$SCENARIO_DIR/containerd pid
-    mkdir -p "$dir"
-    containerd_config "$dir" >"$dir/config.toml"
-    containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
-    pid=$!
-    defer stop_pid "$pid"
-    CTR_SOCKET=$dir/containerd.sock
-    if ! wait_until 30 "containerd" ctr_answers_or_exited "$pid" || pid_gone "$pid"; then
-        die "containerd did not start: $(tail -n 5 "$dir/containerd.log")"
-    fi
-}
-
-# ctr_transfer push|pull ARGS...: `ctr images push|pull`, retried once when it fails with a
-# gRPC error between ctr and containerd ("rpc error: code = Internal desc = unexpected
-# EOF" reading local content, seen under load): that is not the registry's fault.
-ctr_transfer() {
-    local log=$SCENARIO_DIR/ctr-$1.log status=0
-    ctr_cmd images "$@" 2>&1 | tee "$log" || status=$?
-    ((status != 0)) || return 0
-    if grep -q 'rpc error: code = Internal' "$log"; then
-        echo "# containerd-internal error, retrying once"
-        status=0
-        ctr_cmd images "$@" 2>&1 | tee "$log" || status=$?
-    fi
-    ((status == 0)) || die "ctr images $1 failed: $(tail -n 1 "$log")"
-}
-
-# ctr_image_digest REF: the target digest of a containerd image.
-ctr_image_digest() {
-    ctr_cmd images ls "name==$1" | awk 'NR == 2 { print $3 }'
-}
-
 # ctr_has_content DIGEST: the blob is in containerd's content store.
 ctr_has_content() {
     ctr_cmd content get "$1" >/dev/null 2>&1

@@ -25,21 +25,6 @@ PASSWORD='a long password for alice'
 CERTS=   # the CA and the node's certificate; also a cert dir for skopeo and podman
 REGISTRY_URL=
 
-# make_certs DIR: a CA, and a certificate for 127.0.0.1 and localhost it signed.
-make_certs() {
-    local dir=$1
-    mkdir -p "$dir"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj "/CN=berth e2e CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj "/CN=berth e2e" -keyout "$dir/node.key" -out "$dir/node.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$dir/san.ext"
-    openssl x509 -req -in "$dir/node.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
-        -CAcreateserial -days 2 -extfile "$dir/san.ext" -out "$dir/node.crt" 2>/dev/null
-    # skopeo and podman read a directory: *.crt files are CAs to trust.
-    mkdir -p "$dir/trust" && cp "$dir/ca.crt" "$dir/trust/ca.crt"
-}
-
 secure_answers() {
     [[ $(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$CERTS/ca.crt" \
         "$REGISTRY_URL/healthz" 2>/dev/null) == 200 ]]

@@ -25,3 +25,4 @@ mod restart;
 mod reuse;
 mod tls;
 mod uploads;
+mod upstream;

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
+use serde_json::{json, Value};
+
 use crate::common::*;
+use crate::upstream::{Auth, FakeUpstream};
 
 #[tokio::test]
 async fn a_mirror_namespace_refuses_pushes_and_the_rest_take_them() {
@@ -46,4 +49,334 @@ async fn a_mirror_namespace_refuses_pushes_and_the_rest_take_them() {
     // A name that only starts like the mirror is no part of it.
     node.push_image("docker.iox/app", "v1").await;
     node.push_image("acme/app", "v1").await;
+}
+
+/// The mirror list of a configuration file, resolved as `berth serve`
+/// resolves it.
+fn mirrors_from(yaml: &str) -> Vec<berth::config::MirrorConfig> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let args = berth::config::ServeArgs {
+        config: Some(file),
+        data_dir: Some(dir.path().join("data")),
+        plain_http: Some(true),
+        ..Default::default()
+    };
+    args.resolve().unwrap().mirrors
+}
+
+/// One upstream named `up`, the default, anonymous pulls allowed.
+fn mirror_of(upstream: &FakeUpstream, ttl: u64) -> Vec<berth::config::MirrorConfig> {
+    mirrors_from(&format!(
+        "mirrors:\n  - name: up\n    url: {}\n    default: true\n    anonymous: true\n    tag-ttl: {ttl}\n",
+        upstream.url()
+    ))
+}
+
+async fn mirror_node(mirrors: Vec<berth::config::MirrorConfig>) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.mirrors = mirrors;
+    TestNode::start_with(dir, config).await
+}
+
+/// The digest a manifest read answers with, or its status.
+async fn manifest_digest(node: &TestNode, path: &str) -> Result<String, u16> {
+    let resp = send(node.get(path).header("accept", OCI_MANIFEST)).await;
+    match resp.status().as_u16() {
+        200 => {
+            let digest = header(&resp, "docker-content-digest");
+            let body = resp.bytes().await.unwrap();
+            assert_eq!(sha256(&body), digest);
+            Ok(digest)
+        }
+        s => Err(s),
+    }
+}
+
+/// A whole blob's bytes through `node`, or why it failed.
+async fn blob_bytes(node: &TestNode, path: &str) -> Result<Vec<u8>, String> {
+    let resp = node.get(path).send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    resp.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| e.to_string())
+}
+
+async fn status_of(node: &TestNode) -> Value {
+    json_body(send(node.get("/_berth/mirrors")).await).await[0].clone()
+}
+
+#[tokio::test]
+async fn pulls_come_through_every_address_once_and_then_from_the_cache() {
+    let upstream = FakeUpstream::start(Auth::Bearer, Duration::ZERO).await;
+    let image = upstream.add_image(
+        "team/app",
+        "v1",
+        vec![random_blob(300_000), random_blob(1000)],
+    );
+    let node = mirror_node(mirror_of(&upstream, 300)).await;
+
+    // By prefix, through the upstream's token flow.
+    let by_prefix = manifest_digest(&node, "/v2/up/team/app/manifests/v1").await;
+    assert_eq!(by_prefix, Ok(image.digest.clone()));
+    for (digest, bytes) in image.layers.iter().chain([&image.config]) {
+        let got = blob_bytes(&node, &format!("/v2/up/team/app/blobs/{digest}")).await;
+        assert_eq!(got.as_deref(), Ok(&bytes[..]), "{digest}");
+    }
+    // Docker Engine's registry-mirrors (no prefix, the default mirror) and
+    // containerd's ns, by the upstream's host and port.
+    assert_eq!(
+        manifest_digest(&node, "/v2/team/app/manifests/v1").await,
+        by_prefix
+    );
+    let ns = format!(
+        "/v2/team/app/manifests/{}?ns={}",
+        image.digest, upstream.addr
+    );
+    assert_eq!(manifest_digest(&node, &ns).await, by_prefix);
+    for (digest, bytes) in &image.layers {
+        let got = blob_bytes(&node, &format!("/v2/team/app/blobs/{digest}")).await;
+        assert_eq!(got.as_deref(), Ok(&bytes[..]));
+        let head = send(node.head(&format!("/v2/team/app/blobs/{digest}?ns=up"))).await;
+        assert_eq!(header(&head, "content-length"), bytes.len().to_string());
+    }
+    // Every blob and the tag came from upstream once; the token was fetched
+    // once and then reused.
+    for (digest, _) in image.layers.iter().chain([&image.config]) {
+        assert_eq!(
+            upstream.count("GET", &format!("/blobs/{digest}")),
+            1,
+            "{digest}"
+        );
+    }
+    assert_eq!(upstream.count("GET", "/manifests/v1"), 1);
+    assert_eq!(upstream.count("GET", "/token"), 1, "{:?}", upstream.hits());
+
+    let status = status_of(&node).await;
+    assert_eq!(status["name"], "up");
+    assert_eq!(status["cached_blobs"], 3);
+    assert_eq!(status["cached_repositories"], 1);
+    assert!(status["hits"].as_u64().unwrap() >= 4, "{status}");
+    assert_eq!(status["misses"], 1 + 3, "{status}");
+    assert_eq!(
+        status["upstream_bytes"],
+        image
+            .layers
+            .iter()
+            .chain([&image.config])
+            .map(|(_, b)| b.len())
+            .sum::<usize>()
+    );
+    // The cache is a repository like any other for reads.
+    let tags = json_body(send(node.get("/v2/up/team/app/tags/list")).await).await;
+    assert_eq!(tags["tags"], json!(["v1"]));
+    // What the upstream does not have is 404, as from any registry.
+    assert_eq!(
+        manifest_digest(&node, "/v2/up/team/app/manifests/nope").await,
+        Err(404)
+    );
+    let missing = format!("/v2/up/team/app/blobs/{}", sha256(b"missing"));
+    assert_oci_error(send(node.get(&missing)).await, 404, "BLOB_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn a_moved_tag_is_seen_after_its_ttl_and_a_dead_upstream_serves_the_cache() {
+    let mut upstream = FakeUpstream::start(Auth::Basic, Duration::ZERO).await;
+    let first = upstream.add_image("app", "v1", vec![random_blob(1000)]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("creds"), "mirror:secret\n").unwrap();
+    let mirrors = mirrors_from(&format!(
+        "mirrors:\n  - name: up\n    url: {}\n    anonymous: true\n    tag-ttl: 1\n    credentials-file: {}\n",
+        upstream.url(),
+        dir.path().join("creds").display()
+    ));
+    let node = mirror_node(mirrors).await;
+    assert_eq!(
+        manifest_digest(&node, "/v2/up/app/manifests/v1").await,
+        Ok(first.digest.clone())
+    );
+    let layer = &first.layers[0].0;
+    blob_bytes(&node, &format!("/v2/up/app/blobs/{layer}"))
+        .await
+        .unwrap();
+
+    let moved = upstream.add_image("app", "v1", vec![random_blob(1000)]);
+    // Within the TTL the cached digest stands, without asking upstream.
+    assert_eq!(
+        manifest_digest(&node, "/v2/up/app/manifests/v1").await,
+        Ok(first.digest.clone())
+    );
+    assert_eq!(upstream.count("HEAD", "/manifests/v1"), 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        manifest_digest(&node, "/v2/up/app/manifests/v1").await,
+        Ok(moved.digest.clone())
+    );
+    // An unmoved tag past its TTL costs a HEAD, not a fetch.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        manifest_digest(&node, "/v2/up/app/manifests/v1").await,
+        Ok(moved.digest.clone())
+    );
+    assert_eq!(upstream.count("HEAD", "/manifests/v1"), 2);
+    assert_eq!(upstream.count("GET", "/manifests/v1"), 2);
+
+    // The upstream goes away: what is cached still pulls, at once.
+    upstream.stop();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        manifest_digest(&node, "/v2/up/app/manifests/v1").await,
+        Ok(moved.digest.clone())
+    );
+    assert_eq!(
+        manifest_digest(&node, &format!("/v2/up/app/manifests/{}", first.digest)).await,
+        Ok(first.digest.clone())
+    );
+    let got = blob_bytes(&node, &format!("/v2/up/app/blobs/{layer}")).await;
+    assert_eq!(got.as_deref(), Ok(&first.layers[0].1[..]));
+    // What is not cached fails with a clear error, not a hang.
+    let resp = send(node.get("/v2/up/app/manifests/v2")).await;
+    let body = assert_oci_error(resp, 502, "UNAVAILABLE").await;
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("upstream up cannot be reached"),
+        "{message}"
+    );
+    let uncached = format!("/v2/up/app/blobs/{}", moved.layers[0].0);
+    assert_oci_error(send(node.get(&uncached)).await, 502, "UNAVAILABLE").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let status = status_of(&node).await;
+    assert!(
+        status["last_error"][1]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_lying_upstream_gets_nothing_cached_and_the_client_no_wrong_bytes() {
+    let upstream = FakeUpstream::start(Auth::None, Duration::ZERO).await;
+    let image = upstream.add_image("app", "v1", vec![random_blob(500_000)]);
+    let layer = image.layers[0].0.clone();
+    upstream.lie_about(&layer);
+    let node = mirror_node(mirror_of(&upstream, 300)).await;
+    let path = format!("/v2/up/app/blobs/{layer}");
+    for _ in 0..2 {
+        let got = blob_bytes(&node, &path).await;
+        assert!(got.is_err(), "the forged bytes were served whole");
+    }
+    // Each attempt was a new fetch: the forged blob was never kept.
+    assert_eq!(upstream.count("GET", &format!("/blobs/{layer}")), 2);
+    assert_eq!(status_of(&node).await["cached_blobs"], 0);
+    let blobs = files_under(&node.data_dir().join("blobs"));
+    assert!(
+        blobs
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(&layer[7..])),
+        "{blobs:?}"
+    );
+    assert!(files_under(&node.data_dir().join("tmp")).is_empty());
+    // A manifest that is not what its digest says is refused too.
+    let wrong = format!("/v2/up/app/manifests/{}", sha256(b"not that manifest"));
+    assert_eq!(manifest_digest(&node, &wrong).await, Err(404));
+}
+
+#[tokio::test]
+async fn permissions_follow_the_mirror_namespace_unless_it_is_anonymous() {
+    let upstream = FakeUpstream::start(Auth::None, Duration::ZERO).await;
+    let image = upstream.add_image("app", "v1", vec![random_blob(100)]);
+    let mirrors = mirrors_from(&format!(
+        "mirrors:\n  - name: up\n    url: {u}\n  - name: open\n    url: {u}\n    anonymous: true\n",
+        u = upstream.url()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(
+        dir.path().join("htpasswd"),
+        format!("root:{hash}\nann:{hash}\n"),
+    )
+    .unwrap();
+    let mut config = berth::config::ServeConfig::for_test(&dir.path().join("data"));
+    config.htpasswd = Some(dir.path().join("htpasswd"));
+    config.admins.insert("root".into());
+    config.mirrors = mirrors;
+    let node = TestNode::start_with(dir, config).await;
+    let get = |path: &str| node.get(path).header("accept", OCI_MANIFEST);
+    // Anonymous callers: asked to sign in on `up`, let through on `open`.
+    assert_eq!(send(get("/v2/up/app/manifests/v1")).await.status(), 401);
+    assert_eq!(send(get("/v2/app/manifests/v1?ns=up")).await.status(), 401);
+    let resp = send(get("/v2/open/app/manifests/v1")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "docker-content-digest"), image.digest);
+    // A user without read on the `up` namespace is refused; an
+    // administrator reads it.
+    let resp = send(get("/v2/up/app/manifests/v1").basic_auth("ann", Some("pw"))).await;
+    assert_oci_error(resp, 403, "DENIED").await;
+    let resp = send(get("/v2/up/app/manifests/v1").basic_auth("root", Some("pw"))).await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn twenty_pulls_over_three_nodes_fetch_each_blob_once() {
+    // Three 2 MiB layers, each about half a second upstream: the pulls
+    // overlap the fetches.
+    let upstream = FakeUpstream::start(Auth::Bearer, Duration::from_millis(15)).await;
+    let layers = (0..3).map(|_| random_blob(2 << 20)).collect();
+    let image = upstream.add_image("team/big", "v1", layers);
+    let mirrors = mirror_of(&upstream, 300);
+    let cluster =
+        crate::cluster::TestCluster::with_config(3, move |c| c.mirrors = mirrors.clone()).await;
+    let pulls = (0..20).map(|i| {
+        let node = &cluster.nodes[i % 3];
+        let image = &image;
+        async move {
+            let digest = manifest_digest(node, "/v2/up/team/big/manifests/v1").await?;
+            let mut got = Vec::new();
+            for (d, _) in image.layers.iter().chain([&image.config]) {
+                let bytes = blob_bytes(node, &format!("/v2/up/team/big/blobs/{d}"))
+                    .await
+                    .map_err(|_| 0u16)?;
+                got.push(sha256(&bytes));
+            }
+            Ok::<_, u16>((digest, got))
+        }
+    });
+    let results = futures_util::future::join_all(pulls).await;
+    let expected: Vec<String> = image
+        .layers
+        .iter()
+        .chain([&image.config])
+        .map(|(d, _)| d.clone())
+        .collect();
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r, Ok((image.digest.clone(), expected.clone())), "pull {i}");
+    }
+    for d in &expected {
+        assert_eq!(upstream.count("GET", &format!("/blobs/{d}")), 1, "{d}");
+    }
+    // Each blob is linked into the mirror's repository once a write quorum
+    // holds it, just after its last byte went out.
+    for node in &cluster.nodes {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = status_of(node).await;
+            if status["cached_blobs"] == 4 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

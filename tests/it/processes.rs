@@ -967,3 +967,82 @@ async fn a_sweep_killed_midway_finishes_after_restart() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_pull_through_survives_the_kill_of_the_fetching_node() {
+    use crate::upstream::{Auth, FakeUpstream};
+    // 16 MiB in 64 KiB pieces, 20 ms apart: about five seconds upstream.
+    let upstream = FakeUpstream::start(Auth::None, Duration::from_millis(20)).await;
+    let image = upstream.add_image("big/app", "v1", vec![random_blob(16 << 20)]);
+    let (layer, bytes) = image.layers[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berth.yaml");
+    let yaml = format!(
+        "mirrors:\n  - name: up\n    url: {}\n    anonymous: true\n",
+        upstream.url()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let flag = format!("--config={}", config.display());
+    let mut cluster = ProcessCluster::start_with(3, Formation::Expect, 5, &[&flag]).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let bases: Vec<String> = (0..3).map(|i| cluster.base(i)).collect();
+    let pull = |i: usize| {
+        let url = format!("{}/v2/up/big/app/blobs/{layer}", bases[i]);
+        let http = http.clone();
+        async move {
+            let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+            match resp.status() {
+                StatusCode::OK => resp.bytes().await.map_err(|e| e.to_string()),
+                s => Err(format!("status {s}")),
+            }
+        }
+    };
+    let waiting: Vec<_> = (0..3).map(|i| tokio::spawn(pull(i))).collect();
+
+    // The fetcher is the node with upstream bytes; kill it mid-blob.
+    let deadline = Instant::now() + SETTLE;
+    let fetcher = loop {
+        let mut found = None;
+        for i in 0..3 {
+            let url = format!("{}/_berth/mirrors", cluster.base(i));
+            let Ok(resp) = cluster.http.get(url).send().await else {
+                continue;
+            };
+            let Ok(report) = resp.json::<serde_json::Value>().await else {
+                continue;
+            };
+            if report[0]["upstream_bytes"].as_u64().unwrap_or(0) > 0 {
+                found = Some(i);
+            }
+        }
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no node started fetching");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.nodes[fetcher].kill();
+
+    // Each waiting client elsewhere completes, or fails cleanly and
+    // succeeds on retry; none gets wrong bytes.
+    for (i, waiter) in waiting.into_iter().enumerate() {
+        let got = waiter.await.unwrap();
+        if i == fetcher {
+            continue;
+        }
+        let got = match got {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("node {i}'s first pull failed ({e}); retrying");
+                pull(i).await.expect("the retry succeeds")
+            }
+        };
+        assert!(got == bytes[..], "node {i} served the wrong bytes");
+    }
+    // The blob came from upstream once before the kill and once after.
+    assert_eq!(upstream.count("GET", &format!("/blobs/{layer}")), 2);
+}

@@ -11,44 +11,92 @@
 //! A mirror's namespace is read-only: pushes into it are refused, and every
 //! other repository takes pushes as before.
 
+mod flight;
+mod pull;
+pub mod service;
+mod status;
+mod upstream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use super::{Error, Registry, Result};
 use crate::config::MirrorConfig;
 use crate::oci::RepoName;
+pub use flight::Flights;
+pub use status::{MirrorReport, MirrorStats};
+pub use upstream::{Upstream, UpstreamError};
 
-/// Where a pull through a mirror goes.
-#[derive(Debug, PartialEq)]
-pub struct Target<'a> {
-    pub mirror: &'a MirrorConfig,
-    /// The repository's name upstream.
-    pub remote: String,
+/// One upstream registry this node mirrors.
+pub struct Mirror {
+    pub config: MirrorConfig,
+    upstream: Upstream,
+    stats: MirrorStats,
 }
 
-/// The node's mirrors.
-#[derive(Clone, Debug, Default)]
+/// A pull through a mirror: which upstream, the repository's name there,
+/// and the local repository its content is cached in
+/// (`<mirror>/<remote>`, whichever way the client addressed it).
+#[derive(Clone)]
+pub struct Pull {
+    pub mirror: Arc<Mirror>,
+    pub remote: String,
+    pub cache: RepoName,
+}
+
+/// The node's mirrors, and when each cached tag was last checked upstream
+/// by this node.
+#[derive(Default)]
 pub struct Mirrors {
-    list: Vec<MirrorConfig>,
+    list: Vec<Arc<Mirror>>,
+    checked: Mutex<HashMap<(RepoName, String), Instant>>,
 }
 
 impl Mirrors {
-    pub fn new(list: Vec<MirrorConfig>) -> Mirrors {
-        Mirrors { list }
+    /// The clients of `list`'s upstreams; fails on an unreadable
+    /// credentials file or CA.
+    pub fn new(list: Vec<MirrorConfig>) -> std::result::Result<Mirrors, String> {
+        let list = list
+            .into_iter()
+            .map(|config| {
+                Ok(Arc::new(Mirror {
+                    upstream: Upstream::new(&config)?,
+                    config,
+                    stats: MirrorStats::default(),
+                }))
+            })
+            .collect::<std::result::Result<_, String>>()?;
+        Ok(Mirrors {
+            list,
+            checked: Mutex::default(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn has_default(&self) -> bool {
+        self.list.iter().any(|m| m.config.default)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Mirror>> {
+        self.list.iter().find(|m| m.config.name == name)
     }
 
     /// The mirror whose namespace `repo` lies in (`docker.io/library/alpine`):
     /// such a repository is read-only.
-    pub fn by_prefix(&self, repo: &str) -> Option<Target<'_>> {
+    pub fn by_prefix(&self, repo: &str) -> Option<Pull> {
         let (first, rest) = repo.split_once('/')?;
-        let mirror = self.list.iter().find(|m| m.name == first)?;
-        Some(Target {
-            mirror,
-            remote: remote_name(mirror, rest),
-        })
+        let mirror = self.by_name(first)?;
+        pull(mirror, rest)
     }
 
     /// Where a pull of `repo` goes, if upstream: by its prefix; else by
     /// containerd's `ns`; else, unless `local` (a repository of that name
     /// exists here), by the default mirror.
-    pub fn resolve(&self, repo: &str, ns: Option<&str>, local: bool) -> Option<Target<'_>> {
+    pub fn resolve(&self, repo: &str, ns: Option<&str>, local: bool) -> Option<Pull> {
         if let Some(target) = self.by_prefix(repo) {
             return Some(target);
         }
@@ -56,27 +104,53 @@ impl Mirrors {
             return None;
         }
         let mirror = match ns {
-            Some(ns) => self.list.iter().find(|m| names(m, ns))?,
-            None => self.list.iter().find(|m| m.default)?,
+            Some(ns) => self.list.iter().find(|m| names(&m.config, ns))?,
+            None => self.list.iter().find(|m| m.config.default)?,
         };
-        Some(Target {
-            mirror,
-            remote: remote_name(mirror, repo),
-        })
+        pull(mirror, repo)
     }
+}
+
+/// The pull of `name` from `mirror`; `None` when the cache repository's
+/// name would not be a valid one.
+fn pull(mirror: &Arc<Mirror>, name: &str) -> Option<Pull> {
+    let remote = remote_name(&mirror.config, name);
+    let cache = format!("{}/{remote}", mirror.config.name).parse().ok()?;
+    Some(Pull {
+        mirror: mirror.clone(),
+        remote,
+        cache,
+    })
 }
 
 impl Registry {
     /// Refuses to store anything in a mirror's namespace.
     pub(super) fn check_pushable(&self, repo: &RepoName) -> Result<()> {
         match self.mirrors.by_prefix(repo.as_str()) {
-            Some(target) => Err(Error::Denied(format!(
-                "{repo} is in the pull-through mirror {} of {}, which takes no pushes; \
-                 push to a repository outside {}/",
-                target.mirror.name, target.mirror.url, target.mirror.name
-            ))),
+            Some(target) => {
+                let m = &target.mirror.config;
+                Err(Error::Denied(format!(
+                    "{repo} is in the pull-through mirror {} of {}, which takes no pushes; \
+                     push to a repository outside {}/",
+                    m.name, m.url, m.name
+                )))
+            }
             None => Ok(()),
         }
+    }
+
+    /// Where a read of `repo` goes when it is a pull through a mirror:
+    /// by prefix, by containerd's `ns`, or by the default mirror for a
+    /// name no local repository has.
+    pub fn pull_target(&self, repo: &RepoName, ns: Option<&str>) -> Result<Option<Pull>> {
+        if let Some(pull) = self.mirrors.by_prefix(repo.as_str()) {
+            return Ok(Some(pull));
+        }
+        if self.mirrors.is_empty() || (ns.is_none() && !self.mirrors.has_default()) {
+            return Ok(None);
+        }
+        let local = self.meta.repo_exists(repo)?;
+        Ok(self.mirrors.resolve(repo.as_str(), ns, local))
     }
 }
 
@@ -130,10 +204,17 @@ mod tests {
             mirror("docker.io", "https://registry-1.docker.io", true),
             mirror("local-up", "http://127.0.0.1:5001", false),
         ])
+        .unwrap()
     }
 
-    fn remote(target: Option<Target<'_>>) -> Option<(String, String)> {
-        target.map(|t| (t.mirror.name.clone(), t.remote))
+    fn remote(target: Option<Pull>) -> Option<(String, String)> {
+        target.map(|t| {
+            assert_eq!(
+                t.cache.as_str(),
+                format!("{}/{}", t.mirror.config.name, t.remote)
+            );
+            (t.mirror.config.name.clone(), t.remote)
+        })
     }
 
     fn pair(name: &str, remote: &str) -> Option<(String, String)> {
@@ -173,7 +254,7 @@ mod tests {
         assert!(m.by_prefix("docker.io").is_none());
         assert!(m.by_prefix("acme/app").is_none());
         // Without a default, unprefixed names stay local.
-        let no_default = Mirrors::new(vec![mirror("q", "https://quay.io", false)]);
+        let no_default = Mirrors::new(vec![mirror("q", "https://quay.io", false)]).unwrap();
         assert_eq!(remote(no_default.resolve("a/b", None, false)), None);
     }
 }
