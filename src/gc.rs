@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::db::DbError;
+use crate::meta::evict::EvictionPlan;
 use crate::meta::gc::{GarbageBlob, GarbageManifest, GcState, RunReport, SweepReport};
 use crate::meta::retention::{Retain, RetainedTag};
 use crate::meta::{Collect, Command, GcReport, Rejection, StateMachine};
@@ -89,6 +90,10 @@ pub struct Preview {
     /// that frees go in later runs, once past the grace).
     #[serde(default)]
     pub retention: Vec<RetainedTag>,
+    /// Mirrors past their size budget, and the cached images that go first
+    /// (their blobs go in later runs, once past the grace).
+    #[serde(default)]
+    pub evictions: Vec<EvictionPlan>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,6 +118,8 @@ pub struct Collector {
     cluster: Arc<Cluster>,
     blobs: BlobStore,
     config: GcConfig,
+    /// Size budgets of mirror namespaces, in bytes.
+    budgets: Vec<(String, u64)>,
     /// One run at a time on this node.
     running: tokio::sync::Mutex<()>,
 }
@@ -123,12 +130,14 @@ impl Collector {
         cluster: Arc<Cluster>,
         blobs: BlobStore,
         config: GcConfig,
+        budgets: Vec<(String, u64)>,
     ) -> Collector {
         Collector {
             meta,
             cluster,
             blobs,
             config,
+            budgets,
             running: tokio::sync::Mutex::new(()),
         }
     }
@@ -161,7 +170,10 @@ impl Collector {
         self.write(Command::GcReport(GcReport::Run(report.clone())))
             .await?;
         let result = match self.retain(now).await {
-            Ok(()) => self.collect(&mut report, now).await,
+            Ok(()) => match self.evict(now).await {
+                Ok(()) => self.collect(&mut report, now).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         report.finished = Some(now_secs());
@@ -184,6 +196,7 @@ impl Collector {
             grace,
             untagged,
             retention: self.meta.retention_plan_in(None, None, now)?.remove,
+            evictions: self.eviction_plans()?,
             ..Preview::default()
         };
         if untagged {
@@ -234,6 +247,50 @@ impl Collector {
             protected = plan.protected.len(),
             "retention rules applied"
         );
+        Ok(())
+    }
+
+    /// The eviction plans of the mirrors past their budget.
+    fn eviction_plans(&self) -> Result<Vec<EvictionPlan>, GcError> {
+        let mut plans = Vec::new();
+        for (namespace, budget) in &self.budgets {
+            let plan = self.meta.eviction_plan(namespace, *budget)?;
+            if !plan.evict.is_empty() {
+                plans.push(plan);
+            }
+        }
+        Ok(plans)
+    }
+
+    /// Brings each mirror within its size budget: removes the cached images
+    /// pulled least recently. Their blobs become garbage, collected like
+    /// any other once past the grace.
+    async fn evict(&self, now: u64) -> Result<(), GcError> {
+        for plan in self.eviction_plans()? {
+            for e in &plan.evict {
+                let cmd = Command::RemoveManifest {
+                    repo: e.repository.clone(),
+                    digest: e.digest.clone(),
+                    at: now,
+                };
+                match self.write(cmd).await {
+                    Ok(()) => {
+                        tracing::info!(target: "berth::audit", repository = %e.repository, digest = %e.digest, last_pulled = e.last_pulled, "mirror budget evicted a cached manifest")
+                    }
+                    // Removed meanwhile: nothing to evict.
+                    Err(GcError::Rejected(Rejection::ManifestUnknown)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            tracing::info!(
+                mirror = %plan.namespace,
+                budget = plan.budget,
+                bytes = plan.bytes,
+                bytes_after = plan.bytes_after,
+                manifests = plan.evict.len(),
+                "mirror brought within its size budget"
+            );
+        }
         Ok(())
     }
 

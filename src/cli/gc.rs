@@ -99,6 +99,22 @@ fn render_outcome(outcome: &Outcome) -> String {
                     when(t.pushed)
                 );
             }
+            for plan in &p.evictions {
+                let _ = writeln!(
+                    out,
+                    "mirror {}: {} bytes cached, over its {} byte budget; {} left after evicting:",
+                    plan.namespace, plan.bytes, plan.budget, plan.bytes_after
+                );
+                for e in &plan.evict {
+                    let _ = writeln!(
+                        out,
+                        "manifest {}@{}: least recently pulled, {}",
+                        e.repository,
+                        e.digest,
+                        when(e.last_pulled)
+                    );
+                }
+            }
             for m in &p.manifests {
                 let _ = writeln!(
                     out,

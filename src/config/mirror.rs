@@ -9,6 +9,7 @@
 //!     credentials-file: /run/secrets/hub # "user:password"
 //!     tag-ttl: 300                       # seconds before a tag is checked upstream again
 //!     anonymous: true                    # callers without sign-in may pull through it
+//!     size-budget: 200GiB                # least recently pulled images go past it
 //!   - name: ghcr.io
 //!     url: https://ghcr.io
 //!     ca: /etc/berth/upstream-ca.pem
@@ -38,6 +39,8 @@ pub struct MirrorEntry {
     pub tag_ttl: Option<u64>,
     #[serde(default)]
     pub anonymous: bool,
+    /// Bytes, or a size such as `200GiB`.
+    pub size_budget: Option<serde_yaml_ng::Value>,
 }
 
 /// One upstream registry, checked.
@@ -58,6 +61,9 @@ pub struct MirrorConfig {
     pub tag_ttl: Duration,
     /// Whether callers without sign-in may pull through it.
     pub anonymous: bool,
+    /// Bytes of cached content past which the least recently pulled images
+    /// are evicted (by garbage collection); `None`, no limit.
+    pub size_budget: Option<u64>,
 }
 
 /// Checks the file's entries: names usable as a repository's first
@@ -95,7 +101,20 @@ pub fn resolve(entries: Vec<MirrorEntry>) -> Result<Vec<MirrorConfig>, ConfigErr
                 ))
             }
         };
+        let size_budget = match &e.size_budget {
+            None => None,
+            Some(v) => match size_of(v) {
+                Some(n) => Some(n),
+                None => {
+                    return invalid(format!(
+                        "mirror {}: size-budget {v:?} must be bytes or a size such as 200GiB",
+                        e.name
+                    ))
+                }
+            },
+        };
         out.push(MirrorConfig {
+            size_budget,
             name: e.name,
             url,
             default: e.default,
@@ -111,6 +130,15 @@ pub fn resolve(entries: Vec<MirrorEntry>) -> Result<Vec<MirrorConfig>, ConfigErr
     Ok(out)
 }
 
+/// A size given as a number of bytes or as text (`200GiB`, `1.5 TB`).
+fn size_of(v: &serde_yaml_ng::Value) -> Option<u64> {
+    match v {
+        serde_yaml_ng::Value::Number(n) => n.as_u64(),
+        serde_yaml_ng::Value::String(s) => s.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +152,7 @@ mod tests {
             ca: None,
             tag_ttl: None,
             anonymous: false,
+            size_budget: None,
         }
     }
 
@@ -158,6 +187,12 @@ mod tests {
         let mirrors = resolve(entries).unwrap();
         assert!(mirrors[0].default && mirrors[0].anonymous);
         assert_eq!(mirrors[0].tag_ttl, Duration::from_secs(60));
+        let sizes = "- name: a\n  url: https://x\n  size-budget: 2GiB\n- name: b\n  url: https://y\n  size-budget: 1000\n";
+        let mirrors = resolve(serde_yaml_ng::from_str(sizes).unwrap()).unwrap();
+        assert_eq!(mirrors[0].size_budget, Some(2 << 30));
+        assert_eq!(mirrors[1].size_budget, Some(1000));
+        let bad = "- name: a\n  url: https://x\n  size-budget: lots\n";
+        assert!(resolve(serde_yaml_ng::from_str(bad).unwrap()).is_err());
         let unknown = "- name: a\n  url: https://x\n  colour: blue\n";
         assert!(serde_yaml_ng::from_str::<Vec<MirrorEntry>>(unknown).is_err());
     }

@@ -59,10 +59,11 @@ pub enum Cf {
     Policies,
     TagTimes,
     Usage,
+    PullTimes,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 22] = [
+    pub const ALL: [Cf; 23] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -85,12 +86,13 @@ impl Cf {
         Cf::Policies,
         Cf::TagTimes,
         Cf::Usage,
+        Cf::PullTimes,
     ];
 
     /// The families whose content is the replicated state (what a snapshot
     /// carries), not counting `sm_meta`, which the snapshot's metadata replaces.
     /// New families go last: a snapshot names a family by its position here.
-    pub const REPLICATED: [Cf; 16] = [
+    pub const REPLICATED: [Cf; 17] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -107,6 +109,7 @@ impl Cf {
         Cf::Policies,
         Cf::TagTimes,
         Cf::Usage,
+        Cf::PullTimes,
     ];
 
     /// The replicated families that are indexes of the others: a node
@@ -144,6 +147,7 @@ impl Cf {
             Cf::Policies => "policies",
             Cf::TagTimes => "tag_times",
             Cf::Usage => "usage",
+            Cf::PullTimes => "pull_times",
         }
     }
 }

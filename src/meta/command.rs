@@ -68,6 +68,10 @@ pub enum Command {
     /// the tag it had there. Stored as the upstream holds it: its blobs
     /// and children are fetched when first pulled, not before.
     CacheManifest(PutManifest),
+    /// When manifests were last pulled through a mirror, reported in
+    /// batches by the node that served them: what a mirror's size budget
+    /// evicts by.
+    Pulled(super::evict::Pulled),
 }
 
 /// Blobs and manifests a collection found to be garbage at `at`, with the

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod command;
+pub mod evict;
 pub mod gc;
 pub mod policy;
 pub mod query;

@@ -101,6 +101,7 @@ impl StateMachine {
             }
             Command::PutManifest(put) => self.put_manifest(batch, put, Origin::Push)?,
             Command::CacheManifest(put) => self.put_manifest(batch, put, Origin::Upstream)?,
+            Command::Pulled(pulled) => self.stage_pulled(batch, pulled)?,
             Command::DeleteManifest { repo, digest } => {
                 self.delete_manifest(batch, repo, digest, 0)?
             }
@@ -292,6 +293,7 @@ impl StateMachine {
             return Ok(());
         };
         batch.delete_cf(self.db.cf(Cf::Manifests), manifest_key(repo, digest));
+        batch.delete_cf(self.db.cf(Cf::PullTimes), manifest_key(repo, digest));
         if let Some(subject) = &refs.subject {
             batch.delete_cf(
                 self.db.cf(Cf::Referrers),

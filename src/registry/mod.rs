@@ -115,7 +115,8 @@ impl Registry {
         settings: Settings,
     ) -> Arc<Registry> {
         let meta = StateMachine::new(db.clone());
-        let collector = Collector::new(meta, cluster.clone(), blobs.clone(), settings.gc);
+        let budgets = settings.mirrors.budgets();
+        let collector = Collector::new(meta, cluster.clone(), blobs.clone(), settings.gc, budgets);
         Arc::new_cyclic(|me| Registry {
             collector: Arc::new(collector),
             uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
@@ -176,14 +177,17 @@ impl Registry {
         stop: tokio_util::sync::CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let schedule = self.collector.clone().schedule(stop.clone());
-        let sweep = self.collector.clone().sweep(stop);
+        let sweep = self.collector.clone().sweep(stop.clone());
+        let pulls = self.handle().report_pulls(stop);
         async move {
-            tokio::join!(schedule, sweep);
+            tokio::join!(schedule, sweep, pulls);
         }
     }
 
-    /// Runs a garbage collection now, or previews one.
+    /// Runs a garbage collection now, or previews one. This node's pulls
+    /// through mirrors are reported first, so that eviction sees them.
     pub async fn collect_garbage(&self, req: &RunRequest) -> Result<Outcome> {
+        self.flush_pulls().await?;
         Ok(self.collector.run(req).await?)
     }
 

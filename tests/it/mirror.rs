@@ -380,3 +380,78 @@ async fn twenty_pulls_over_three_nodes_fetch_each_blob_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_size_budget_evicts_the_least_recently_pulled_images_through_gc() {
+    let upstream = FakeUpstream::start(Auth::None, Duration::ZERO).await;
+    let images: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|t| upstream.add_image("app", t, vec![random_blob(100_000)]))
+        .collect();
+    // Room for two of the three images.
+    let mirrors = mirrors_from(&format!(
+        "mirrors:\n  - name: up\n    url: {}\n    anonymous: true\n    size-budget: 250000\n",
+        upstream.url()
+    ));
+    let node = mirror_node(mirrors).await;
+    let pull = |tag: &'static str| {
+        let node = &node;
+        let images = &images;
+        async move {
+            let i = ["a", "b", "c"].iter().position(|t| *t == tag).unwrap();
+            let path = format!("/v2/up/app/manifests/{tag}");
+            assert_eq!(
+                manifest_digest(node, &path).await,
+                Ok(images[i].digest.clone())
+            );
+            for (d, bytes) in images[i].layers.iter().chain([&images[i].config]) {
+                let got = blob_bytes(node, &format!("/v2/up/app/blobs/{d}")).await;
+                assert_eq!(got.as_deref(), Ok(&bytes[..]));
+            }
+        }
+    };
+    pull("a").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    pull("b").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    pull("c").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // a is pulled again: b is now the least recently pulled.
+    pull("a").await;
+
+    let preview = json_body(
+        send(
+            node.post("/_berth/gc")
+                .json(&json!({"dry_run": true, "grace": 0})),
+        )
+        .await,
+    )
+    .await;
+    let plan = &preview["preview"]["evictions"][0];
+    assert_eq!(plan["namespace"], "up", "{preview}");
+    assert_eq!(
+        plan["evict"][0]["digest"],
+        images[1].digest.as_str(),
+        "{preview}"
+    );
+    assert_eq!(plan["evict"].as_array().unwrap().len(), 1, "{preview}");
+
+    let resp = send(node.post("/_berth/gc").json(&json!({"grace": 0}))).await;
+    assert_eq!(resp.status(), 200);
+    let resp = send(node.post("/_berth/gc").json(&json!({"grace": 0}))).await;
+    assert_eq!(resp.status(), 200);
+    let status = status_of(&node).await;
+    assert!(
+        status["cached_bytes"].as_u64().unwrap() <= 250_000,
+        "{status}"
+    );
+    // b comes from upstream again; a and c are still cached.
+    pull("a").await;
+    pull("c").await;
+    pull("b").await;
+    assert_eq!(upstream.count("GET", &format!("/manifests/{}", "a")), 1);
+    assert_eq!(upstream.count("GET", &format!("/manifests/{}", "c")), 1);
+    assert_eq!(upstream.count("GET", &format!("/manifests/{}", "b")), 2);
+    let layer_b = &images[1].layers[0].0;
+    assert_eq!(upstream.count("GET", &format!("/blobs/{layer_b}")), 2);
+}

@@ -85,6 +85,20 @@ impl Registry {
             Arrival::Stored => {
                 self.flights.land(digest, &cell);
                 let size = self.blobs.stat(digest)?.ok_or(Error::BlobUnknown)?.size;
+                if self.meta.blob_link(&pull.cache, digest)?.is_none() {
+                    // Held for another repository: linked here like a mount.
+                    let cmd = Command::LinkBlob {
+                        repo: pull.cache.clone(),
+                        digest: digest.clone(),
+                        size,
+                        at: now_secs(),
+                        holders: Vec::new(),
+                    };
+                    match self.write(cmd).await {
+                        Ok(()) | Err(Error::BlobUnknown) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 let offset = offset.min(size);
                 Ok((size, self.blobs.read(digest, offset, size - offset)?))
             }
@@ -118,8 +132,10 @@ impl Registry {
         digest: &Digest,
         cell: Arc<OnceCell<Arrival>>,
     ) -> Result<Arrival> {
-        // A fetch that ended just before this one began left the blob here.
-        if self.blobs.stat(digest)?.is_some() {
+        // A fetch that ended just before this one began left the blob here,
+        // or another repository holds it. A file whose blob was collected
+        // (it has no record) waits for its sweep: it is not served.
+        if self.blobs.stat(digest)?.is_some() && self.meta.blob_known(digest)?.is_some() {
             return Ok(Arrival::Stored);
         }
         let mirror = &pull.mirror;

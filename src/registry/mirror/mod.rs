@@ -13,6 +13,7 @@
 
 mod flight;
 mod pull;
+mod pulls;
 pub mod service;
 mod status;
 mod upstream;
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use super::{Error, Registry, Result};
 use crate::config::MirrorConfig;
-use crate::oci::RepoName;
+use crate::oci::{Digest, RepoName};
 pub use flight::Flights;
 pub use status::{MirrorReport, MirrorStats};
 pub use upstream::{Upstream, UpstreamError};
@@ -51,6 +52,8 @@ pub struct Pull {
 pub struct Mirrors {
     list: Vec<Arc<Mirror>>,
     checked: Mutex<HashMap<(RepoName, String), Instant>>,
+    /// Manifests pulled since the last report, with when.
+    pulled: Mutex<HashMap<(RepoName, Digest), u64>>,
 }
 
 impl Mirrors {
@@ -70,7 +73,16 @@ impl Mirrors {
         Ok(Mirrors {
             list,
             checked: Mutex::default(),
+            pulled: Mutex::default(),
         })
+    }
+
+    /// Each mirror's namespace with its size budget, where it has one.
+    pub fn budgets(&self) -> Vec<(String, u64)> {
+        self.list
+            .iter()
+            .filter_map(|m| Some((m.config.name.clone(), m.config.size_budget?)))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -196,6 +208,7 @@ mod tests {
             ca: None,
             tag_ttl: Duration::from_secs(300),
             anonymous: false,
+            size_budget: None,
         }
     }
 

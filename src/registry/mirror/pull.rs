@@ -81,6 +81,7 @@ impl Registry {
             (_, cached) => self.refresh_manifest(pull, reference, cached).await?,
         };
         let (digest, record) = current;
+        self.mirrors.note_pull(pull, &digest);
         if !media::accepts(accept, &record.media_type) {
             return Err(Error::ManifestNotAcceptable {
                 media_type: record.media_type,
