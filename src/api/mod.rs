@@ -202,9 +202,19 @@ fn pull_through(
     method: &Method,
     params: &Params,
 ) -> Result<Option<crate::registry::mirror::Pull>, Error> {
+    let ns = params.get("ns");
     match (route, method) {
         (Route::Manifest { repo, .. } | Route::Blob { repo, .. }, &Method::GET | &Method::HEAD) => {
-            reg.pull_target(repo, params.get("ns"))
+            // A push asks `HEAD` of each blob of a repository it may be
+            // creating: without a prefix or `ns` that stays local, so the
+            // push uploads what it must (and the upstream never hears of it).
+            // Pulls through Docker's registry-mirrors only `GET` blobs.
+            let push_check =
+                matches!(route, Route::Blob { .. }) && method == Method::HEAD && ns.is_none();
+            match push_check {
+                true => Ok(reg.mirror_prefix(repo)),
+                false => reg.pull_target(repo, ns),
+            }
         }
         _ => Ok(None),
     }

@@ -455,3 +455,56 @@ async fn a_size_budget_evicts_the_least_recently_pulled_images_through_gc() {
     let layer_b = &images[1].layers[0].0;
     assert_eq!(upstream.count("GET", &format!("/blobs/{layer_b}")), 2);
 }
+
+#[tokio::test]
+async fn a_default_mirror_neither_shows_private_blobs_nor_breaks_pushes_to_new_repositories() {
+    let upstream = FakeUpstream::start(Auth::None, Duration::ZERO).await;
+    let image = upstream.add_image("library/base", "v1", vec![random_blob(1000)]);
+    let node = mirror_node(mirror_of(&upstream, 300)).await;
+    // A pull through the default mirror caches the base image's blobs.
+    assert_eq!(
+        manifest_digest(&node, "/v2/library/base/manifests/v1").await,
+        Ok(image.digest.clone())
+    );
+    let (layer, bytes) = &image.layers[0];
+    assert_eq!(
+        blob_bytes(&node, &format!("/v2/library/base/blobs/{layer}"))
+            .await
+            .as_deref(),
+        Ok(&bytes[..])
+    );
+    // A push to a new local repository asks HEAD of that blob: it is not in
+    // the repository, whatever the mirror holds, so the client uploads it
+    // and the manifest then finds it.
+    let head = send(node.head(&format!("/v2/acme/new/blobs/{layer}"))).await;
+    assert_eq!(head.status(), 404);
+    assert_eq!(
+        upstream.count("HEAD", "/acme/new/blobs/"),
+        0,
+        "the push's check reached the upstream"
+    );
+    node.push_blob("acme/new", bytes).await;
+    let config = node.push_blob("acme/new", &image.config.1).await;
+    let manifest = image_manifest(
+        &Blob::new(OCI_CONFIG, config, image.config.1.len()),
+        &[Blob::new(OCI_LAYER, layer.clone(), bytes.len())],
+        json!({}),
+    );
+    let resp = send(
+        node.put("/v2/acme/new/manifests/v1")
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    // A blob of a local repository is not served through a mirror: the
+    // upstream, which lacks it, decides.
+    let private = node.push_blob("acme/secret", b"private bytes").await;
+    for path in [
+        format!("/v2/up/acme/secret/blobs/{private}"),
+        format!("/v2/other/blobs/{private}"),
+    ] {
+        assert_oci_error(send(node.get(&path)).await, 404, "BLOB_UNKNOWN").await;
+        assert_eq!(send(node.head(&path)).await.status(), 404, "{path}");
+    }
+}

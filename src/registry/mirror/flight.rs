@@ -85,20 +85,6 @@ impl Registry {
             Arrival::Stored => {
                 self.flights.land(digest, &cell);
                 let size = self.blobs.stat(digest)?.ok_or(Error::BlobUnknown)?.size;
-                if self.meta.blob_link(&pull.cache, digest)?.is_none() {
-                    // Held for another repository: linked here like a mount.
-                    let cmd = Command::LinkBlob {
-                        repo: pull.cache.clone(),
-                        digest: digest.clone(),
-                        size,
-                        at: now_secs(),
-                        holders: Vec::new(),
-                    };
-                    match self.write(cmd).await {
-                        Ok(()) | Err(Error::BlobUnknown) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
                 let offset = offset.min(size);
                 Ok((size, self.blobs.read(digest, offset, size - offset)?))
             }
@@ -133,9 +119,12 @@ impl Registry {
         cell: Arc<OnceCell<Arrival>>,
     ) -> Result<Arrival> {
         // A fetch that ended just before this one began left the blob here,
-        // or another repository holds it. A file whose blob was collected
-        // (it has no record) waits for its sweep: it is not served.
-        if self.blobs.stat(digest)?.is_some() && self.meta.blob_known(digest)?.is_some() {
+        // linked into the mirror's repository. Bytes another repository
+        // holds are not served through a mirror: that would show a private
+        // blob to whoever may read the mirror. Nor is a file whose blob was
+        // collected and waits for its sweep.
+        let linked = self.meta.blob_link(&pull.cache, digest)?.is_some();
+        if linked && self.blobs.stat(digest)?.is_some() {
             return Ok(Arrival::Stored);
         }
         let mirror = &pull.mirror;

@@ -151,6 +151,11 @@ impl Registry {
         }
     }
 
+    /// The pull `repo` names by its mirror prefix, if it has one.
+    pub fn mirror_prefix(&self, repo: &RepoName) -> Option<Pull> {
+        self.mirrors.by_prefix(repo.as_str())
+    }
+
     /// Where a read of `repo` goes when it is a pull through a mirror:
     /// by prefix, by containerd's `ns`, or by the default mirror for a
     /// name no local repository has.

@@ -200,9 +200,6 @@ impl Registry {
             Err(Error::BlobUnknown) => {}
             found => return found,
         }
-        if let Some(held) = self.blobs.stat(digest)? {
-            return Ok(held.size);
-        }
         let mirror = &pull.mirror;
         mirror
             .upstream
