@@ -1,7 +1,10 @@
-//! Pull-through mirrors: a mirror's namespace takes no pushes, with a
-//! message that says where to push instead; every other repository on the
-//! same node takes pushes as before. The mirrors come from the
-//! configuration file.
+//! Pull-through mirrors, against a stand-in upstream that counts requests:
+//! every way of addressing a mirror, each blob fetched once and then served
+//! from the cache (also for 20 pulls over three nodes), tag TTLs and
+//! stale-if-error, a lying upstream, permissions, size budgets evicting
+//! the least recently pulled images, and the private registry beside it (a
+//! mirror's namespace takes no pushes; other repositories do, also new ones
+//! beside a default mirror). The mirrors come from the configuration file.
 
 use std::time::Duration;
 
