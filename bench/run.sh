@@ -14,6 +14,9 @@
 # and, only when named: garbage collection on a 3-node cluster against Distribution's
 # offline garbage-collect, see bench/measurements/gc.sh
 #   gc
+# and, only when named: the pull-through cache on a 3-node cluster against three
+# Distribution pull-through proxies, see bench/measurements/mirror.sh
+#   mirror
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -21,7 +24,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
-EXTRA_MEASUREMENTS=(gc)
+EXTRA_MEASUREMENTS=(gc mirror)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
 WRK_AUTH=
@@ -64,7 +67,8 @@ usage: bench/run.sh [MEASUREMENT...]
 measurements: ${ALL_MEASUREMENTS[*]} (default: all)
               ${CLUSTER_MEASUREMENTS[*]} (only when named; "cluster" names all five)
               ${SECURE_MEASUREMENTS[*]} (only when named; "secure" names both)
-              ${EXTRA_MEASUREMENTS[*]} (only when named: garbage collection, 3-node cluster vs offline Distribution)
+              ${EXTRA_MEASUREMENTS[*]} (only when named: gc, garbage collection, 3-node cluster vs offline
+                Distribution; mirror, pull-through cache, 3-node cluster vs 3 Distribution proxies)
 environment:
   BERTH_BIN            berth binary ($BERTH_BIN)
   BENCH_BASELINE_BIN   cluster-head, cluster-digest: the earlier berth build they compare with (BERTH_BIN)
@@ -82,6 +86,9 @@ environment:
   BENCH_GC_BLOBS       gc: small blobs to collect, and to keep referenced; a multiple of 100 ($BENCH_GC_BLOBS)
   BENCH_GC_IDLE_SECONDS  gc: seconds of idle probes before the collection ($BENCH_GC_IDLE_SECONDS)
   BENCH_GC_TIMEOUT     gc: bound in seconds on each wait and on each collection ($BENCH_GC_TIMEOUT)
+  BENCH_MIRROR_PULLS   mirror: concurrent pulls of the uncached image ($BENCH_MIRROR_PULLS)
+  BENCH_MIRROR_LAYERS  mirror: layers the BENCH_SIZE_MIB image is cut into ($BENCH_MIRROR_LAYERS)
+  BENCH_MIRROR_TIMEOUT mirror: bound in seconds on each pull and each wait ($BENCH_MIRROR_TIMEOUT)
 USAGE
 }
 
