@@ -237,6 +237,13 @@ dockerd_start() {
     ((${#DOCKERD_SOCKET} < 100)) ||
         die "socket path too long for a unix socket (${#DOCKERD_SOCKET} chars): set a shorter TMPDIR"
     mkdir -p "$dir/data" "$dir/exec" "$SCENARIO_DIR/docker-config"
+    # A bridge of its own: a dockerd told "bridge": "none" deletes docker0, the host
+    # daemon's bridge, in the network namespace they share.
+    DOCKERD_BRIDGE=bm$((RANDOM % 100000))
+    ip link add "$DOCKERD_BRIDGE" type bridge || die "cannot add bridge $DOCKERD_BRIDGE"
+    defer ip link del "$DOCKERD_BRIDGE"
+    ip addr add "10.213.$((RANDOM % 250)).1/24" dev "$DOCKERD_BRIDGE"
+    ip link set "$DOCKERD_BRIDGE" up
     if [[ $(dockerd --help 2>&1) == *--ip6tables* ]]; then
         ip6tables=$'\n  "ip6tables": false,'
     fi
@@ -250,7 +257,7 @@ dockerd_start() {
   "deprecated-key-path": "$dir/key.json",
   "containerd": "$CTR_SOCKET",
   "storage-driver": "vfs",
-  "bridge": "none",
+  "bridge": "$DOCKERD_BRIDGE",
   "iptables": false,$ip6tables
   "ip-forward": false,
   "ip-masq": false,
