@@ -87,8 +87,8 @@ mirror_image() {
     } >"$MIRROR_BLOBS"
     MIRROR_MANIFEST="$dir/manifest.json"
     awk -v mt="$OCI_MANIFEST" -v cmt="$OCI_CONFIG" -v lmt="$OCI_LAYER" '
-        NR == 1 { printf "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%d},\"layers\":[", mt, cmt, $1, $2; next }
-        { printf "%s{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%d}", (NR > 2) ? "," : "", lmt, $1, $2 }
+        NR == 1 { printf "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%.0f},\"layers\":[", mt, cmt, $1, $2; next }
+        { printf "%s{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%.0f}", (NR > 2) ? "," : "", lmt, $1, $2 }
         END { printf "]}" }' "$MIRROR_BLOBS" >"$MIRROR_MANIFEST"
     jq -e . "$MIRROR_MANIFEST" >/dev/null || die "could not write the image's manifest"
     MIRROR_IMAGE_BYTES=$(awk '{ s += $2 } END { print s }' "$MIRROR_BLOBS")
@@ -211,6 +211,16 @@ mirror_status() {
         jq -c --arg n "$MIRROR_NAME" '.[] | select(.name == $n)' || die "GET /_berth/mirrors failed on node $(($1 + 1))"
 }
 
+# mirror_raft : each node's Raft term and leader, from GET /_berth/cluster/status: a
+# term that moves means an election.
+mirror_raft() {
+    local i
+    for ((i = 0; i < CLUSTER_NODES; i++)); do
+        curl -sS -m 10 "${CLUSTER_URL[i]}/_berth/cluster/status" |
+            jq -r --arg n "$((i + 1))" '"node \($n): term \(.term), leader \(.leader_id)"' || true
+    done | paste -sd ';' | sed 's/;/; /g'
+}
+
 # mirror_cached_everywhere : every node reports every blob of the image cached.
 mirror_cached_everywhere() {
     local i want
@@ -251,7 +261,7 @@ mirror_pull() {
     sizes=$(paste -d' ' "$out.blobs" "$MIRROR_BLOBS" | awk '
         NF < 5 || $1 != 200 || $2 != $4 { bad = bad sprintf("[%s: HTTP %s, %s of %s bytes] ", $3, $1, $2, $4) }
         { n++; s += $2 }
-        END { if (bad != "") print "fail", bad; else printf "%d %d\n", n, s }')
+        END { if (bad != "") print "fail", bad; else printf "%d %.0f\n", n, s }')
     if [[ $sizes == fail* || ${sizes%% *} != "$(wc -l <"$MIRROR_BLOBS")" ]]; then
         printf 'fail blobs from %s/v2/%s: %s %s\n' "$url" "$repo" "$sizes" "$(head -c 300 "$out.err" | tr '\n' ' ')" >"$out.result"
         return 1
@@ -357,7 +367,7 @@ mirror_log_counts() {
             if (kind m == "blobGET") b += ($10 == "-") ? 0 : $10
             next }
         $6 ~ /^"[A-Z]+$/ { o++ }
-        END { printf "%d %d %d %d %d %d\n", c["blobGET"], b, c["blobHEAD"], c["manifestGET"], c["manifestHEAD"], o }'
+        END { printf "%d %.0f %d %d %d %d\n", c["blobGET"], b, c["blobHEAD"], c["manifestGET"], c["manifestHEAD"], o }'
 }
 
 # --- CPU and disk meanwhile
@@ -374,7 +384,7 @@ mirror_usage() {
     awk -v p="$procs" -v dev="$dev" '
         FILENAME == "/proc/stat" && $1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; idle = $5 + $6; iow = $6 }
         FILENAME == "/proc/diskstats" && $3 == dev { w = $10; ms = $13 }
-        END { printf "%d %d %d %d %d %d\n", t - idle, t, iow, p, w, ms }' /proc/stat /proc/diskstats
+        END { printf "%.0f %.0f %.0f %.0f %.0f %.0f\n", t - idle, t, iow, p, w, ms }' /proc/stat /proc/diskstats
 }
 
 # mirror_usage_delta BEFORE AFTER SECONDS : "<machine CPU busy %> <iowait %> <CPU s of
@@ -385,6 +395,29 @@ mirror_usage_delta() {
         split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
         printf "%.1f %.1f %.2f %.1f %.1f %.2f\n", 100 * (y[1] - x[1]) / t, 100 * (y[3] - x[3]) / t,
             (y[4] - x[4]) / hz, (y[5] - x[5]) * 512 / 1e6, 100 * (y[6] - x[6]) / 1000 / s, (y[1] - x[1]) / hz }'
+}
+
+# mirror_write_bytes PID... : each process's write_bytes (bytes it sent to storage), one
+# per line.
+mirror_write_bytes() {
+    local pid
+    for pid in "$@"; do
+        awk '/^write_bytes:/ { print $2 }' "/proc/$pid/io"
+    done
+}
+
+# mirror_stored SIDE : the bytes in the files of SIDE's three servers' data dirs, each
+# and in all ("<first>/<second>/<third> <sum>").
+mirror_stored() {
+    local dirs=() i
+    if [[ $1 == ref ]]; then
+        dirs=("${MIRROR_PROXY_DIRS[@]}")
+    else
+        for ((i = 0; i < CLUSTER_NODES; i++)); do dirs+=("${CLUSTER_DIR[i]}"); done
+    fi
+    for i in "${dirs[@]}"; do
+        find "$i/data" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'
+    done | awk '{ printf "%s%.0f", (NR > 1) ? "/" : "", $1; t += $1 } END { printf " %.0f\n", t }'
 }
 
 # --- the runs
@@ -414,7 +447,7 @@ mirror_direct_runs() {
 # mirror_concurrent SIDE REPO URL... : the concurrent pulls of the uncached image, as
 # REPO, through SIDE's three servers, with what the upstream served meanwhile.
 mirror_concurrent() {
-    local side=$1 repo=$2 mark seconds counts i statuses=() bytes=0 hits=0 misses=0 s
+    local side=$1 repo=$2 mark seconds counts i statuses=() bytes=0 hits=0 misses=0 s writes
     shift 2
     if [[ $side == ref ]]; then
         MIRROR_USAGE_PIDS=("${MIRROR_PROXY_PIDS[@]}" "$MIRROR_UPSTREAM_PID")
@@ -422,6 +455,8 @@ mirror_concurrent() {
         MIRROR_USAGE_PIDS=("${CLUSTER_PID[@]}" "$MIRROR_UPSTREAM_PID")
     fi
     mark=$(mirror_log_mark)
+    writes=$(mirror_write_bytes "${MIRROR_USAGE_PIDS[@]}")
+    [[ $side == ref ]] || log "berth before the pulls: $(mirror_raft)"
     log "$(side_label "$side"): $BENCH_MIRROR_PULLS concurrent pulls of the uncached image over $# servers"
     mirror_pulls "$side" "$repo" "$@"
     seconds=$MIRROR_PULLS_SECONDS
@@ -432,11 +467,18 @@ mirror_concurrent() {
     fi
     mirror_log_settle
     counts=$(mirror_log_counts "$mark")
+    MIRROR_FIGURES[${side}_writes]=$(paste -d' ' <(printf '%s\n' "$writes") \
+        <(mirror_write_bytes "${MIRROR_USAGE_PIDS[@]}") |
+        awk -v b="$MIRROR_IMAGE_BYTES" '{ printf "%s%.2f", (NR > 1) ? "/" : "", ($2 - $1) / b }')
     MIRROR_FIGURES[${side}_time]=$seconds
     MIRROR_FIGURES[${side}_counts]=$counts
+    MIRROR_FIGURES[${side}_stored]=$(mirror_stored "$side")
     log "$(side_label "$side"): last pull done after $(fmt "$seconds") s; upstream served (blob GETs, bytes, blob HEADs, manifest GETs, manifest HEADs, other): $counts"
+    log "$(side_label "$side"): bytes in the servers' data dirs after the pulls, each and in all: ${MIRROR_FIGURES[${side}_stored]}"
+    log "$(side_label "$side"): bytes each server (and last, the upstream) wrote from the release until the upstream fell quiet (write_bytes of /proc/PID/io), in images: ${MIRROR_FIGURES[${side}_writes]}"
     log "$(side_label "$side"): meanwhile CPU busy %, iowait %, CPU s of the servers and the upstream, MB written, disk busy %, machine CPU s: ${MIRROR_FIGURES[${side}_usage]}"
     if [[ $side == cand ]]; then
+        log "berth after the pulls: $(mirror_raft)"
         for ((i = 0; i < CLUSTER_NODES; i++)); do
             s=$(mirror_status "$i")
             statuses+=("$s")
@@ -478,6 +520,11 @@ mirror_cached_runs() {
 
 # --- the table
 
+# mirror_sum A/B/... : the sum of slash-separated numbers.
+mirror_sum() {
+    tr / '\n' <<<"$1" | awk '{ s += $1 } END { printf "%.6f\n", s }'
+}
+
 mirror_record() {
     local image n=$BENCH_MIRROR_PULLS ref_gets ref_bytes cand_gets cand_bytes ref_x cand_x u
     image=$(size_label "$BENCH_SIZE_MIB")
@@ -503,6 +550,11 @@ mirror_record() {
             "$(cut -d' ' -f"${u%%:*}" <<<"${MIRROR_FIGURES[ref_usage]}")" \
             "$(cut -d' ' -f"${u%%:*}" <<<"${MIRROR_FIGURES[cand_usage]}")" report
     done
+    record "  after the pulls: bytes stored by the 3 servers" "x image" \
+        "$(calc "${MIRROR_FIGURES[ref_stored]#* } / $MIRROR_IMAGE_BYTES")" \
+        "$(calc "${MIRROR_FIGURES[cand_stored]#* } / $MIRROR_IMAGE_BYTES")" report
+    record "  from the release until the upstream fell quiet: bytes written by each server, berth nodes ${MIRROR_FIGURES[cand_writes]%/*}" \
+        "x image" "$(mirror_sum "${MIRROR_FIGURES[ref_writes]%/*}")" "$(mirror_sum "${MIRROR_FIGURES[cand_writes]%/*}")" report
     record "mirror: pull of the $image image from node 1, pushed vs cached through the mirror, median of $BENCH_REPEAT" MB/s \
         "$(samples_median cached ref)" "$(samples_median cached cand)" 'ratio>=0.9'
 }
