@@ -40,25 +40,6 @@ REPAIR_PEAK_RATE=0 # highest copy_rate a node reported while repair_done polled
 
 # ---------------------------------------------------------------- nodes
 
-# new_port: sets NEW_PORT to a free port not handed out before by this script.
-new_port() {
-    local i port
-    for ((i = 0; i < 20; i++)); do
-        port=$(free_port) || return 1
-        if [[ " ${USED_PORTS[*]} " != *" $port "* ]]; then
-            USED_PORTS+=("$port")
-            NEW_PORT=$port
-            return 0
-        fi
-    done
-    echo "no unused free port found" >&2
-    return 1
-}
-
-node_host() {
-    printf '127.0.0.1:%s\n' "${NODE_PORT[$1]}"
-}
-
 # node_ports N: chooses node N's client and peer ports and its data directory.
 node_ports() {
     local n=$1

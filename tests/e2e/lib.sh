@@ -603,6 +603,28 @@ podman_cmd() {
         --storage-driver vfs --cgroup-manager cgroupfs --events-backend file "$@"
 }
 
+# ---------------------------------------------------------------- ports of several nodes
+
+# new_port: sets NEW_PORT to a free port not handed out before (the caller
+# keeps USED_PORTS, and NODE_PORT for node_host).
+new_port() {
+    local i port
+    for ((i = 0; i < 20; i++)); do
+        port=$(free_port) || return 1
+        if [[ " ${USED_PORTS[*]} " != *" $port "* ]]; then
+            USED_PORTS+=("$port")
+            NEW_PORT=$port
+            return 0
+        fi
+    done
+    echo "no unused free port found" >&2
+    return 1
+}
+
+node_host() {
+    printf '127.0.0.1:%s\n' "${NODE_PORT[$1]}"
+}
+
 # ---------------------------------------------------------------- TLS
 
 # make_certs DIR: a CA, and a certificate for 127.0.0.1 and localhost it signed.

@@ -388,25 +388,6 @@ NODE_DATA=()
 USED_PORTS=()
 NEW_PORT=
 
-# new_port: sets NEW_PORT to a free port not handed out before by this scenario.
-new_port() {
-    local i port
-    for ((i = 0; i < 20; i++)); do
-        port=$(free_port) || return 1
-        if [[ " ${USED_PORTS[*]} " != *" $port "* ]]; then
-            USED_PORTS+=("$port")
-            NEW_PORT=$port
-            return 0
-        fi
-    done
-    echo "no unused free port found" >&2
-    return 1
-}
-
-node_host() {
-    printf '127.0.0.1:%s\n' "${NODE_PORT[$1]}"
-}
-
 node_status() {
     curl -fsS --max-time 5 "http://$(node_host "$1")/_berth/cluster/status"
 }
