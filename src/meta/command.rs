@@ -112,6 +112,32 @@ pub struct PutManifest {
     pub at: u64,
 }
 
+impl PutManifest {
+    /// The command storing `body`, whose parse is `parsed`, under `digest`
+    /// (and `tag`) in `repo` now.
+    pub fn new(
+        repo: RepoName,
+        digest: Digest,
+        tag: Option<Tag>,
+        body: Vec<u8>,
+        parsed: crate::oci::Manifest,
+    ) -> PutManifest {
+        PutManifest {
+            repo,
+            digest,
+            tag,
+            media_type: parsed.media_type,
+            body,
+            blobs: parsed.blobs,
+            manifests: parsed.manifests,
+            subject: parsed.subject,
+            artifact_type: parsed.artifact_type,
+            annotations: parsed.annotations,
+            at: crate::storage::now_secs(),
+        }
+    }
+}
+
 impl Command {
     pub fn encode(&self) -> Vec<u8> {
         crate::db::encode(self)

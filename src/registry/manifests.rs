@@ -44,19 +44,8 @@ impl Registry {
         };
         let parsed = manifest::parse(&body, content_type)?;
         let subject = parsed.subject.clone();
-        let cmd = Command::PutManifest(PutManifest {
-            repo: repo.clone(),
-            digest: digest.clone(),
-            tag,
-            media_type: parsed.media_type,
-            body,
-            blobs: parsed.blobs,
-            manifests: parsed.manifests,
-            subject: parsed.subject,
-            artifact_type: parsed.artifact_type,
-            annotations: parsed.annotations,
-            at: now_secs(),
-        });
+        let put = PutManifest::new(repo.clone(), digest.clone(), tag, body, parsed);
+        let cmd = Command::PutManifest(put);
         self.write(cmd).await?;
         Ok(ManifestPushed { digest, subject })
     }

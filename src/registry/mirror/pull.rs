@@ -22,7 +22,7 @@ use crate::cluster::types::NodeId;
 use crate::meta::{Command, ManifestRecord, PutManifest};
 use crate::oci::{manifest, media, Algorithm, Digest, Reference, RepoName};
 use crate::registry::{BlobRead, ByteRange, Error, Freshness, Registry, ResolvedManifest, Result};
-use crate::storage::{now_secs, ByteStream};
+use crate::storage::ByteStream;
 
 /// Longest a peer's pull stream may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -167,22 +167,18 @@ impl Registry {
                     mirror.config.name
                 ))
             })?;
-        let cmd = Command::CacheManifest(PutManifest {
-            repo: pull.cache.clone(),
-            digest: digest.clone(),
-            tag: match reference {
-                Reference::Tag(t) => Some(t.clone()),
-                Reference::Digest(_) => None,
-            },
-            media_type: parsed.media_type,
-            body: fetched.body,
-            blobs: parsed.blobs,
-            manifests: parsed.manifests,
-            subject: parsed.subject,
-            artifact_type: parsed.artifact_type,
-            annotations: parsed.annotations,
-            at: now_secs(),
-        });
+        let tag_of = match reference {
+            Reference::Tag(t) => Some(t.clone()),
+            Reference::Digest(_) => None,
+        };
+        let put = PutManifest::new(
+            pull.cache.clone(),
+            digest.clone(),
+            tag_of,
+            fetched.body,
+            parsed,
+        );
+        let cmd = Command::CacheManifest(put);
         self.write(cmd).await?;
         if let Some(tag) = tag {
             self.mirrors.mark_checked(&pull.cache, tag, ttl, ttl);
