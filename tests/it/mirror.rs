@@ -110,6 +110,10 @@ async fn blob_bytes(node: &TestNode, path: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
+fn upstream_get(upstream: &FakeUpstream, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new().get(format!("{}{path}", upstream.url()))
+}
+
 async fn status_of(node: &TestNode) -> Value {
     json_body(send(node.get("/_berth/mirrors")).await).await[0].clone()
 }
@@ -291,9 +295,27 @@ async fn a_lying_upstream_gets_nothing_cached_and_the_client_no_wrong_bytes() {
         "{blobs:?}"
     );
     assert!(files_under(&node.data_dir().join("tmp")).is_empty());
-    // A manifest that is not what its digest says is refused too.
-    let wrong = format!("/v2/up/app/manifests/{}", sha256(b"not that manifest"));
-    assert_eq!(manifest_digest(&node, &wrong).await, Err(404));
+    // A manifest whose bytes are not what its digest says is refused too,
+    // and not cached.
+    let claimed = sha256(b"not that manifest");
+    let other = upstream.add_image("app", "other", vec![random_blob(10)]);
+    let body = send(upstream_get(
+        &upstream,
+        &format!("/v2/app/manifests/{}", other.digest),
+    ))
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    upstream.serve_manifest("app", &claimed, body.to_vec());
+    let wrong = format!("/v2/up/app/manifests/{claimed}");
+    for _ in 0..2 {
+        let resp = send(node.get(&wrong).header("accept", OCI_MANIFEST)).await;
+        let error = assert_oci_error(resp, 502, "UNAVAILABLE").await;
+        let message = error["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("whose bytes hash to"), "{message}");
+    }
+    assert_eq!(upstream.count("GET", &format!("/manifests/{claimed}")), 2);
 }
 
 #[tokio::test]

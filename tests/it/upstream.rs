@@ -130,6 +130,14 @@ impl FakeUpstream {
         }
     }
 
+    /// Serves `body` as the manifest `reference` of `repo`, whatever its
+    /// digest: a lie when `reference` is a digest of other bytes.
+    pub fn serve_manifest(&self, repo: &str, reference: &str, body: Vec<u8>) {
+        let mut c = self.shared.content.lock().unwrap();
+        let entry = (OCI_MANIFEST.to_owned(), body);
+        c.manifests.insert((repo.into(), reference.into()), entry);
+    }
+
     /// Sends corrupted bytes for `digest` from now on.
     pub fn lie_about(&self, digest: &str) {
         self.shared.content.lock().unwrap().lies.push(digest.into());

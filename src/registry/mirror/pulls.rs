@@ -56,6 +56,9 @@ impl Registry {
 
     /// Reports pulls every [`REPORT_EVERY`] until `stop`.
     pub(crate) async fn report_pulls(self: Arc<Self>, stop: CancellationToken) {
+        if self.mirrors.budgets().is_empty() {
+            return; // nothing is noted without a budget
+        }
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,

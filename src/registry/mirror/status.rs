@@ -25,7 +25,8 @@ impl MirrorStats {
         self.hits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A read that had to ask the upstream.
+    /// A read the cache could not answer: it fetched from the upstream, or
+    /// joined a fetch under way (so misses can outnumber upstream fetches).
     pub(super) fn miss(&self) {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
