@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod db;
+pub mod events;
 pub mod gc;
 pub mod meta;
 pub mod oci;

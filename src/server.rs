@@ -62,6 +62,7 @@ pub struct Server {
     purge: JoinHandle<()>,
     repair: JoinHandle<()>,
     collection: JoinHandle<()>,
+    delivery: JoinHandle<()>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
@@ -195,6 +196,14 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
             max_manifest_size: config.max_manifest_size,
             gc: config.gc,
             mirrors,
+            events: crate::events::Settings {
+                scheme: match config.tls {
+                    Some(_) => "https",
+                    None => "http",
+                },
+                public_host: cluster.addr().api.clone(),
+                config_endpoints: config.webhooks.clone(),
+            },
         },
     );
     let _ = late.set(Arc::downgrade(&registry));
@@ -228,6 +237,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     ));
     let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
     let collection = tokio::spawn(registry.collection(stop.clone()));
+    let delivery = tokio::spawn(registry.deliver(stop.clone()));
     let limits = config.conn;
     let task = match tls {
         Some(tls) => {
@@ -257,6 +267,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         purge,
         repair,
         collection,
+        delivery,
     })
 }
 
@@ -344,6 +355,7 @@ impl Server {
         let _ = self.purge.await;
         let _ = self.repair.await;
         let _ = self.collection.await;
+        let _ = self.delivery.await;
         match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
 use super::admin::SECRET_HEADER;
@@ -143,7 +143,8 @@ pub async fn change(
     })?;
     let actor = admin.name();
     let describe = change.describe();
-    reg.change_access(change).await?;
+    let origin = super::origin::of(&reg, Some(&actor), source, &Method::POST, &headers);
+    reg.change_access(change, origin).await?;
     tracing::info!(target: "berth::audit", %source, %actor, change = describe, "access changed");
     Ok(match secret {
         Some(secret) => Json(json!({ "secret": secret })).into_response(),

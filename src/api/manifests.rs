@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::empty;
 use super::headers::{accept, content_type, value, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use crate::meta::events::Origin;
 use crate::oci::{Reference, RepoName};
 use crate::registry::mirror::Pull;
 use crate::registry::{Error, Registry};
@@ -45,9 +46,10 @@ pub async fn put(
     reference: &Reference,
     headers: &HeaderMap,
     body: ByteStream,
+    origin: Origin,
 ) -> Result<Response, Error> {
     let pushed = reg
-        .put_manifest(repo, reference, content_type(headers), body)
+        .put_manifest(repo, reference, content_type(headers), body, origin)
         .await?;
     let location = value(format!("/v2/{repo}/manifests/{}", pushed.digest));
     let digest = value(pushed.digest.as_str());
@@ -69,7 +71,8 @@ pub async fn delete(
     reg: &Registry,
     repo: &RepoName,
     reference: &Reference,
+    origin: Origin,
 ) -> Result<Response, Error> {
-    reg.delete_manifest(repo, reference).await?;
+    reg.delete_manifest(repo, reference, origin).await?;
     Ok(empty(StatusCode::ACCEPTED, []))
 }

@@ -16,12 +16,14 @@ mod health;
 mod listings;
 mod manifests;
 mod mirrors;
+mod origin;
 mod params;
 mod policies;
 pub mod proxy;
 pub mod route;
 mod token;
 mod uploads;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -80,6 +82,34 @@ pub fn router(
         )
         .route("/_berth/quotas", axum::routing::get(policies::quotas))
         .route("/_berth/mirrors", axum::routing::get(mirrors::status))
+        .route(
+            "/_berth/webhooks",
+            axum::routing::get(webhooks::list).post(webhooks::put),
+        )
+        .route(
+            "/_berth/webhooks/{id}",
+            axum::routing::delete(webhooks::remove),
+        )
+        .route(
+            "/_berth/webhooks/{id}/test",
+            axum::routing::post(webhooks::test),
+        )
+        .route(
+            "/_berth/webhooks/{id}/deliveries",
+            axum::routing::get(webhooks::deliveries),
+        )
+        .route(
+            "/_berth/webhooks/{id}/redeliver",
+            axum::routing::post(webhooks::redeliver),
+        )
+        .route(
+            "/_berth/webhooks/callback/{event}",
+            axum::routing::post(webhooks::callback),
+        )
+        .route(
+            "/_berth/dependents",
+            axum::routing::get(webhooks::dependents),
+        )
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))
@@ -129,6 +159,16 @@ async fn dispatch(
         .await?;
     let body = byte_stream(body);
     let reg = reg.as_ref();
+    let asked = method.clone();
+    let origin = || {
+        origin::of(
+            reg,
+            Some(authorized.caller.subject()),
+            source,
+            &asked,
+            &headers,
+        )
+    };
     // A session lives on the node that opened it; others pass requests on.
     if let Route::Upload { id, .. } = &route {
         if let Some(owner) = reg.upload_owner(*id)? {
@@ -145,10 +185,10 @@ async fn dispatch(
             manifests::get(reg, via.as_ref(), &repo, &reference, &headers, head).await
         }
         (Route::Manifest { repo, reference }, Method::PUT) => {
-            manifests::put(reg, &repo, &reference, &headers, body).await
+            manifests::put(reg, &repo, &reference, &headers, body, origin()).await
         }
         (Route::Manifest { repo, reference }, Method::DELETE) => {
-            manifests::delete(reg, &repo, &reference).await
+            manifests::delete(reg, &repo, &reference, origin()).await
         }
         (Route::Blob { repo, digest }, m @ (Method::GET | Method::HEAD)) => {
             blobs::get(
@@ -170,7 +210,7 @@ async fn dispatch(
             let may_mount = from.as_ref().map_or(authorized.policy().is_none(), |f| {
                 authorized.may_read(f.as_str())
             });
-            uploads::start(reg, &repo, &params, may_mount, &headers, body).await
+            uploads::start(reg, &repo, &params, may_mount, &headers, body, &origin()).await
         }
         (Route::Upload { repo, id }, Method::GET) => uploads::status(reg, &repo, id).await,
         (Route::Upload { repo, id }, Method::PATCH) => {

@@ -9,6 +9,7 @@ use super::headers::{
     content_length, declared_body, upload_range, value, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID,
 };
 use super::params::Params;
+use crate::meta::events::Origin;
 use crate::oci::{Digest, RepoName};
 use crate::registry::{Error, Registry, StartUpload, UploadStarted};
 use crate::storage::{ByteStream, UploadId};
@@ -20,6 +21,7 @@ pub async fn start(
     may_mount: bool,
     headers: &HeaderMap,
     body: ByteStream,
+    origin: &Origin,
 ) -> Result<Response, Error> {
     let mount = params.digest("mount")?.filter(|_| may_mount);
     let how = match (mount, params.digest("digest")?) {
@@ -34,7 +36,7 @@ pub async fn start(
         },
         (None, None) => StartUpload::Session,
     };
-    match reg.start_upload(repo, how).await? {
+    match reg.start_upload(repo, how, origin).await? {
         UploadStarted::Committed(digest) => Ok(created(repo, &digest)),
         UploadStarted::Session(id) => Ok(session(StatusCode::ACCEPTED, repo, id, 0)),
     }

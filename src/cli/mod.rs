@@ -12,6 +12,7 @@ pub mod policy;
 pub mod quota;
 pub mod retention;
 pub mod serve;
+pub mod webhook;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -100,6 +101,22 @@ pub enum Command {
         #[command(subcommand)]
         action: mirror::MirrorAction,
     },
+    /// Webhooks: endpoints that get the registry's events (pushes, tag
+    /// moves, deletions, rebuild triggers), signed and delivered at least
+    /// once in commit order.
+    Webhook {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        action: webhook::WebhookAction,
+    },
+    /// Images: which images are built on a base.
+    Image {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        action: webhook::ImageAction,
+    },
 }
 
 /// Runs the command given; logging is already set up.
@@ -114,6 +131,8 @@ pub async fn run(command: Command) -> CliResult<()> {
         Command::Retention { conn, action } => retention::run(conn, action).await,
         Command::Quota { conn, action } => quota::run(conn, action).await,
         Command::Mirror { conn, action } => mirror::run(conn, action).await,
+        Command::Webhook { conn, action } => webhook::run(conn, action).await,
+        Command::Image { conn, action } => webhook::run_image(conn, action).await,
     }
 }
 

@@ -229,6 +229,11 @@ impl Cluster {
         self.id
     }
 
+    /// The addresses this node advertises.
+    pub fn addr(&self) -> &NodeAddr {
+        &self.addr
+    }
+
     pub fn raft(&self) -> &Raft {
         &self.raft
     }

@@ -155,14 +155,25 @@ impl StateMachineStore {
     }
 
     fn apply_one(&self, entry: &Entry) -> Result<Applied, DbError> {
-        let mut batch = WriteBatch::default();
-        let applied = match &entry.payload {
-            EntryPayload::Blank => Ok(()),
-            EntryPayload::Normal(cmd) => self.sm.stage(cmd, &mut batch)?,
+        let index = entry.log_id.index;
+        let (mut batch, applied) = match &entry.payload {
+            EntryPayload::Blank => (WriteBatch::default(), Ok(())),
+            EntryPayload::Normal(cmd) => {
+                let mut staged = meta::Batch::default();
+                let applied = self.sm.stage(cmd, &mut staged, index)?;
+                let (mut batch, changes) = staged.into_parts();
+                if applied.is_ok() {
+                    // Its events, in the same batch: they exist exactly
+                    // when the change does.
+                    self.sm.journal(&mut batch, index, cmd, changes)?;
+                }
+                (batch, applied)
+            }
             EntryPayload::Membership(m) => {
+                let mut batch = WriteBatch::default();
                 let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                 batch.put_cf(self.db.cf(Cf::SmMeta), MEMBERSHIP, db::encode(&stored));
-                Ok(())
+                (batch, Ok(()))
             }
         };
         batch.put_cf(

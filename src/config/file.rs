@@ -49,6 +49,7 @@ pub(super) struct FileConfig {
     pub(super) idle_timeout: Option<u64>,
     pub(super) linger: Option<u64>,
     pub(super) mirrors: Option<Vec<super::mirror::MirrorEntry>>,
+    pub(super) notifications: Option<super::notify::Notifications>,
 }
 
 /// Reads and parses a configuration file; unknown keys are errors.

@@ -10,6 +10,7 @@
 mod file;
 mod http;
 mod mirror;
+mod notify;
 mod serve;
 
 use std::path::PathBuf;

@@ -275,6 +275,8 @@ pub struct ServeConfig {
     pub gc: GcConfig,
     /// Upstream registries mirrored (pull-through), from the file.
     pub mirrors: Vec<super::MirrorConfig>,
+    /// Webhook endpoints from the file's `notifications` section.
+    pub webhooks: Vec<crate::meta::webhooks::Endpoint>,
     /// Client connections: header and idle timeouts, lingering close.
     pub conn: ConnLimits,
     /// Request bodies: least rate, and how much is drained after an early
@@ -417,6 +419,7 @@ impl ServeArgs {
                 untagged: self.gc_untagged || file.gc_untagged.unwrap_or(false),
             },
             mirrors: super::mirror::resolve(file.mirrors.unwrap_or_default())?,
+            webhooks: super::notify::resolve(file.notifications)?,
             remove_after: self
                 .remove_after
                 .or(file.remove_after)
@@ -488,6 +491,7 @@ impl ServeConfig {
             remove_after: None,
             gc: GcConfig::default(),
             mirrors: Vec::new(),
+            webhooks: Vec::new(),
             conn: ConnLimits::default(),
             body: BodyLimits::default(),
         }

@@ -23,6 +23,10 @@
 //!               "quota" 0x00 <namespace>         -> byte limit (u64 big-endian)
 //!   tag_times   <repo> 0x00 <tag>               -> when the tag was last pushed (u64)
 //!   usage       <namespace>                     -> unique blob bytes its manifests reference
+//!   pull_times  <repo> 0x00 <digest>            -> when a mirror last served it (u64)
+//!   events      <log index u64> <position u32>  -> Event, kept until every webhook had it
+//!   webhooks    "ep" | "pos" | "park" | "try" ... -> endpoints and their delivery (meta::webhooks)
+//!   bases       "L" | "A" | "R" ...              -> which images are built on which (meta::bases)
 //!   sm_meta     "last_applied" | "membership" | "installing" -> openraft state
 //! node-local
 //!   local_blobs <digest>                        -> LocalBlob
@@ -60,10 +64,13 @@ pub enum Cf {
     TagTimes,
     Usage,
     PullTimes,
+    Events,
+    Webhooks,
+    Bases,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 23] = [
+    pub const ALL: [Cf; 26] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -87,12 +94,15 @@ impl Cf {
         Cf::TagTimes,
         Cf::Usage,
         Cf::PullTimes,
+        Cf::Events,
+        Cf::Webhooks,
+        Cf::Bases,
     ];
 
     /// The families whose content is the replicated state (what a snapshot
     /// carries), not counting `sm_meta`, which the snapshot's metadata replaces.
     /// New families go last: a snapshot names a family by its position here.
-    pub const REPLICATED: [Cf; 17] = [
+    pub const REPLICATED: [Cf; 20] = [
         Cf::Repos,
         Cf::Tags,
         Cf::Manifests,
@@ -110,17 +120,21 @@ impl Cf {
         Cf::TagTimes,
         Cf::Usage,
         Cf::PullTimes,
+        Cf::Events,
+        Cf::Webhooks,
+        Cf::Bases,
     ];
 
     /// The replicated families that are indexes of the others: a node
     /// rebuilds them when they are missing (after an upgrade, or from a
     /// snapshot that did not carry them).
-    pub const DERIVED: [Cf; 5] = [
+    pub const DERIVED: [Cf; 6] = [
         Cf::BlobRefs,
         Cf::BlobRepos,
         Cf::ChildRefs,
         Cf::ManifestRefs,
         Cf::Usage,
+        Cf::Bases,
     ];
 
     pub fn name(self) -> &'static str {
@@ -148,6 +162,9 @@ impl Cf {
             Cf::TagTimes => "tag_times",
             Cf::Usage => "usage",
             Cf::PullTimes => "pull_times",
+            Cf::Events => "events",
+            Cf::Webhooks => "webhooks",
+            Cf::Bases => "bases",
         }
     }
 }

@@ -72,6 +72,38 @@ pub enum Command {
     /// batches by the node that served them: what a mirror's size budget
     /// evicts by.
     Pulled(super::evict::Pulled),
+    /// A command with who asked for it, for the events it causes.
+    Attributed(Box<Attributed>),
+    /// A change to the webhook endpoints.
+    Webhook(super::webhooks::WebhookChange),
+    /// What the leader's webhook delivery did: positions, parked events,
+    /// attempts.
+    Delivered(super::webhooks::Progress),
+}
+
+/// A command and its [`super::events::Origin`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attributed {
+    pub command: Command,
+    pub origin: super::events::Origin,
+}
+
+impl Command {
+    /// `self`, naming who asked for it.
+    pub fn by(self, origin: super::events::Origin) -> Command {
+        Command::Attributed(Box::new(Attributed {
+            command: self,
+            origin,
+        }))
+    }
+
+    /// The command itself, without its origin.
+    pub fn inner(&self) -> &Command {
+        match self {
+            Command::Attributed(a) => a.command.inner(),
+            other => other,
+        }
+    }
 }
 
 /// Blobs and manifests a collection found to be garbage at `at`, with the

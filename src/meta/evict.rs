@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rocksdb::WriteBatch;
+use super::Batch;
 use serde::{Deserialize, Serialize};
 
 use super::refs::Refs;
@@ -61,11 +61,7 @@ struct Image {
 impl StateMachine {
     /// Records pull times, keeping the latest; a manifest removed meanwhile
     /// gets none.
-    pub(super) fn stage_pulled(
-        &self,
-        batch: &mut WriteBatch,
-        pulled: &Pulled,
-    ) -> Result<(), DbError> {
+    pub(super) fn stage_pulled(&self, batch: &mut Batch, pulled: &Pulled) -> Result<(), DbError> {
         for (repo, digest, at) in &pulled.pulls {
             if self.manifest_refs(repo, digest)?.is_none() {
                 continue;

@@ -17,6 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use rocksdb::WriteBatch;
+
+use super::Batch;
 use serde::{Deserialize, Serialize};
 
 use super::command::Collect;
@@ -174,7 +176,7 @@ impl StateMachine {
     /// Applies a collection: removes each manifest and blob that is still
     /// garbage at this point of the log, and queues the files of removed
     /// blobs for this node's sweeper.
-    pub(super) fn stage_collect(&self, batch: &mut WriteBatch, c: &Collect) -> Result<(), DbError> {
+    pub(super) fn stage_collect(&self, batch: &mut Batch, c: &Collect) -> Result<(), DbError> {
         let mut by_repo: BTreeMap<&RepoName, BTreeSet<Digest>> = BTreeMap::new();
         for (repo, digest) in &c.manifests {
             by_repo.entry(repo).or_default().insert(digest.clone());
@@ -249,7 +251,7 @@ impl StateMachine {
         }
     }
 
-    pub(super) fn stage_gc_report(&self, batch: &mut WriteBatch, report: &super::GcReport) {
+    pub(super) fn stage_gc_report(&self, batch: &mut Batch, report: &super::GcReport) {
         match report {
             super::GcReport::Run(run) => {
                 batch.put_cf(self.db.cf(Cf::Gc), RUN_KEY, db::encode(run));

@@ -9,7 +9,10 @@
 //! commands.
 
 pub mod access;
+pub mod bases;
+mod batch;
 pub mod command;
+pub mod events;
 pub mod evict;
 pub mod gc;
 pub mod policy;
@@ -20,8 +23,10 @@ pub mod retention;
 pub mod state;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod webhooks;
 
-pub use command::{Collect, Command, GcReport, PutManifest};
+pub use batch::Batch;
+pub use command::{Attributed, Collect, Command, GcReport, PutManifest};
 pub use query::Page;
 pub use state::{ManifestRecord, StateMachine};
 
@@ -54,6 +59,8 @@ pub enum Rejection {
         usage: u64,
         limit: u64,
     },
+    #[error("no webhook endpoint {0:?}")]
+    WebhookUnknown(String),
 }
 
 /// The result of applying one command.

@@ -6,7 +6,7 @@
 //! pattern starting with `!` exempts the tags it matches (`["*", "!latest"]`:
 //! every tag but `latest`).
 
-use rocksdb::WriteBatch;
+use super::Batch;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -163,7 +163,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 impl StateMachine {
-    pub(super) fn stage_policy(&self, batch: &mut WriteBatch, change: &PolicyChange) {
+    pub(super) fn stage_policy(&self, batch: &mut Batch, change: &PolicyChange) {
         match change {
             PolicyChange::SetImmutable { scope, patterns } if patterns.is_empty() => {
                 batch.delete_cf(self.db.cf(Cf::Policies), immutable_key(scope));

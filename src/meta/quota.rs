@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rocksdb::WriteBatch;
+
+use super::Batch;
 use serde::{Deserialize, Serialize};
 
 use super::access::namespace_of;
@@ -83,7 +85,7 @@ impl StateMachine {
     /// that takes the namespace past its quota.
     pub(super) fn charge(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         blobs: &[Digest],
     ) -> Result<Result<(), OverQuota>, DbError> {
@@ -108,7 +110,7 @@ impl StateMachine {
 
     /// Takes off each namespace's usage the blobs the command's removals
     /// left without a reference in it.
-    pub(super) fn settle(&self, batch: &mut WriteBatch, tally: UsageTally) -> Result<(), DbError> {
+    pub(super) fn settle(&self, batch: &mut Batch, tally: UsageTally) -> Result<(), DbError> {
         let mut freed: BTreeMap<String, u64> = BTreeMap::new();
         for ((namespace, blob), gone) in tally.removed {
             if self.references_in(&namespace, &blob, &gone)? == 0 {

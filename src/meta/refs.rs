@@ -7,6 +7,8 @@
 //! rebuilds them from the base families before it serves.
 
 use rocksdb::WriteBatch;
+
+use super::Batch;
 use serde::{Deserialize, Serialize};
 
 use super::quota::UsageTally;
@@ -28,7 +30,9 @@ pub struct Refs {
 /// Marks the derived families complete; it sits in `blob_refs` under a key
 /// no digest can take, so a snapshot carries it with the family.
 const VERSION_KEY: &[u8] = b"\0version";
-const VERSION: u64 = 2;
+/// Moves when a derived family is added or changes its form: a node
+/// holding an older version rebuilds them all.
+const VERSION: u64 = 3;
 
 /// Records per write batch while rebuilding.
 const REBUILD_BATCH: usize = 10_000;
@@ -36,7 +40,7 @@ const REBUILD_BATCH: usize = 10_000;
 impl StateMachine {
     pub(super) fn add_manifest_refs(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         digest: &Digest,
         refs: &Refs,
@@ -66,7 +70,7 @@ impl StateMachine {
     /// its grace period at `at`.
     pub(super) fn remove_manifest_refs(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         digest: &Digest,
         refs: &Refs,
@@ -97,7 +101,7 @@ impl StateMachine {
     /// without a record and without a size stays without one.
     pub(super) fn touch_blob(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         digest: &Digest,
         size: Option<u64>,
         at: u64,
@@ -117,7 +121,7 @@ impl StateMachine {
         Ok(())
     }
 
-    pub(super) fn link_repo(&self, batch: &mut WriteBatch, repo: &RepoName, digest: &Digest) {
+    pub(super) fn link_repo(&self, batch: &mut Batch, repo: &RepoName, digest: &Digest) {
         batch.put_cf(
             self.db.cf(Cf::BlobRepos),
             keys::join(&[digest.as_str(), repo.as_str()]),
@@ -125,7 +129,7 @@ impl StateMachine {
         );
     }
 
-    pub(super) fn unlink_repo(&self, batch: &mut WriteBatch, repo: &RepoName, digest: &Digest) {
+    pub(super) fn unlink_repo(&self, batch: &mut Batch, repo: &RepoName, digest: &Digest) {
         batch.delete_cf(
             self.db.cf(Cf::RepoBlobs),
             keys::join(&[repo.as_str(), digest.as_str()]),
@@ -207,7 +211,7 @@ impl StateMachine {
             clear.delete_range_cf(self.db.cf(cf), [0u8].as_slice(), [0xffu8; 4].as_slice());
         }
         self.db.write_durable(clear)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut manifests = 0u64;
         for item in self
             .db
@@ -218,6 +222,8 @@ impl StateMachine {
             let (repo, digest) = split_repo_digest(&key)?;
             let record: ManifestRecord = db::decode(Cf::Manifests.name(), &value)?;
             self.add_manifest_refs(&mut batch, &repo, &digest, &refs_of(&record));
+            let annotations = record.annotations.as_ref();
+            self.index_bases(&mut batch, &repo, &digest, &record.body, annotations)?;
             manifests += 1;
             self.flush_if_full(&mut batch)?;
         }
@@ -231,20 +237,21 @@ impl StateMachine {
             self.link_repo(&mut batch, &repo, &digest);
             self.flush_if_full(&mut batch)?;
         }
-        self.db.write_durable(std::mem::take(&mut batch))?;
+        self.db
+            .write_durable(std::mem::take(&mut batch).into_writes())?;
         self.rebuild_usage()?;
         batch.put_cf(
             self.db.cf(Cf::BlobRefs),
             VERSION_KEY,
             keys::u64_value(VERSION),
         );
-        self.db.write_durable(batch)?;
+        self.db.write_durable(batch.into_writes())?;
         Ok(manifests)
     }
 
-    fn flush_if_full(&self, batch: &mut WriteBatch) -> Result<(), DbError> {
+    fn flush_if_full(&self, batch: &mut Batch) -> Result<(), DbError> {
         if batch.len() >= REBUILD_BATCH {
-            self.db.write_durable(std::mem::take(batch))?;
+            self.db.write_durable(std::mem::take(batch).into_writes())?;
         }
         Ok(())
     }

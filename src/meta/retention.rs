@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rocksdb::WriteBatch;
+use super::Batch;
 use serde::{Deserialize, Serialize};
 
 use super::access::Resource;
@@ -240,7 +240,7 @@ impl StateMachine {
     /// Removes the listed tags that, at the command's time, still point at
     /// the same manifest and are still outside their repository's rule; and
     /// each manifest left with no tag and no index listing it.
-    pub(super) fn stage_retain(&self, batch: &mut WriteBatch, r: &Retain) -> Result<(), DbError> {
+    pub(super) fn stage_retain(&self, batch: &mut Batch, r: &Retain) -> Result<(), DbError> {
         let mut by_repo: BTreeMap<&RepoName, BTreeSet<(&Tag, &Digest)>> = BTreeMap::new();
         for (repo, tag, digest) in &r.tags {
             by_repo.entry(repo).or_default().insert((tag, digest));
@@ -259,7 +259,7 @@ impl StateMachine {
                 .filter(|t| listed.contains(t))
                 .collect();
             for (tag, _) in &doomed {
-                self.remove_tag(batch, repo, tag);
+                self.remove_tag(batch, repo, tag)?;
             }
             let still_tagged: BTreeSet<&Digest> = tags
                 .iter()
@@ -281,10 +281,23 @@ impl StateMachine {
     }
 
     /// Drops a tag and its push time.
-    pub(super) fn remove_tag(&self, batch: &mut WriteBatch, repo: &RepoName, tag: &Tag) {
+    pub(super) fn remove_tag(
+        &self,
+        batch: &mut Batch,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(), DbError> {
+        if let Some(digest) = self.tag(repo, tag)? {
+            batch.record(super::events::Change::TagRemoved {
+                repo: repo.clone(),
+                tag: tag.clone(),
+                digest,
+            });
+        }
         let key = tag_key(repo, tag);
         batch.delete_cf(self.db.cf(Cf::Tags), &key);
         batch.delete_cf(self.db.cf(Cf::TagTimes), key);
+        Ok(())
     }
 }
 

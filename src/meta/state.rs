@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, PutManifest};
+use super::events::Change;
 use super::quota::UsageTally;
 use super::refs::Refs;
-use super::{Applied, Rejection};
+use super::{Applied, Batch, Rejection};
 use crate::db::{self, keys, Cf, Db, DbError};
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -41,29 +41,38 @@ impl StateMachine {
 
     /// Applies one command atomically and durably, outside Raft: for tests
     /// of the state machine alone. Rejections leave the state untouched.
+    /// As if at the next log index of a process-wide counter.
     #[cfg(test)]
     pub(crate) fn apply(&self, cmd: &Command) -> Result<Applied, DbError> {
-        let mut batch = WriteBatch::default();
-        let applied = self.stage(cmd, &mut batch)?;
+        static INDEX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let index = INDEX.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut batch = Batch::default();
+        let applied = self.stage(cmd, &mut batch, index)?;
         if applied.is_ok() {
-            self.db.write_durable(batch)?;
+            let (mut writes, changes) = batch.into_parts();
+            self.journal(&mut writes, index, cmd, changes)?;
+            self.db.write_durable(writes)?;
         }
         Ok(applied)
     }
 
-    /// Checks a command against the current state and adds its writes to
-    /// `batch`. A rejected command adds nothing. The outcome depends only on
-    /// the state and the command, never on the node or the clock.
-    pub fn stage(&self, cmd: &Command, batch: &mut WriteBatch) -> Result<Applied, DbError> {
-        match self.stage_inner(cmd, batch) {
+    /// Checks a command (log entry `index`) against the current state and
+    /// adds its writes and changes to `batch`. A rejected command adds
+    /// nothing. The outcome depends only on the state, the command and its
+    /// index, never on the node or the clock.
+    pub fn stage(&self, cmd: &Command, batch: &mut Batch, index: u64) -> Result<Applied, DbError> {
+        match self.stage_inner(cmd, batch, index) {
             Ok(()) => Ok(Ok(())),
             Err(Staged::Rejected(r)) => Ok(Err(r)),
             Err(Staged::Db(e)) => Err(e),
         }
     }
 
-    fn stage_inner(&self, cmd: &Command, batch: &mut WriteBatch) -> Result<(), Staged> {
+    fn stage_inner(&self, cmd: &Command, batch: &mut Batch, index: u64) -> Result<(), Staged> {
         match cmd {
+            Command::Attributed(a) => self.stage_inner(&a.command, batch, index)?,
+            Command::Webhook(change) => self.stage_webhook(batch, change, index)?,
+            Command::Delivered(progress) => self.stage_progress(batch, progress, index)?,
             Command::LinkBlob {
                 repo,
                 digest,
@@ -85,6 +94,13 @@ impl StateMachine {
                 );
                 self.link_repo(batch, repo, digest);
                 self.touch_blob(batch, digest, Some(*size), *at)?;
+                if holders.is_empty() {
+                    batch.record(Change::Mounted {
+                        repo: repo.clone(),
+                        digest: digest.clone(),
+                        size: *size,
+                    });
+                }
             }
             Command::AddHolders { digest, nodes } => {
                 // A collected blob gets no holders back: a copy that arrives
@@ -117,7 +133,7 @@ impl StateMachine {
                     return Err(Rejection::ManifestUnknown.into());
                 }
                 self.check_mutable(repo, tag)?;
-                self.remove_tag(batch, repo, tag);
+                self.remove_tag(batch, repo, tag)?;
             }
             Command::Access { change, at } => {
                 let mut access = self.access()?;
@@ -133,13 +149,13 @@ impl StateMachine {
         Ok(())
     }
 
-    fn add_holders(&self, batch: &mut WriteBatch, digest: &Digest, nodes: &[u64]) {
+    fn add_holders(&self, batch: &mut Batch, digest: &Digest, nodes: &[u64]) {
         for node in nodes {
             batch.put_cf(self.db.cf(Cf::Holders), holder_key(digest, *node), []);
         }
     }
 
-    fn ensure_repo(&self, batch: &mut WriteBatch, repo: &RepoName, at: u64) -> Result<(), Staged> {
+    fn ensure_repo(&self, batch: &mut Batch, repo: &RepoName, at: u64) -> Result<(), Staged> {
         if !self.repo_exists(repo)? {
             batch.put_cf(
                 self.db.cf(Cf::Repos),
@@ -152,7 +168,7 @@ impl StateMachine {
 
     fn put_manifest(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         put: &PutManifest,
         origin: Origin,
     ) -> Result<(), Staged> {
@@ -161,12 +177,12 @@ impl StateMachine {
             self.check_push(batch, put)?;
         }
         self.ensure_repo(batch, repo, put.at)?;
-        self.store_manifest(batch, put)
+        self.store_manifest(batch, put, origin)
     }
 
     /// A pushed manifest's checks: every blob and child in the repository,
     /// no immutable tag moved, the namespace's quota kept (charged here).
-    fn check_push(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<(), Staged> {
+    fn check_push(&self, batch: &mut Batch, put: &PutManifest) -> Result<(), Staged> {
         let repo = &put.repo;
         for blob in &put.blobs {
             if self.blob_link(repo, blob)?.is_none() {
@@ -196,12 +212,35 @@ impl StateMachine {
     }
 
     /// Stores a manifest's record, tag, referrer entry and references.
-    fn store_manifest(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<(), Staged> {
+    fn store_manifest(
+        &self,
+        batch: &mut Batch,
+        put: &PutManifest,
+        origin: Origin,
+    ) -> Result<(), Staged> {
         let repo = &put.repo;
-        let created = match self.manifest(repo, &put.digest)? {
+        let existing = self.manifest(repo, &put.digest)?;
+        let created = match &existing {
             Some(existing) => existing.created,
             None => put.at,
         };
+        let previous = match &put.tag {
+            Some(tag) => self.tag(repo, tag)?.filter(|d| *d != put.digest),
+            None => None,
+        };
+        batch.record(Change::Stored {
+            repo: repo.clone(),
+            digest: put.digest.clone(),
+            tag: put.tag.clone(),
+            previous: previous.clone(),
+            media_type: put.media_type.clone(),
+            size: put.body.len() as u64,
+            platforms: super::events::index_platforms(&put.body),
+            upstream: origin == Origin::Upstream,
+        });
+        if let (Some(tag), Some(previous)) = (&put.tag, &previous) {
+            self.base_moved(batch, repo, tag, previous, &put.digest)?;
+        }
         let record = ManifestRecord {
             media_type: put.media_type.clone(),
             body: put.body.clone(),
@@ -234,13 +273,22 @@ impl StateMachine {
             created,
         };
         self.add_manifest_refs(batch, repo, &put.digest, &refs);
+        if existing.is_none() {
+            self.index_bases(
+                batch,
+                repo,
+                &put.digest,
+                &put.body,
+                put.annotations.as_ref(),
+            )?;
+        }
         Ok(())
     }
 
     /// A client's delete: the manifest and every tag on it.
     fn delete_manifest(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         digest: &Digest,
         at: u64,
@@ -256,6 +304,11 @@ impl StateMachine {
                     .and_then(|t| t.parse::<Tag>().ok());
                 if let Some(tag) = tag {
                     self.check_mutable(repo, &tag)?;
+                    batch.record(Change::TagRemoved {
+                        repo: repo.clone(),
+                        tag,
+                        digest: digest.clone(),
+                    });
                 }
                 batch.delete_cf(self.db.cf(Cf::Tags), &key);
                 batch.delete_cf(self.db.cf(Cf::TagTimes), key);
@@ -282,7 +335,7 @@ impl StateMachine {
     /// caller has dealt with tags, and settles `tally` once staged whole.
     pub(super) fn remove_manifest(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         digest: &Digest,
         at: u64,
@@ -292,6 +345,15 @@ impl StateMachine {
         let Some(refs) = self.manifest_refs(repo, digest)? else {
             return Ok(());
         };
+        if let Some(record) = self.manifest(repo, digest)? {
+            batch.record(Change::ManifestRemoved {
+                repo: repo.clone(),
+                digest: digest.clone(),
+                media_type: record.media_type,
+                size: record.body.len() as u64,
+            });
+        }
+        self.unindex_bases(batch, repo, digest)?;
         batch.delete_cf(self.db.cf(Cf::Manifests), manifest_key(repo, digest));
         batch.delete_cf(self.db.cf(Cf::PullTimes), manifest_key(repo, digest));
         if let Some(subject) = &refs.subject {
@@ -313,7 +375,7 @@ enum Origin {
 }
 
 /// Why staging stopped: a deterministic rejection or a database fault.
-enum Staged {
+pub(super) enum Staged {
     Rejected(Rejection),
     Db(DbError),
 }

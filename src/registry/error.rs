@@ -221,6 +221,7 @@ impl From<Rejection> for Error {
             Rejection::AccessUnknown(m) => Error::AccessUnknown(m),
             r @ Rejection::TagImmutable { .. } => Error::Immutable(r.to_string()),
             r @ Rejection::QuotaExceeded { .. } => Error::Denied(r.to_string()),
+            r @ Rejection::WebhookUnknown(_) => Error::AccessUnknown(r.to_string()),
         }
     }
 }

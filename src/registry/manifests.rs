@@ -3,6 +3,7 @@
 use futures_util::StreamExt;
 
 use super::{Error, Registry, Result};
+use crate::meta::events::Origin;
 use crate::meta::{Command, ManifestRecord, PutManifest};
 use crate::oci::{manifest, media, Algorithm, Digest, Reference, RepoName};
 use crate::storage::{now_secs, ByteStream};
@@ -26,6 +27,7 @@ impl Registry {
         reference: &Reference,
         content_type: Option<&str>,
         body: ByteStream,
+        origin: Origin,
     ) -> Result<ManifestPushed> {
         self.check_pushable(repo)?;
         let body = self.read_manifest_body(body).await?;
@@ -45,8 +47,7 @@ impl Registry {
         let parsed = manifest::parse(&body, content_type)?;
         let subject = parsed.subject.clone();
         let put = PutManifest::new(repo.clone(), digest.clone(), tag, body, parsed);
-        let cmd = Command::PutManifest(put);
-        self.write(cmd).await?;
+        self.write(Command::PutManifest(put).by(origin)).await?;
         Ok(ManifestPushed { digest, subject })
     }
 
@@ -89,7 +90,12 @@ impl Registry {
     }
 
     /// Deletes a manifest (by digest, with every tag on it) or just a tag.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        origin: Origin,
+    ) -> Result<()> {
         let cmd = match reference {
             Reference::Digest(digest) => Command::RemoveManifest {
                 repo: repo.clone(),
@@ -101,6 +107,6 @@ impl Registry {
                 tag: tag.clone(),
             },
         };
-        self.write(cmd).await
+        self.write(cmd.by(origin)).await
     }
 }

@@ -7,12 +7,14 @@ mod manifests;
 pub mod mirror;
 mod policies;
 mod uploads;
+mod webhooks;
 
 use std::sync::Arc;
 
 pub use error::Error;
 pub use manifests::{ManifestPushed, ResolvedManifest};
 pub use uploads::{StartUpload, UploadStarted};
+pub use webhooks::{Deliveries, WebhookStatus};
 
 use crate::cluster::Cluster;
 use crate::db::Db;
@@ -42,6 +44,8 @@ pub struct Registry {
     mirrors: mirror::Mirrors,
     /// Blobs this node is fetching from upstreams.
     flights: Arc<mirror::Flights>,
+    /// Webhook delivery, which runs while this node leads.
+    delivery: Arc<crate::events::Delivery>,
     /// The registry itself, for work that outlives a request.
     me: std::sync::Weak<Registry>,
 }
@@ -52,6 +56,7 @@ pub struct Settings {
     pub max_manifest_size: usize,
     pub gc: GcConfig,
     pub mirrors: mirror::Mirrors,
+    pub events: crate::events::Settings,
 }
 
 /// Whether a read must be provably fresh, or may be answered from what this
@@ -115,9 +120,13 @@ impl Registry {
         settings: Settings,
     ) -> Arc<Registry> {
         let meta = StateMachine::new(db.clone());
+        let meta_for_events = StateMachine::new(db.clone());
         let budgets = settings.mirrors.budgets();
         let collector = Collector::new(meta, cluster.clone(), blobs.clone(), settings.gc, budgets);
+        let delivery =
+            crate::events::Delivery::new(meta_for_events, cluster.clone(), settings.events);
         Arc::new_cyclic(|me| Registry {
+            delivery,
             collector: Arc::new(collector),
             uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
             replicator: Replicator::new(
@@ -214,9 +223,18 @@ impl Registry {
 
     /// Changes users, teams, grants, visibility or robots; returns once
     /// this node applies the change.
-    pub async fn change_access(&self, change: AccessChange) -> Result<()> {
+    pub async fn change_access(
+        &self,
+        change: AccessChange,
+        origin: crate::meta::events::Origin,
+    ) -> Result<()> {
         let at = crate::storage::now_secs();
-        self.write(Command::Access { change, at }).await
+        self.write(Command::Access { change, at }.by(origin)).await
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.cluster.id()
     }
 
     /// Users, teams, grants, visibility and robots, as fresh as a write.

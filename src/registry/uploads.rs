@@ -31,7 +31,13 @@ pub enum UploadStarted {
 }
 
 impl Registry {
-    pub async fn start_upload(&self, repo: &RepoName, how: StartUpload) -> Result<UploadStarted> {
+    /// `origin` is who asked, for the event a mount causes.
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        how: StartUpload,
+        origin: &crate::meta::events::Origin,
+    ) -> Result<UploadStarted> {
         self.check_pushable(repo)?;
         self.check_room(repo)?;
         match how {
@@ -57,7 +63,8 @@ impl Registry {
                     // The bytes are already where they are: only the link is
                     // new. A collection that removed the blob meanwhile
                     // refuses it, and the client uploads instead.
-                    match self.write(link(repo, &digest, size, Vec::new())).await {
+                    let link = link(repo, &digest, size, Vec::new()).by(origin.clone());
+                    match self.write(link).await {
                         Ok(()) => return Ok(UploadStarted::Committed(digest)),
                         Err(Error::BlobUnknown) => {}
                         Err(e) => return Err(e),

@@ -30,7 +30,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the nodes find each other.
 #[derive(Clone, Copy, Debug)]
-enum Formation {
+pub(crate) enum Formation {
     /// Every node lists every peer and `--bootstrap-expect N` (Swarm,
     /// Kubernetes): the lowest node id initializes the cluster.
     Expect,
@@ -125,9 +125,9 @@ impl ProcNode {
 /// N `berth serve` processes on loopback sharing a cluster secret, each with
 /// its data directory and log in one temporary directory. Every child is
 /// killed on drop; the logs are printed when a test fails.
-struct ProcessCluster {
+pub(crate) struct ProcessCluster {
     nodes: Vec<ProcNode>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     _dir: TempDir,
 }
 
@@ -135,7 +135,11 @@ impl ProcessCluster {
     /// Starts `n` nodes and waits until they agree on a leader and `n`
     /// voters. Ports are picked free; a start that loses a port race is
     /// retried on new ones.
-    async fn start(n: usize, formation: Formation, write_timeout: u64) -> ProcessCluster {
+    pub(crate) async fn start(
+        n: usize,
+        formation: Formation,
+        write_timeout: u64,
+    ) -> ProcessCluster {
         ProcessCluster::start_with(n, formation, write_timeout, &[]).await
     }
 
@@ -209,11 +213,11 @@ impl ProcessCluster {
         }
     }
 
-    fn base(&self, i: usize) -> String {
+    pub(crate) fn base(&self, i: usize) -> String {
         self.nodes[i].base()
     }
 
-    fn running(&self) -> Vec<usize> {
+    pub(crate) fn running(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&i| self.nodes[i].child.is_some())
             .collect()
@@ -293,17 +297,17 @@ impl ProcessCluster {
             .await
     }
 
-    async fn leader(&mut self) -> usize {
+    pub(crate) async fn leader(&mut self) -> usize {
         self.wait_leader().await.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn kill9(&mut self, i: usize) {
+    pub(crate) fn kill9(&mut self, i: usize) {
         self.nodes[i].kill();
     }
 
     /// Starts node `i` again with the same data directory, ports and flags,
     /// and waits until it answers.
-    async fn restart(&mut self, i: usize) {
+    pub(crate) async fn restart(&mut self, i: usize) {
         self.nodes[i].spawn();
         self.wait_for("answer from the restarted node", |seen| {
             seen.iter().any(|(j, _)| *j == i).then_some(())
