@@ -204,12 +204,22 @@ async fn every_push_is_delivered_in_order_across_a_leader_kill_and_a_receiver_ou
         if missing.is_empty() {
             break events;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} acknowledged pushes never arrived, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
+        if Instant::now() >= deadline {
+            // What the cluster says about the endpoint, for the report.
+            let mut status = Vec::new();
+            for i in cluster.running() {
+                let url = format!("{}/_berth/webhooks/durable/deliveries", cluster.base(i));
+                if let Ok(resp) = cluster.http.get(url).send().await {
+                    status.push(resp.text().await.unwrap_or_default());
+                }
+            }
+            panic!(
+                "{} acknowledged pushes never arrived, e.g. {:?}; deliveries: {}",
+                missing.len(),
+                &missing[..missing.len().min(5)],
+                status.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
