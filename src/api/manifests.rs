@@ -20,11 +20,16 @@ pub async fn get(
     reference: &Reference,
     headers: &HeaderMap,
     head: bool,
+    pulled: Option<Origin>,
 ) -> Result<Response, Error> {
     let found = match via {
         Some(pull) => reg.pull_manifest(pull, reference, accept(headers)).await?,
         None => reg.get_manifest(repo, reference, accept(headers)).await?,
     };
+    if let Some(origin) = pulled {
+        let repo = via.map_or(repo, |p| &p.cache);
+        reg.note_pull(repo, reference, &found, origin);
+    }
     let len = found.record.body.len();
     let body = if head {
         Body::empty()

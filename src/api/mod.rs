@@ -182,7 +182,9 @@ async fn dispatch(
         (Route::Base, Method::GET | Method::HEAD) => Ok(base()),
         (Route::Manifest { repo, reference }, m @ (Method::GET | Method::HEAD)) => {
             let head = m == Method::HEAD;
-            manifests::get(reg, via.as_ref(), &repo, &reference, &headers, head).await
+            // Only a GET is a pull, and only built when someone listens.
+            let pulled = (!head && reg.pulls_wanted()).then(origin);
+            manifests::get(reg, via.as_ref(), &repo, &reference, &headers, head, pulled).await
         }
         (Route::Manifest { repo, reference }, Method::PUT) => {
             manifests::put(reg, &repo, &reference, &headers, body, origin()).await

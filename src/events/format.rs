@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::meta::events::{Event, EventId, Stored};
+use crate::meta::events::{Event, Kind, Stored};
 use crate::meta::webhooks::{distribution_action, Format};
 
 pub const DISTRIBUTION_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -54,6 +54,17 @@ pub fn render(format: Format, events: &[Stored], ctx: &Context) -> Body {
     Body {
         content_type,
         bytes: serde_json::to_vec(&value).expect("JSON values always serialize"),
+    }
+}
+
+/// The id a receiver sees: `INDEX-POSITION` for an event of the log;
+/// `pull-<request id>` for a pull and `test-<request id>` for a test, which
+/// are not in the log.
+pub fn id_text(s: &Stored) -> String {
+    match (s.id.index, s.event.kind) {
+        (0, Kind::Pull) => format!("pull-{}", s.event.origin.request_id),
+        (0, _) => format!("test-{}", s.event.origin.request_id),
+        _ => s.id.to_string(),
     }
 }
 
@@ -119,9 +130,10 @@ pub struct Native<'a> {
     pub node: String,
 }
 
-pub fn native(id: EventId, e: &Event) -> Native<'_> {
+pub fn native(s: &Stored) -> Native<'_> {
+    let e = &s.event;
     Native {
-        id: id.to_string(),
+        id: id_text(s),
         kind: e.kind.name(),
         time: rfc3339(e.origin.at_ms),
         repository: e.repository.as_ref().map(|r| r.to_string()),
@@ -162,7 +174,7 @@ fn distribution(s: &Stored, ctx: &Context) -> Value {
         target["tag"] = json!(tag.as_str());
     }
     json!({
-        "id": s.id.to_string(),
+        "id": id_text(s),
         "timestamp": rfc3339(e.origin.at_ms),
         "action": distribution_action(e.kind),
         "target": target,
@@ -178,7 +190,7 @@ fn distribution(s: &Stored, ctx: &Context) -> Value {
             "addr": ctx.fallback_host,
             "instanceID": ctx.instance,
         },
-        "berth": native(s.id, e),
+        "berth": native(s),
     })
 }
 
@@ -196,7 +208,7 @@ fn hub(s: &Stored, ctx: &Context) -> Value {
     let base = format!("{}://{}", ctx.scheme, host(e, ctx));
     let pusher = e.origin.actor.as_deref().unwrap_or("");
     json!({
-        "callback_url": format!("{base}/_berth/webhooks/callback/{}", s.id),
+        "callback_url": format!("{base}/_berth/webhooks/callback/{}", id_text(s)),
         "push_data": {
             "pushed_at": e.origin.at_ms / 1000,
             "pusher": pusher,
@@ -221,7 +233,7 @@ fn hub(s: &Stored, ctx: &Context) -> Value {
             "star_count": 0,
             "status": "Active",
         },
-        "berth": native(s.id, e),
+        "berth": native(s),
     })
 }
 
@@ -238,12 +250,12 @@ fn cloud_event(s: &Stored, ctx: &Context) -> Value {
     };
     let mut ce = json!({
         "specversion": "1.0",
-        "id": s.id.to_string(),
+        "id": id_text(s),
         "source": format!("{}://{}{source}", ctx.scheme, host(e, ctx)),
         "type": format!("berth.{}", e.kind.name()),
         "time": rfc3339(e.origin.at_ms),
         "datacontenttype": "application/json",
-        "data": native(s.id, e),
+        "data": native(s),
     });
     if let Some(subject) = subject {
         ce["subject"] = json!(subject);
@@ -254,7 +266,7 @@ fn cloud_event(s: &Stored, ctx: &Context) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::events::{Kind, Origin};
+    use crate::meta::events::{EventId, Kind, Origin};
 
     fn stored(kind: Kind) -> Stored {
         let origin = Origin {

@@ -11,6 +11,8 @@
 pub mod endpoint;
 pub mod format;
 pub mod guard;
+pub mod platforms;
+pub mod pulls;
 pub mod sign;
 mod worker;
 
@@ -45,6 +47,10 @@ pub struct Delivery {
     cluster: Arc<Cluster>,
     settings: Settings,
     instance: String,
+    /// This node's pull events.
+    pub pulls: pulls::Pulls,
+    /// Single images' platforms, read from their configurations.
+    pub platforms: platforms::Platforms,
 }
 
 /// Progress not yet reported, shared by the workers and the reporter.
@@ -68,6 +74,8 @@ impl Delivery {
             cluster,
             settings,
             instance,
+            pulls: pulls::Pulls::default(),
+            platforms: platforms::Platforms::default(),
         })
     }
 
@@ -83,8 +91,15 @@ impl Delivery {
         self.cluster.raft().metrics().borrow().current_leader == Some(self.cluster.id())
     }
 
-    /// Delivers while this node leads, until `stop`.
+    /// Delivers the log's events while this node leads, and this node's
+    /// pull events, until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let pulls = tokio::spawn(pulls::run(self.clone(), stop.clone()));
+        self.clone().deliver_log(stop).await;
+        let _ = pulls.await;
+    }
+
+    async fn deliver_log(self: Arc<Self>, stop: CancellationToken) {
         let mut metrics = self.cluster.raft().metrics();
         loop {
             if self.leads() {
@@ -291,11 +306,11 @@ impl Delivery {
         let mut event =
             crate::meta::events::Event::new(crate::meta::events::Kind::Push, repo, &origin);
         event.detail = Some("test delivery".into());
-        let chunk = [crate::meta::events::Stored {
+        let mut chunk = [crate::meta::events::Stored {
             id: EventId::default(),
             event,
         }];
-        let sent = worker::send(&client, self, endpoint, &chunk).await;
+        let sent = worker::send(&client, self, endpoint, &mut chunk).await;
         TestOutcome {
             status: sent.status,
             error: sent.error,

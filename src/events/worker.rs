@@ -95,12 +95,12 @@ impl Worker {
                 }
                 continue;
             };
-            let wanted: Vec<Stored> = events
+            let mut wanted: Vec<Stored> = events
                 .into_iter()
                 .filter(|s| self.endpoint.wants(&s.event))
                 .collect();
             let limit = format::batch_limit(self.endpoint.format, self.endpoint.max_batch);
-            for chunk in wanted.chunks(limit) {
+            for chunk in wanted.chunks_mut(limit) {
                 if !self.deliver(chunk, &stop).await {
                     return;
                 }
@@ -114,7 +114,7 @@ impl Worker {
 
     /// Sends `chunk` until it is accepted or parked; false if stopped
     /// first (the chunk is then neither).
-    async fn deliver(&self, chunk: &[Stored], stop: &CancellationToken) -> bool {
+    async fn deliver(&self, chunk: &mut [Stored], stop: &CancellationToken) -> bool {
         let retry = &self.endpoint.retry;
         let mut failures = 0u32;
         loop {
@@ -176,12 +176,12 @@ impl Worker {
             if stop.is_cancelled() {
                 return;
             }
-            let chunk = [Stored {
+            let mut chunk = [Stored {
                 id: event_id,
                 event: parked.event,
             }];
             let started_ms = now_millis();
-            let sent = send(&self.client, &self.delivery, &self.endpoint, &chunk).await;
+            let sent = send(&self.client, &self.delivery, &self.endpoint, &mut chunk).await;
             let attempt = attempt_of(&chunk, started_ms, &sent, self.delivery.cluster.id());
             let mut pending = lock(&self.shared);
             if sent.ok() {
@@ -220,20 +220,22 @@ pub fn backoff(base_ms: u64, max_ms: u64, failures: u32) -> Duration {
     Duration::from_millis(full - jitter)
 }
 
-/// One request to `endpoint` carrying `chunk`: rendered, signed, sent, and
-/// its response read up to [`MAX_RESPONSE`].
+/// One request to `endpoint` carrying `chunk`: completed (single images'
+/// platforms), rendered, signed, sent, and its response read up to
+/// [`MAX_RESPONSE`].
 pub async fn send(
     client: &reqwest::Client,
     delivery: &Delivery,
     endpoint: &Endpoint,
-    chunk: &[Stored],
+    chunk: &mut [Stored],
 ) -> Sent {
+    delivery.platforms.fill(&delivery.meta, chunk).await;
     let body = format::render(endpoint.format, chunk, &delivery.context());
     let started = Instant::now();
     let mut req = client
         .post(&endpoint.url)
         .header(http::header::CONTENT_TYPE, body.content_type)
-        .header("berth-event-id", chunk[0].id.to_string())
+        .header("berth-event-id", format::id_text(&chunk[0]))
         .header("berth-event-count", chunk.len().to_string());
     for (name, value) in &endpoint.headers {
         req = req.header(name.as_str(), value.as_str());

@@ -43,8 +43,9 @@ pub enum Kind {
     ManifestDeleted,
     /// A blob was linked into a repository from another one.
     Mount,
-    /// A manifest was served. Not from the log: delivered by the node that
-    /// served it, at most once, and only to endpoints that ask for it.
+    /// A manifest was served (`GET`). Not from the log: sent by the node
+    /// that served it, best effort (tried twice, never parked), and only to
+    /// endpoints that ask for it.
     Pull,
     /// A pull-through mirror stored a manifest from its upstream.
     MirrorFetch,
@@ -231,8 +232,6 @@ pub struct Event {
     /// `os/architecture[/variant]` of each image an index lists; filled in
     /// at delivery for a single image, from its configuration.
     pub platforms: Vec<String>,
-    /// For a mount, the repository the blob came from, when the client named it.
-    pub from: Option<RepoName>,
     pub cause: Option<Cause>,
     pub base: Option<BaseMove>,
     /// Free text for the kinds without a target: a collection's figures,
@@ -253,7 +252,6 @@ impl Event {
             size: None,
             previous: None,
             platforms: Vec::new(),
-            from: None,
             cause: None,
             base: None,
             detail: None,

@@ -125,7 +125,7 @@ impl Registry {
         let collector = Collector::new(meta, cluster.clone(), blobs.clone(), settings.gc, budgets);
         let delivery =
             crate::events::Delivery::new(meta_for_events, cluster.clone(), settings.events);
-        Arc::new_cyclic(|me| Registry {
+        let registry = Arc::new_cyclic(|me| Registry {
             delivery,
             collector: Arc::new(collector),
             uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
@@ -142,7 +142,13 @@ impl Registry {
             mirrors: settings.mirrors,
             flights: Arc::default(),
             me: me.clone(),
-        })
+        });
+        let configs: Arc<dyn crate::events::platforms::Configs> = registry.clone();
+        registry
+            .delivery
+            .platforms
+            .set_source(Arc::downgrade(&configs));
+        registry
     }
 
     /// The registry behind `&self`, for a task that outlives the request.

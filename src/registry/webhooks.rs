@@ -7,10 +7,12 @@ use serde::Serialize;
 use super::{Error, Registry, Result};
 use crate::events::TestOutcome;
 use crate::meta::bases::Dependent;
-use crate::meta::events::{EventId, Origin};
+use futures_util::StreamExt;
+
+use crate::meta::events::{index_platforms, Event, EventId, Kind, Origin};
 use crate::meta::webhooks::{Attempt, Endpoint, Parked, WebhookChange};
 use crate::meta::Command;
-use crate::oci::{Reference, RepoName};
+use crate::oci::{Digest, Reference, RepoName};
 
 /// Events counted at most when showing how far behind an endpoint is.
 const BACKLOG_COUNTED: usize = 10_000;
@@ -158,11 +160,56 @@ impl Registry {
         Ok(self.meta.dependents(repo, &digest)?)
     }
 
+    /// Whether a pull should be noted: some endpoint wants pulls.
+    pub fn pulls_wanted(&self) -> bool {
+        self.delivery.pulls.wanted()
+    }
+
+    /// Notes that `manifest` was served from `repo` as `reference`.
+    pub fn note_pull(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        manifest: &super::ResolvedManifest,
+        origin: Origin,
+    ) {
+        let mut event = Event::new(Kind::Pull, Some(repo.clone()), &origin);
+        if let Reference::Tag(tag) = reference {
+            event.tag = Some(tag.clone());
+        }
+        event.digest = Some(manifest.digest.clone());
+        event.media_type = Some(manifest.record.media_type.clone());
+        event.size = Some(manifest.record.body.len() as u64);
+        event.platforms = index_platforms(&manifest.record.body);
+        self.delivery.pulls.note(event);
+    }
+
     /// The leader's webhook delivery; runs until `stop`.
     pub fn deliver(
         &self,
         stop: tokio_util::sync::CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.delivery.clone().run(stop)
+    }
+}
+
+impl crate::events::platforms::Configs for Registry {
+    fn config<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        digest: &'a Digest,
+    ) -> futures_util::future::BoxFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let read = self.read_blob(repo, digest, None).await.ok()?;
+            if read.size > crate::events::platforms::MAX_CONFIG {
+                return None;
+            }
+            let mut body = read.body;
+            let mut bytes = Vec::with_capacity(read.size as usize);
+            while let Some(chunk) = body.next().await {
+                bytes.extend_from_slice(&chunk.ok()?);
+            }
+            Some(bytes)
+        })
     }
 }

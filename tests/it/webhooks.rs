@@ -178,6 +178,8 @@ async fn events_arrive_in_commit_order_signed_with_ids() {
     assert_eq!(events[1]["target"]["digest"], second.digest);
     assert_eq!(events[2]["berth"]["previous"], first.digest);
     assert_eq!(events[0]["request"]["method"], "PUT");
+    // A single image's platform comes from its configuration.
+    assert_eq!(events[0]["berth"]["platforms"], json!(["linux/amd64"]));
     // Ids are ordered and unique.
     let ids: Vec<(u64, u64)> = events
         .iter()
@@ -289,6 +291,56 @@ async fn a_dead_endpoint_delays_no_other_and_parked_events_can_be_redelivered() 
         assert!(Instant::now() < deadline, "still parked: {d:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn pulls_reach_only_endpoints_that_ask_for_them() {
+    let node = TestNode::start().await;
+    let pulls = Receiver::start().await;
+    let pushes = Receiver::start().await;
+    add_ok(
+        &node,
+        json!({"id": "pulls", "url": pulls.url(), "events": "pull", "allow_internal": true}),
+    )
+    .await;
+    add_ok(
+        &node,
+        json!({"id": "pushes", "url": pushes.url(), "allow_internal": true}),
+    )
+    .await;
+    let image = node.push_image("pull/app", "v1").await;
+    // The node notices the subscription within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let head = send(
+        node.head("/v2/pull/app/manifests/v1")
+            .header("accept", OCI_MANIFEST),
+    )
+    .await;
+    assert_eq!(head.status(), 200);
+    let get = send(
+        node.get("/v2/pull/app/manifests/v1")
+            .header("accept", OCI_MANIFEST),
+    )
+    .await;
+    assert_eq!(get.status(), 200);
+    let got = pulls.wait_for("the pull", |e| !e.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = if pulls.events().len() > got.len() {
+        pulls.events()
+    } else {
+        got
+    };
+    assert_eq!(got.len(), 1, "a HEAD is no pull: {got:#?}");
+    let e = &got[0];
+    assert_eq!(e["action"], "pull");
+    assert_eq!(e["target"]["digest"], image.digest);
+    assert_eq!(e["target"]["tag"], "v1");
+    assert_eq!(e["request"]["method"], "GET");
+    assert!(e["id"].as_str().unwrap().starts_with("pull-"), "{e}");
+    assert_eq!(e["berth"]["platforms"], json!(["linux/amd64"]));
+    // The other endpoint got the push, and no pull.
+    let other = pushes.wait_for("the push", |e| !e.is_empty()).await;
+    assert!(other.iter().all(|e| e["action"] != "pull"), "{other:#?}");
 }
 
 #[tokio::test]
