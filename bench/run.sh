@@ -17,6 +17,9 @@
 # and, only when named: the pull-through cache on a 3-node cluster against three
 # Distribution pull-through proxies, see bench/measurements/mirror.sh
 #   mirror
+# and, only when named: webhook delivery on a 3-node cluster against Distribution's
+# notifications, see bench/measurements/webhooks.sh
+#   webhooks
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -24,7 +27,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
-EXTRA_MEASUREMENTS=(gc mirror)
+EXTRA_MEASUREMENTS=(gc mirror webhooks)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
 WRK_AUTH=
@@ -68,7 +71,9 @@ measurements: ${ALL_MEASUREMENTS[*]} (default: all)
               ${CLUSTER_MEASUREMENTS[*]} (only when named; "cluster" names all five)
               ${SECURE_MEASUREMENTS[*]} (only when named; "secure" names both)
               ${EXTRA_MEASUREMENTS[*]} (only when named: gc, garbage collection, 3-node cluster vs offline
-                Distribution; mirror, pull-through cache, 3-node cluster vs 3 Distribution proxies)
+                Distribution; mirror, pull-through cache, 3-node cluster vs 3 Distribution proxies;
+                webhooks, push rate with endpoints, event latency and delivery rate, 3-node
+                cluster vs Distribution's notifications)
 environment:
   BERTH_BIN            berth binary ($BERTH_BIN)
   BENCH_BASELINE_BIN   cluster-head, cluster-digest: the earlier berth build they compare with (BERTH_BIN)
@@ -89,6 +94,11 @@ environment:
   BENCH_MIRROR_PULLS   mirror: concurrent pulls of the uncached image ($BENCH_MIRROR_PULLS)
   BENCH_MIRROR_LAYERS  mirror: layers the BENCH_SIZE_MIB image is cut into ($BENCH_MIRROR_LAYERS)
   BENCH_MIRROR_TIMEOUT mirror: bound in seconds on each pull and each wait ($BENCH_MIRROR_TIMEOUT)
+  BENCH_HOOKS_PUSHES   webhooks: pushes per push-rate run ($BENCH_HOOKS_PUSHES)
+  BENCH_HOOKS_CLIENTS  webhooks: concurrent pushing clients ($BENCH_HOOKS_CLIENTS)
+  BENCH_HOOKS_RATE     webhooks: pushes a second in the latency run ($BENCH_HOOKS_RATE)
+  BENCH_HOOKS_LATENCY_PUSHES  webhooks: pushes in the latency run ($BENCH_HOOKS_LATENCY_PUSHES)
+  BENCH_HOOKS_BACKLOG  webhooks: events waiting in the throughput run ($BENCH_HOOKS_BACKLOG)
 USAGE
 }
 
@@ -126,6 +136,7 @@ tools_for() {
         skopeo) printf 'skopeo\numoci\n' ;;
         cluster-head | cluster-digest) printf 'haproxy\nwrk\n' ;;
         cluster-*) printf 'haproxy\n' ;;
+        webhooks) printf 'python3\n' ;;
     esac
 }
 

@@ -28,13 +28,24 @@ use serde::Deserialize;
 use super::access::{actor, Actor};
 use super::authn::Authn;
 use super::ClientAddr;
+use crate::auth::policy::{Caller, Policy};
 use crate::events::endpoint::EndpointSpec;
 use crate::meta::events::EventId;
 use crate::meta::webhooks::{Endpoint, Source};
 use crate::oci::{Reference, RepoName};
 use crate::registry::{Error, Registry};
 
-/// Whether `actor` may manage `endpoint`, refusing (and auditing) if not.
+/// Whether `caller` may manage `endpoint`.
+fn may_manage(p: &Policy, c: &Caller, endpoint: &Endpoint) -> bool {
+    if p.is_admin(c) {
+        return true;
+    }
+    !endpoint.allow_internal
+        && !endpoint.repositories.is_empty()
+        && endpoint.repositories.iter().all(|r| p.administers(c, r))
+}
+
+/// Refuses (and audits) an actor who may not manage `endpoint`.
 fn require(
     actor: &Actor,
     authn: &Authn,
@@ -42,14 +53,7 @@ fn require(
     what: &str,
     endpoint: &Endpoint,
 ) -> Result<(), Error> {
-    actor.require(authn, source, what, |p, c| {
-        if p.is_admin(c) {
-            return true;
-        }
-        !endpoint.allow_internal
-            && !endpoint.repositories.is_empty()
-            && endpoint.repositories.iter().all(|r| p.administers(c, r))
-    })
+    actor.require(authn, source, what, |p, c| may_manage(p, c, endpoint))
 }
 
 /// Who is asking, and the endpoint `id` if they may manage it.
@@ -81,9 +85,14 @@ pub async fn list(
 ) -> Result<Response, Error> {
     let actor = actor(&reg, &authn, source.ip(), &headers).await?;
     let mut all = reg.webhooks().await?;
-    if let Actor::Caller(_) = &actor {
+    if let Actor::Caller(caller) = &actor {
         // Only what the caller could manage.
-        all.retain(|w| require(&actor, &authn, source.ip(), "", &w.endpoint).is_ok());
+        let policy = authn.policy()?;
+        all.retain(|w| {
+            policy
+                .as_ref()
+                .is_some_and(|p| may_manage(p, caller, &w.endpoint))
+        });
     }
     Ok(Json(all).into_response())
 }

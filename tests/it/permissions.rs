@@ -638,3 +638,65 @@ async fn an_external_issuer_decides_what_its_callers_read() {
     let resp = as_token(push_only, Method::POST, into_c).await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn owners_manage_webhooks_of_their_namespace_only() {
+    let (node, _files) = node_with(&["olga", "dave"]).await;
+    scene(
+        &node,
+        vec![json!({ "put_org": { "name": "acme", "owner": "olga" } })],
+    )
+    .await;
+    let as_user = |user: &str, method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = signed_in(user, PASSWORD).request(method, node.url(path));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    let hook = |id: &str, extra: Value| {
+        let mut spec = json!({ "id": id, "url": "https://ci.example.com/hook" });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        spec
+    };
+    let post = reqwest::Method::POST;
+    let ok = hook("acme-ci", json!({ "repositories": ["acme/*"] }));
+    let resp = as_user("olga", post.clone(), "/_berth/webhooks", Some(ok)).await;
+    assert_eq!(resp.status(), 201);
+    for refused in [
+        hook("everything", json!({})),
+        hook("theirs", json!({ "repositories": ["other/*"] })),
+        hook("mixed", json!({ "repositories": ["acme/*", "other/app"] })),
+        hook(
+            "inside",
+            json!({ "repositories": ["acme/*"], "url": "http://127.0.0.1:9/", "allow_internal": true }),
+        ),
+    ] {
+        let resp = as_user(
+            "olga",
+            post.clone(),
+            "/_berth/webhooks",
+            Some(refused.clone()),
+        )
+        .await;
+        assert_oci_error(resp, 403, "DENIED").await;
+    }
+    let acme = hook("acme-ci", json!({ "repositories": ["acme/*"] }));
+    let resp = as_user("dave", post.clone(), "/_berth/webhooks", Some(acme)).await;
+    assert_oci_error(resp, 403, "DENIED").await;
+    // Lists show what the caller could manage.
+    let get = reqwest::Method::GET;
+    let seen = json_body(as_user("dave", get.clone(), "/_berth/webhooks", None).await).await;
+    assert_eq!(seen, json!([]));
+    let seen = json_body(as_user("olga", get, "/_berth/webhooks", None).await).await;
+    assert_eq!(seen.as_array().unwrap().len(), 1);
+    let all = json_body(send(node.get("/_berth/webhooks")).await).await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let delete = reqwest::Method::DELETE;
+    let resp = as_user("dave", delete.clone(), "/_berth/webhooks/acme-ci", None).await;
+    assert_oci_error(resp, 403, "DENIED").await;
+    let resp = as_user("olga", delete, "/_berth/webhooks/acme-ci", None).await;
+    assert_eq!(resp.status(), 204);
+}
