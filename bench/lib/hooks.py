@@ -2,8 +2,8 @@
 """Load and a receiver for the webhook benchmark (bench/measurements/webhooks.sh).
 
   hooks.py receive PORT OUT
-      An HTTP receiver: for every event of every Distribution envelope it gets, one
-      line "<tag> <arrival, unix seconds>" in OUT. Answers 200.
+      An HTTP receiver: for every push event it gets (Distribution's envelope or
+      Docker Hub's form), one line "<tag> <arrival, unix seconds>" in OUT. Answers 200.
 
   hooks.py push OUT REPO CONFIG_DIGEST CONFIG_SIZE COUNT CLIENTS RATE URL...
       COUNT pushes of small unique manifests (over one config blob already in REPO)
@@ -13,8 +13,8 @@
       is "<pushes> <seconds>". A push that is not answered 201 stops the run.
 
   hooks.py latency PUSHED RECEIVED
-      "<p50 ms> <p99 ms> <events matched>": from each push's 201 to its event's
-      first arrival.
+      "<p50 ms> <p99 ms> <events matched>": from each push's 201 (when the client
+      has read it) to its event's first arrival, 0 when the event came first.
 
   hooks.py throughput RECEIVED
       "<events a second> <events>": distinct events over the time from the first
@@ -40,10 +40,15 @@ def receive(port, out):
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             now = time.time()
             lines = []
-            for event in json.loads(body).get("events", []):
+            payload = json.loads(body)
+            for event in payload.get("events", []):
                 tag = event.get("target", {}).get("tag", "")
                 if event.get("action") == "push" and tag:
                     lines.append(f"{tag} {now:.6f}\n")
+            # Docker Hub's form: one push per request.
+            tag = (payload.get("push_data") or {}).get("tag", "")
+            if tag:
+                lines.append(f"{tag} {now:.6f}\n")
             with lock:
                 sink.write("".join(lines))
             self.send_response(200)
@@ -123,7 +128,9 @@ def read_times(path):
 
 def latency(pushed, received):
     sent, got = read_times(pushed), read_times(received)
-    waits = sorted((got[tag] - t) * 1000 for tag, t in sent.items() if tag in got)
+    # The receiver can hear of a push before the pushing client has read its
+    # 201: that counts as no wait.
+    waits = sorted(max(0.0, got[tag] - t) * 1000 for tag, t in sent.items() if tag in got)
     if not waits:
         print("- - 0")
         return
