@@ -15,6 +15,7 @@ pub mod db;
 pub mod events;
 pub mod gc;
 pub mod meta;
+pub mod metrics;
 pub mod oci;
 pub mod registry;
 pub mod replication;

@@ -204,6 +204,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
                 public_host: cluster.addr().api.clone(),
                 config_endpoints: config.webhooks.clone(),
             },
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         },
     );
     let _ = late.set(Arc::downgrade(&registry));
@@ -246,13 +247,20 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
                 Forwarder::tls(tls.client),
                 authn,
                 config.body,
+                config.metrics_public,
             );
             let listener =
                 crate::tls::TlsListener::new(listener, tls.server, &limits, stop.clone());
             conn::serve(listener, app, limits, stop.clone())
         }
         None => {
-            let app = api::router(registry.clone(), Forwarder::plain(), authn, config.body);
+            let app = api::router(
+                registry.clone(),
+                Forwarder::plain(),
+                authn,
+                config.body,
+                config.metrics_public,
+            );
             conn::serve(TcpAccept::new(listener, &limits), app, limits, stop.clone())
         }
     };

@@ -16,15 +16,26 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
-use super::body::Received;
+use std::sync::Arc;
 
-pub async fn layer(mut request: Request, next: Next) -> Response {
+use axum::extract::State;
+
+use super::body::Received;
+use crate::metrics::Metrics;
+
+pub async fn layer(
+    State(metrics): State<Arc<Metrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if matches!(request.uri().path(), "/healthz" | "/readyz") {
         return next.run(request).await;
     }
     let received = Received::default();
     request.extensions_mut().insert(received.clone());
     let entry = Entry {
+        route: route_class(request.method(), request.uri().path()),
+        metrics,
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         started: Instant::now(),
@@ -51,6 +62,9 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
 }
 
 struct Entry {
+    /// The route's class, the label of its metrics.
+    route: &'static str,
+    metrics: Arc<Metrics>,
     method: Method,
     path: String,
     started: Instant,
@@ -63,6 +77,14 @@ struct Entry {
 
 impl Entry {
     fn log(self, bytes: u64, complete: bool) {
+        let received = self.received.0.load(Ordering::Relaxed);
+        self.metrics.request(
+            self.route,
+            self.method.as_str(),
+            self.status.as_u16(),
+            self.started.elapsed(),
+            (received, bytes),
+        );
         tracing::info!(
             target: "berth::access",
             method = %self.method,
@@ -77,6 +99,31 @@ impl Entry {
 }
 
 /// Milliseconds to the microsecond: `0.155`, not `0.15510000000000002`.
+/// A bounded name for what a request is about: never a repository or digest.
+fn route_class(method: &Method, path: &str) -> &'static str {
+    use super::route::Route;
+    if path.starts_with("/v2") {
+        let write = !matches!(*method, Method::GET | Method::HEAD);
+        return match super::route::parse(path, write) {
+            Ok(Route::Base) => "base",
+            Ok(Route::Catalog) => "catalog",
+            Ok(Route::Tags { .. }) => "tags",
+            Ok(Route::Manifest { .. }) => "manifest",
+            Ok(Route::Blob { .. }) => "blob",
+            Ok(Route::UploadStart { .. }) => "upload_start",
+            Ok(Route::Upload { .. }) => "upload",
+            Ok(Route::Referrers { .. }) => "referrers",
+            Err(_) => "v2_invalid",
+        };
+    }
+    match path {
+        "/metrics" => "metrics",
+        "/auth/token" => "token",
+        p if p.starts_with("/_berth/") => "admin",
+        _ => "other",
+    }
+}
+
 fn millis(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
@@ -157,6 +204,8 @@ mod tests {
             inner: Body::from("{\"errors\":[]}"),
             bytes: 0,
             entry: Some(Entry {
+                route: "blob",
+                metrics: Arc::default(),
                 method,
                 path: "/v2/x/blobs/y".into(),
                 started: Instant::now(),

@@ -15,6 +15,7 @@ pub mod headers;
 mod health;
 mod listings;
 mod manifests;
+mod metrics;
 mod mirrors;
 mod origin;
 mod params;
@@ -52,7 +53,9 @@ pub fn router(
     forwarder: proxy::Forwarder,
     authn: authn::Authn,
     body_limits: body::BodyLimits,
+    metrics_public: bool,
 ) -> Router {
+    let metrics = registry.metrics().clone();
     let probes = Router::new()
         .route("/healthz", axum::routing::get(health::alive))
         .route("/readyz", axum::routing::get(health::ready))
@@ -110,9 +113,13 @@ pub fn router(
             "/_berth/dependents",
             axum::routing::get(webhooks::dependents),
         )
+        .route("/metrics", axum::routing::get(metrics::scrape))
         .fallback(dispatch)
         .with_state(registry)
         .layer(axum::Extension(Arc::new(forwarder)))
+        .layer(axum::Extension(metrics::Access {
+            public: metrics_public,
+        }))
         .layer(axum::Extension(authn));
     // Layers run outside in: the last added sees the request first.
     probes
@@ -121,7 +128,10 @@ pub fn router(
         .layer(axum::Extension(body_limits))
         .layer(axum::middleware::from_fn(framing::check))
         .layer(axum::middleware::from_fn(api_version))
-        .layer(axum::middleware::from_fn(access_log::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            access_log::layer,
+        ))
 }
 
 /// Every response names the API version, probes and refusals included.

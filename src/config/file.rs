@@ -41,6 +41,7 @@ pub(super) struct FileConfig {
     pub(super) gc_interval: Option<u64>,
     pub(super) gc_grace: Option<u64>,
     pub(super) gc_untagged: Option<bool>,
+    pub(super) metrics_public: Option<bool>,
     pub(super) header_timeout: Option<u64>,
     pub(super) body_timeout: Option<u64>,
     pub(super) min_body_rate: Option<u64>,

@@ -221,6 +221,11 @@ pub struct ServeArgs {
     /// digest stays until it is deleted.
     #[arg(long, env = "BERTH_GC_UNTAGGED")]
     pub gc_untagged: bool,
+
+    /// Serve `/metrics` (Prometheus) to anyone. Without it, with sign-in on,
+    /// only administrators (or the cluster secret) may read it.
+    #[arg(long, env = "BERTH_METRICS_PUBLIC")]
+    pub metrics_public: bool,
 }
 
 /// How tokens are issued and checked.
@@ -277,6 +282,8 @@ pub struct ServeConfig {
     pub mirrors: Vec<super::MirrorConfig>,
     /// Webhook endpoints from the file's `notifications` section.
     pub webhooks: Vec<crate::meta::webhooks::Endpoint>,
+    /// Whether `/metrics` is open to anyone.
+    pub metrics_public: bool,
     /// Client connections: header and idle timeouts, lingering close.
     pub conn: ConnLimits,
     /// Request bodies: least rate, and how much is drained after an early
@@ -420,6 +427,7 @@ impl ServeArgs {
             },
             mirrors: super::mirror::resolve(file.mirrors.unwrap_or_default())?,
             webhooks: super::notify::resolve(file.notifications)?,
+            metrics_public: self.metrics_public || file.metrics_public.unwrap_or(false),
             remove_after: self
                 .remove_after
                 .or(file.remove_after)
@@ -492,6 +500,7 @@ impl ServeConfig {
             gc: GcConfig::default(),
             mirrors: Vec::new(),
             webhooks: Vec::new(),
+            metrics_public: false,
             conn: ConnLimits::default(),
             body: BodyLimits::default(),
         }

@@ -5,6 +5,7 @@
 mod error;
 mod manifests;
 pub mod mirror;
+mod observe;
 mod policies;
 mod uploads;
 mod webhooks;
@@ -46,6 +47,10 @@ pub struct Registry {
     flights: Arc<mirror::Flights>,
     /// Webhook delivery, which runs while this node leads.
     delivery: Arc<crate::events::Delivery>,
+    /// What scrapes read: the database's estimates and the data directory.
+    db: Db,
+    data_dir: std::path::PathBuf,
+    metrics: Arc<crate::metrics::Metrics>,
     /// The registry itself, for work that outlives a request.
     me: std::sync::Weak<Registry>,
 }
@@ -57,6 +62,7 @@ pub struct Settings {
     pub gc: GcConfig,
     pub mirrors: mirror::Mirrors,
     pub events: crate::events::Settings,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Whether a read must be provably fresh, or may be answered from what this
@@ -125,8 +131,13 @@ impl Registry {
         let collector = Collector::new(meta, cluster.clone(), blobs.clone(), settings.gc, budgets);
         let delivery =
             crate::events::Delivery::new(meta_for_events, cluster.clone(), settings.events);
+        let data_dir = layout.root().to_owned();
+        let metrics = settings.metrics.clone();
         let registry = Arc::new_cyclic(|me| Registry {
             delivery,
+            db: db.clone(),
+            data_dir,
+            metrics,
             collector: Arc::new(collector),
             uploads: Uploads::new(cluster.id(), layout, db.clone(), blobs.clone()),
             replicator: Replicator::new(
@@ -148,6 +159,8 @@ impl Registry {
             .delivery
             .platforms
             .set_source(Arc::downgrade(&configs));
+        let state: Arc<dyn crate::metrics::State> = registry.clone();
+        registry.metrics.set_state(Arc::downgrade(&state));
         registry
     }
 

@@ -14,6 +14,7 @@ mod gc;
 mod limits;
 mod listings;
 mod manifests;
+mod metrics;
 mod mirror;
 mod mount;
 mod permissions;

@@ -700,3 +700,23 @@ async fn owners_manage_webhooks_of_their_namespace_only() {
     let resp = as_user("olga", delete, "/_berth/webhooks/acme-ci", None).await;
     assert_eq!(resp.status(), 204);
 }
+
+#[tokio::test]
+async fn metrics_are_for_administrators_unless_public() {
+    let (node, _files) = node_with(&["dave"]).await;
+    let anonymous = reqwest::Client::new().get(node.url("/metrics")).send();
+    assert_oci_error(anonymous.await.unwrap(), 401, "UNAUTHORIZED").await;
+    let dave = signed_in("dave", PASSWORD).get(node.url("/metrics")).send();
+    assert_oci_error(dave.await.unwrap(), 403, "DENIED").await;
+    let root = send(node.get("/metrics")).await;
+    assert_eq!(root.status(), 200);
+    assert!(root.text().await.unwrap().contains("berth_raft_term"));
+    // With --metrics-public anyone may scrape.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.htpasswd = Some(_files.path().join("htpasswd"));
+    config.metrics_public = true;
+    let open = TestNode::start_with(dir, config).await;
+    let anonymous = reqwest::Client::new().get(open.url("/metrics")).send();
+    assert_eq!(anonymous.await.unwrap().status(), 200);
+}

@@ -1,0 +1,62 @@
+//! What a metrics scrape reads from this node: consensus as the cluster
+//! status reports it, repair's last round, the database's estimates and the
+//! data directory's file system. Cheap enough for every scrape: no scan.
+
+use super::Registry;
+use crate::db::Cf;
+use crate::metrics::{Metrics, Snapshot, State};
+
+impl State for Registry {
+    fn snapshot(&self) -> Snapshot {
+        let status = self.cluster_status();
+        let leads = status.leader_id == Some(status.node_id);
+        let repair = status.repair.clone().unwrap_or_default();
+        let (disk_free, disk_total) = disk_space(&self.data_dir).unwrap_or((0, 0));
+        Snapshot {
+            term: status.term,
+            is_leader: leads,
+            has_leader: status.leader_id.is_some(),
+            last_log_index: status.last_log_index.unwrap_or(0),
+            commit_index: status.committed_index.unwrap_or(0),
+            applied_index: status.applied_index.unwrap_or(0),
+            members: status.members.iter().filter(|m| m.voter).count() as u64,
+            lags: match leads {
+                true => status
+                    .members
+                    .iter()
+                    .filter_map(|m| Some((m.node_id, m.lag?)))
+                    .collect(),
+                false => Vec::new(),
+            },
+            under_replicated: repair.under_replicated,
+            unavailable: repair.unavailable,
+            bytes_to_copy: repair.bytes_to_copy,
+            repair_rate: repair.copy_rate,
+            local_blobs: self.db.estimate_keys(Cf::LocalBlobs),
+            uploads: self.db.estimate_keys(Cf::Uploads),
+            disk_free,
+            disk_total,
+            webhook_endpoints: self.meta.endpoints().map_or(0, |e| e.len() as u64),
+        }
+    }
+}
+
+impl Registry {
+    /// This node's metric handles.
+    pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// Free and total bytes of the file system holding `dir`.
+fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `stat` a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as u64;
+    Some((stat.f_bavail as u64 * block, stat.f_blocks as u64 * block))
+}

@@ -1,0 +1,68 @@
+//! `/metrics`: the families an operator needs are there, request counts grow
+//! with requests, and no repository name becomes a label.
+
+use crate::common::*;
+
+/// The value of the sample `name` (with its labels, exactly as exposed).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn scrape(node: &TestNode) -> String {
+    let resp = send(node.get("/metrics")).await;
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-type").starts_with("application/openmetrics-text"));
+    resp.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn metrics_show_consensus_storage_and_requests_without_repository_names() {
+    let node = TestNode::start().await;
+    // A standalone node elects itself at start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let before = loop {
+        let text = scrape(&node).await;
+        if sample(&text, "berth_raft_is_leader") == Some(1.0) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never the leader:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for family in [
+        "berth_raft_term ",
+        "berth_raft_commit_index ",
+        "berth_raft_applied_index ",
+        "berth_replication_under_replicated_blobs ",
+        "berth_storage_disk_free_bytes ",
+        "berth_storage_local_blobs ",
+        "berth_webhook_endpoints ",
+    ] {
+        assert!(before.contains(family), "no {family} in:\n{before}");
+    }
+    assert_eq!(sample(&before, "berth_raft_members"), Some(1.0));
+    assert_eq!(sample(&before, "berth_raft_has_leader"), Some(1.0));
+    assert!(sample(&before, "berth_storage_disk_size_bytes").unwrap() > 0.0);
+    let put = r#"berth_http_requests_total{route="manifest",method="PUT",status="201"}"#;
+    assert_eq!(sample(&before, put), None);
+    node.push_image("secret-name/app", "v1").await;
+    node.push_image("secret-name/app", "v2").await;
+    let after = scrape(&node).await;
+    assert_eq!(sample(&after, put), Some(2.0), "{after}");
+    let uploads = r#"berth_http_requests_total{route="upload_start",method="POST",status="202"}"#;
+    assert_eq!(sample(&after, uploads), Some(6.0), "{after}");
+    assert!(sample(&after, "berth_http_sent_bytes_total").is_some());
+    assert!(sample(&after, "berth_http_received_bytes_total").unwrap() > 140_000.0);
+    let histogram = r#"berth_http_request_duration_seconds_count{route="manifest"}"#;
+    assert_eq!(sample(&after, histogram), Some(2.0), "{after}");
+    assert!(
+        !after.contains("secret-name"),
+        "a repository name became a label"
+    );
+    // Counters only grow, and applied follows commits.
+    let applied = |t: &str| sample(t, "berth_raft_applied_index").unwrap();
+    assert!(applied(&after) > applied(&before));
+}
