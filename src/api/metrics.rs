@@ -37,9 +37,14 @@ pub async fn scrape(
         )?;
     }
     let body = reg.metrics().encode();
-    Ok((
-        [(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        body,
-    )
-        .into_response())
+    // Prometheus asks for OpenMetrics; curl and promtool get the older text.
+    let openmetrics = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let (content_type, body) = match openmetrics {
+        true => (crate::metrics::OPENMETRICS, body),
+        false => (crate::metrics::TEXT, crate::metrics::to_text(&body)),
+    };
+    Ok(([(http::header::CONTENT_TYPE, content_type)], body).into_response())
 }

@@ -16,8 +16,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// The content type of the exposition.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the OpenMetrics exposition, which Prometheus asks for.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the older Prometheus text format, for other clients.
+pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -173,6 +175,43 @@ impl Metrics {
     }
 }
 
+/// The OpenMetrics exposition in the Prometheus text format 0.0.4: the same
+/// samples, but a counter family is named like its `_total` sample, and
+/// there are no `# UNIT` or `# EOF` lines.
+pub fn to_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            // Held until the type says whether the name changes.
+            help = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = match kind {
+                "counter" => format!("{name}_total"),
+                _ => name.to_owned(),
+            };
+            if let Some(h) = help.take() {
+                let text = h
+                    .strip_prefix("# HELP ")
+                    .and_then(|r| r.split_once(' '))
+                    .map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 fn gauge<N>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -304,5 +343,30 @@ impl Collector for StateCollector {
             s.webhook_endpoints as i64,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counters_by_their_samples() {
+        let m = Metrics::new();
+        m.request("manifest", "GET", 200, Duration::from_millis(3), (0, 10));
+        let text = to_text(&m.encode());
+        assert!(
+            text.contains("# HELP berth_http_requests_total Requests answered"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE berth_http_requests_total counter"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "berth_http_requests_total{route=\"manifest\",method=\"GET\",status=\"200\"} 1"
+        ));
+        assert!(text.contains("# TYPE berth_http_request_duration_seconds histogram"));
+        assert!(!text.contains("# EOF"));
     }
 }

@@ -10,7 +10,11 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 }
 
 async fn scrape(node: &TestNode) -> String {
-    let resp = send(node.get("/metrics")).await;
+    let resp = send(
+        node.get("/metrics")
+            .header("accept", "application/openmetrics-text"),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(header(&resp, "content-type").starts_with("application/openmetrics-text"));
     resp.text().await.unwrap()
