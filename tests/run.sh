@@ -13,6 +13,7 @@ packages=(
   curl jq openssl haproxy apache2-utils              # test plumbing (htpasswd)
   python3 python3-venv                               # the deploy checks' venv
   python3-jsonschema                                 # the webhook payloads' schemas
+  prometheus                                         # a real scraper, and promtool
   debootstrap busybox-static iproute2 iptables       # the Swarm test's base image and hosts
   skopeo podman buildah containerd umoci             # real clients
   docker-registry                                    # the reference registry

@@ -16,6 +16,8 @@ set -euo pipefail
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/e2e/lib.sh
 source "$E2E_DIR/lib.sh"
+# shellcheck source=tests/e2e/cluster-lib.sh
+source "$E2E_DIR/cluster-lib.sh"
 
 SCENARIOS=(cluster-lb-push-pull cluster-node-loss cluster-node-replace)
 
@@ -24,14 +26,6 @@ E2E_JOIN_TIMEOUT=${E2E_JOIN_TIMEOUT:-120}
 E2E_REPAIR_TIMEOUT=${E2E_REPAIR_TIMEOUT:-180}
 E2E_CLUSTER_BIG_LAYER=${E2E_CLUSTER_BIG_LAYER:-0}
 
-CLUSTER_DIR=    # $E2E_WORK/cluster: secret, node data directories and logs, haproxy files
-CLUSTER_SECRET= # the secret file every node and `berth cluster` get
-NODE_PID=()     # indexed by node number (1, 2, 3; 4 is the replacement)
-NODE_PORT=()    # client API port
-NODE_PEER_PORT=()
-NODE_DATA=()
-USED_PORTS=() # ports handed out here, not listening yet
-NEW_PORT=
 LB_PID=
 LB_HOST=
 LB_STATS_PORT=
@@ -39,99 +33,6 @@ LOSS_REPO=e2e/cluster-loss
 REPAIR_PEAK_RATE=0 # highest copy_rate a node reported while repair_done polled
 
 # ---------------------------------------------------------------- nodes
-
-# node_ports N: chooses node N's client and peer ports and its data directory.
-node_ports() {
-    local n=$1
-    new_port || return 1
-    NODE_PORT[n]=$NEW_PORT
-    new_port || return 1
-    NODE_PEER_PORT[n]=$NEW_PORT
-    NODE_DATA[n]=$CLUSTER_DIR/node$n
-}
-
-# node_launch N PEERS [SERVE OPTIONS...]: starts node N in the background.
-node_launch() {
-    local n=$1 peers=$2
-    shift 2
-    mkdir -p "${NODE_DATA[n]}" || return 1
-    "$BERTH_BIN" serve --plain-http --data-dir "${NODE_DATA[n]}" --listen "$(node_host "$n")" \
-        --peer-listen "127.0.0.1:${NODE_PEER_PORT[n]}" --cluster-secret-file "$CLUSTER_SECRET" \
-        --peers "$peers" "$@" >>"${NODE_DATA[n]}.log" 2>&1 &
-    NODE_PID[n]=$!
-}
-
-node_stop() {
-    [[ -n ${NODE_PID[$1]:-} ]] || return 0
-    stop_pid "${NODE_PID[$1]}"
-    NODE_PID[$1]=
-}
-
-cluster_stop() {
-    local n
-    for n in "${!NODE_PID[@]}"; do
-        node_stop "$n"
-    done
-}
-
-# node_status N: node N's /_berth/cluster/status JSON. Node ids exceed 2^53, which jq
-# rounds, so nodes are told apart by their api_addr here, and removal reads the id from
-# the node's data directory.
-node_status() {
-    curl -fsS --max-time 5 "http://$(node_host "$1")/_berth/cluster/status"
-}
-
-# node_leader N: the api_addr of the leader as node N sees it (empty without one).
-node_leader() {
-    node_status "$1" | jq -r '.members[] | select(.leader) | .api_addr'
-}
-
-# node_sees_voters N COUNT [API_ADDR]: node N knows a leader and COUNT voters (API_ADDR among them).
-node_sees_voters() {
-    local status
-    status=$(node_status "$1" 2>/dev/null) || return 1
-    jq -e --argjson count "$2" --arg api "${3:-}" \
-        '.leader_id != null and ([.members[] | select(.voter)] | length) == $count
-         and ($api == "" or any(.members[]; .voter and .api_addr == $api))' \
-        <<<"$status" >/dev/null
-}
-
-# cluster_agrees COUNT [API_ADDR] -- N...: every node N answers /v2/, sees COUNT voters
-# (API_ADDR among them) and they all name the same leader.
-cluster_agrees() {
-    local count=$1 api=$2 n leaders=()
-    shift 3
-    for n in "$@"; do
-        [[ $(http_status GET "http://$(node_host "$n")/v2/" --max-time 2 2>/dev/null) == 200 ]] || return 1
-        node_sees_voters "$n" "$count" "$api" || return 1
-        leaders+=("$(node_leader "$n")")
-    done
-    [[ -n ${leaders[0]} ]] && [[ $(printf '%s\n' "${leaders[@]}" | sort -u | wc -l) == 1 ]]
-}
-
-# cluster_start: three nodes that form a cluster (--bootstrap-expect 3).
-cluster_start() {
-    local n peers=
-    CLUSTER_DIR=$E2E_WORK/cluster
-    CLUSTER_SECRET=$CLUSTER_DIR/secret
-    mkdir -p "$CLUSTER_DIR"
-    (umask 077 && printf 'berth-e2e-%s\n' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" >"$CLUSTER_SECRET")
-    for n in 1 2 3; do
-        node_ports "$n" || return 1
-        peers+=${peers:+,}127.0.0.1:${NODE_PEER_PORT[n]}
-    done
-    for n in 1 2 3; do
-        node_launch "$n" "$peers" --bootstrap-expect 3 || return 1
-    done
-    if ! wait_until $((2 * E2E_STARTUP_TIMEOUT)) "three nodes to form a cluster" \
-        cluster_agrees 3 "" -- 1 2 3; then
-        for n in 1 2 3; do
-            echo "node $n log tail:" >&2
-            tail -n 5 "${NODE_DATA[n]}.log" >&2
-        done
-        return 1
-    fi
-}
 
 # node_killed N: node N, killed by a scenario, has exited (a zombie until reaped here).
 node_killed() {
