@@ -141,7 +141,8 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     let node_id = identity::load_or_create(&layout).map_err(|e| setup(e.to_string()))?;
     let db = Db::open(&layout.db()).map_err(|e| setup(e.to_string()))?;
     let secret = load_secret(config)?;
-    let authn = authn(config, &secret, &layout, &db)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let authn = authn(config, &secret, &layout, &db, metrics.clone())?;
     let (listener, addr) = bind(config.listen).await?;
     // A node with neither peers nor a secret is standalone: it has no peer
     // port at all, so nothing unauthenticated can reach its consensus.
@@ -203,8 +204,9 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
                 },
                 public_host: cluster.addr().api.clone(),
                 config_endpoints: config.webhooks.clone(),
+                metrics: metrics.clone(),
             },
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics: metrics.clone(),
         },
     );
     let _ = late.set(Arc::downgrade(&registry));
@@ -287,6 +289,7 @@ fn authn(
     secret: &Secret,
     layout: &Layout,
     db: &Db,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Authn, ServeError> {
     let auth = ServeError::Auth;
     let htpasswd = match &config.htpasswd {
@@ -329,6 +332,7 @@ fn authn(
         rules,
         config.token.realm.clone(),
         config.tls.is_some(),
+        metrics,
     ))
 }
 

@@ -98,6 +98,7 @@ pub struct Authn {
     https: bool,
     limiter: Arc<LoginLimiter>,
     passwords: Arc<crate::auth::password::Passwords>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Authn {
@@ -108,6 +109,7 @@ impl Authn {
         rules: Option<Arc<Rules>>,
         realm: Option<String>,
         https: bool,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Authn {
         Authn {
             htpasswd,
@@ -117,6 +119,7 @@ impl Authn {
             https,
             limiter: Arc::default(),
             passwords: Arc::default(),
+            metrics,
         }
     }
 
@@ -155,6 +158,7 @@ impl Authn {
                 // Deleting a user or robot ends the tokens it already holds.
                 if self.issues_tokens() && !self.still_known(&policy, &caller) {
                     tracing::warn!(target: "berth::audit", %source, caller = who(&caller), "refused a token of a deleted or expired account");
+                    self.metrics.login_refused("account");
                     return Err(self.challenge(headers, need, Some("invalid_token")));
                 }
                 (caller, Some(grant))
@@ -246,6 +250,7 @@ impl Authn {
             .ok_or_else(|| self.challenge(headers, need, None))?;
         tokens.verify_access(token).map_err(|e| {
             tracing::warn!(target: "berth::audit", %source, error = %e, "refused a token");
+            self.metrics.login_refused("token");
             self.challenge(headers, need, Some("invalid_token"))
         })
     }
@@ -284,10 +289,10 @@ impl Authn {
     ) -> Result<Caller, Error> {
         // Counted before the check, so parallel guesses cannot all be
         // checked before their failures are recorded.
-        let attempt = self
-            .limiter
-            .attempt(source)
-            .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
+        let attempt = self.limiter.attempt(source).map_err(|retry_after| {
+            self.metrics.login_refused("rate_limited");
+            Error::TooManyRequests { retry_after }
+        })?;
         let caller = Caller::from_subject(name);
         let known = match &caller {
             Caller::Anonymous => false,
@@ -306,6 +311,7 @@ impl Authn {
         } else {
             attempt.failed();
             tracing::warn!(target: "berth::audit", user = %name, %source, "refused a login: unknown user or wrong password");
+            self.metrics.login_refused("password");
             Err(Error::Unauthorized {
                 reason: "unknown user or wrong password".into(),
                 challenge: basic_challenge(),

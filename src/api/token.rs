@@ -45,6 +45,8 @@ pub async fn get(
         .filter_map(Access::parse_scope)
         .collect();
     let token = sign(tokens, &policy, &reg, &caller, scopes)?;
+    reg.metrics().tokens_issued.inc();
+    reg.metrics().tokens_issued.inc();
     let mut body = json!({ "token": token, "access_token": token, "expires_in": ACCESS_TTL });
     if form.get("offline_token") == Some("true") && caller != Caller::Anonymous {
         body["refresh_token"] = tokens.refresh_token(caller.subject()).into();

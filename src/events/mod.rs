@@ -40,6 +40,7 @@ pub struct Settings {
     pub public_host: String,
     /// Endpoints from the configuration file.
     pub config_endpoints: Vec<Endpoint>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub struct Delivery {

@@ -145,8 +145,9 @@ impl Worker {
                     first = %chunk[0].id,
                     "webhook events parked after {failures} failed attempts; `berth webhook redeliver` sends them again"
                 );
+                self.delivery.settings.metrics.webhook_request("parked", 0);
                 let mut pending = lock(&self.shared);
-                for s in chunk {
+                for s in chunk.iter() {
                     pending
                         .progress
                         .parked
@@ -230,6 +231,25 @@ pub async fn send(
     chunk: &mut [Stored],
 ) -> Sent {
     delivery.platforms.fill(&delivery.meta, chunk).await;
+    let sent = post(client, delivery, endpoint, chunk).await;
+    let outcome = match sent.ok() {
+        true => "delivered",
+        false => "failed",
+    };
+    delivery
+        .settings
+        .metrics
+        .webhook_request(outcome, chunk.len() as u64);
+    sent
+}
+
+/// The request itself.
+async fn post(
+    client: &reqwest::Client,
+    delivery: &Delivery,
+    endpoint: &Endpoint,
+    chunk: &[Stored],
+) -> Sent {
     let body = format::render(endpoint.format, chunk, &delivery.context());
     let started = Instant::now();
     let mut req = client

@@ -33,6 +33,16 @@ pub struct RouteLabels {
     pub route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 /// What the state collector reads when scraped.
 pub trait State: Send + Sync {
     fn snapshot(&self) -> Snapshot;
@@ -69,6 +79,15 @@ pub struct Metrics {
     pub request_seconds: Family<RouteLabels, Histogram>,
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
+    /// Sign-ins refused: `password`, `token`, `account` (a deleted or
+    /// expired one), `rate_limited`.
+    pub logins_refused: Family<ReasonLabels, Counter>,
+    pub tokens_issued: Counter,
+    /// Changes this node proposed, until applied here.
+    pub write_seconds: Histogram,
+    /// Webhook requests: `delivered`, `failed`, `parked`.
+    pub webhook_requests: Family<OutcomeLabels, Counter>,
+    pub webhook_events: Counter,
     state: Arc<StateCollector>,
 }
 
@@ -126,6 +145,32 @@ impl Metrics {
             "Response body bytes sent",
             sent_bytes.clone(),
         );
+        let logins_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_logins_refused",
+            "Sign-ins refused, by reason",
+            logins_refused.clone(),
+        );
+        let tokens_issued = Counter::default();
+        registry.register("auth_tokens_issued", "Tokens issued", tokens_issued.clone());
+        let write_seconds = Histogram::new(seconds_buckets());
+        registry.register(
+            "raft_write_duration_seconds",
+            "Time from proposing a change through the leader to its being applied on this node",
+            write_seconds.clone(),
+        );
+        let webhook_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook requests this node sent, by outcome",
+            webhook_requests.clone(),
+        );
+        let webhook_events = Counter::default();
+        registry.register(
+            "webhook_events_delivered",
+            "Webhook events receivers accepted from this node",
+            webhook_events.clone(),
+        );
         let state = Arc::new(StateCollector::default());
         registry.register_collector(Box::new(state.clone()));
         Metrics {
@@ -134,7 +179,27 @@ impl Metrics {
             request_seconds,
             received_bytes,
             sent_bytes,
+            logins_refused,
+            tokens_issued,
+            write_seconds,
+            webhook_requests,
+            webhook_events,
             state,
+        }
+    }
+
+    pub fn login_refused(&self, reason: &'static str) {
+        self.logins_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn webhook_request(&self, outcome: &'static str, events: u64) {
+        self.webhook_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        if outcome == "delivered" {
+            self.webhook_events.inc_by(events);
         }
     }
 

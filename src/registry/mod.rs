@@ -264,7 +264,12 @@ impl Registry {
     /// Applies a command through the cluster; returns once this node has
     /// applied it.
     async fn write(&self, cmd: Command) -> Result<()> {
-        Ok(self.cluster.write(cmd).await??)
+        let started = std::time::Instant::now();
+        let written = self.cluster.write(cmd).await;
+        self.metrics
+            .write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(written??)
     }
 
     /// Waits until this node has applied every write completed anywhere

@@ -66,6 +66,9 @@ async fn metrics_show_consensus_storage_and_requests_without_repository_names() 
         !after.contains("secret-name"),
         "a repository name became a label"
     );
+    // Each push wrote three blob links and a manifest through the log.
+    let writes = sample(&after, "berth_raft_write_duration_seconds_count").unwrap_or(0.0);
+    assert!(writes >= 8.0, "{writes} writes timed");
     // Counters only grow, and applied follows commits.
     let applied = |t: &str| sample(t, "berth_raft_applied_index").unwrap();
     assert!(applied(&after) > applied(&before));

@@ -708,9 +708,15 @@ async fn metrics_are_for_administrators_unless_public() {
     assert_oci_error(anonymous.await.unwrap(), 401, "UNAUTHORIZED").await;
     let dave = signed_in("dave", PASSWORD).get(node.url("/metrics")).send();
     assert_oci_error(dave.await.unwrap(), 403, "DENIED").await;
+    // A wrong password is counted as a refused login.
+    let wrong = signed_in("dave", "not-the-password").get(node.url("/v2/"));
+    assert_eq!(wrong.send().await.unwrap().status(), 401);
     let root = send(node.get("/metrics")).await;
     assert_eq!(root.status(), 200);
-    assert!(root.text().await.unwrap().contains("berth_raft_term"));
+    let text = root.text().await.unwrap();
+    assert!(text.contains("berth_raft_term"));
+    let refused = r#"berth_auth_logins_refused_total{reason="password"} 1"#;
+    assert!(text.lines().any(|l| l == refused), "{text}");
     // With --metrics-public anyone may scrape.
     let dir = tempfile::tempdir().unwrap();
     let mut config = berth::config::ServeConfig::for_test(dir.path());

@@ -189,6 +189,13 @@ async fn events_arrive_in_commit_order_signed_with_ids() {
         })
         .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // The node counts what it delivered.
+    let metrics = send(node.get("/metrics")).await.text().await.unwrap();
+    let delivered = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_webhook_events_delivered_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(delivered.is_some_and(|d| d >= 5.0), "{metrics}");
     // Every request is signed over its exact body, and a changed body or
     // key is caught by the receiver's check.
     let now = berth::storage::now_secs();
