@@ -119,12 +119,37 @@ render() {
     fi
 }
 
+# The Prometheus Operator's objects: checked by monitoring.py, their alerts by
+# promtool; the rest goes on to kubernetes-validate.
+monitoring() {
+    local name="$1" line out
+    "$BERTH_PY" "$HERE/monitoring.py" "$name" "$WORK/$name.yaml" "$WORK/$name.kube.yaml" \
+        "$WORK/$name.rules.yaml" "$ROOT/docs/metrics.md" >"$WORK/monitoring" 2>&1 ||
+        fail "$name: monitoring checks ran to the end"
+    while IFS= read -r line; do
+        case "$line" in
+            "ok - "*) pass "${line#ok - }" ;;
+            "not ok - "*) fail "${line#not ok - }" ;;
+            *) echo "$line" ;;
+        esac
+    done <"$WORK/monitoring"
+    if [ -s "$WORK/$name.rules.yaml" ]; then
+        if out=$(promtool check rules "$WORK/$name.rules.yaml" 2>&1); then
+            pass "promtool check rules ($name)"
+        else
+            fail "promtool check rules ($name)"
+            printf '%s\n' "$out" | sed 's/^/#   /'
+        fi
+    fi
+}
+
 # kubernetes-validate --strict; a WARN line fails like a non-zero exit.
 validate() {
     local name="$1" version rc
+    monitoring "$name"
     for version in $KUBE_VERSIONS; do
         rc=0
-        "$BERTH_VENV/bin/kubernetes-validate" --strict -k "$version" "$WORK/$name.yaml" \
+        "$BERTH_VENV/bin/kubernetes-validate" --strict -k "$version" "$WORK/$name.kube.yaml" \
             >"$WORK/validate" 2>&1 || rc=$?
         if [ "$rc" -eq 0 ] && ! grep -q WARN "$WORK/validate" && grep -q passed "$WORK/validate"; then
             pass "kubernetes-validate --strict against $version ($name)"
