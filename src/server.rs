@@ -54,6 +54,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The peer listener's address; `None` for a standalone node.
     pub peer_addr: Option<SocketAddr>,
+    /// The `--metrics-listen` listener's address, if any.
+    pub metrics_addr: Option<SocketAddr>,
     pub registry: Arc<Registry>,
     cluster: Arc<Cluster>,
     db: Db,
@@ -63,6 +65,7 @@ pub struct Server {
     repair: JoinHandle<()>,
     collection: JoinHandle<()>,
     delivery: JoinHandle<()>,
+    metrics_task: Option<JoinHandle<()>>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
@@ -233,6 +236,22 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
             "registry listening (plain HTTP, as configured)"
         ),
     }
+    let (metrics_addr, metrics_task) = match config.metrics_listen {
+        Some(addr) => {
+            let (listener, local) = bind(addr).await?;
+            let app = api::metrics::open_router(registry.clone());
+            let stopped = stop.clone().cancelled_owned();
+            let task = tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+            tracing::info!(addr = %local, "metrics listening (plain HTTP, /metrics only, open to anyone)");
+            (Some(local), Some(task))
+        }
+        None => (None, None),
+    };
     let purge = tokio::spawn(purge_uploads(
         registry.clone(),
         config.upload_ttl,
@@ -278,6 +297,8 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         repair,
         collection,
         delivery,
+        metrics_addr,
+        metrics_task,
     })
 }
 
@@ -368,6 +389,9 @@ impl Server {
         let _ = self.repair.await;
         let _ = self.collection.await;
         let _ = self.delivery.await;
+        if let Some(task) = self.metrics_task {
+            let _ = task.await;
+        }
         match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),

@@ -20,6 +20,32 @@ pub struct Access {
     pub public: bool,
 }
 
+/// The router of `--metrics-listen`: `/metrics` only, open to anyone.
+pub fn open_router(reg: Arc<Registry>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(open_scrape))
+        .with_state(reg)
+}
+
+async fn open_scrape(State(reg): State<Arc<Registry>>, headers: HeaderMap) -> Response {
+    exposition(&reg, &headers)
+}
+
+/// The exposition in the format the client asked for: Prometheus asks for
+/// OpenMetrics; curl and promtool get the older text format.
+fn exposition(reg: &Registry, headers: &HeaderMap) -> Response {
+    let body = reg.metrics().encode();
+    let openmetrics = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let (content_type, body) = match openmetrics {
+        true => (crate::metrics::OPENMETRICS, body),
+        false => (crate::metrics::TEXT, crate::metrics::to_text(&body)),
+    };
+    ([(http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 pub async fn scrape(
     State(reg): State<Arc<Registry>>,
     Extension(authn): Extension<Authn>,
@@ -36,15 +62,5 @@ pub async fn scrape(
             |p, c| p.is_admin(c),
         )?;
     }
-    let body = reg.metrics().encode();
-    // Prometheus asks for OpenMetrics; curl and promtool get the older text.
-    let openmetrics = headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let (content_type, body) = match openmetrics {
-        true => (crate::metrics::OPENMETRICS, body),
-        false => (crate::metrics::TEXT, crate::metrics::to_text(&body)),
-    };
-    Ok(([(http::header::CONTENT_TYPE, content_type)], body).into_response())
+    Ok(exposition(&reg, &headers))
 }

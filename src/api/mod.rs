@@ -15,7 +15,7 @@ pub mod headers;
 mod health;
 mod listings;
 mod manifests;
-mod metrics;
+pub mod metrics;
 mod mirrors;
 mod origin;
 mod params;

@@ -226,6 +226,11 @@ pub struct ServeArgs {
     /// only administrators (or the cluster secret) may read it.
     #[arg(long, env = "BERTH_METRICS_PUBLIC")]
     pub metrics_public: bool,
+
+    /// Also serve `/metrics`, and nothing else, on this address, to anyone
+    /// who can reach it (plain HTTP): for a scraper on a private network.
+    #[arg(long, env = "BERTH_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How tokens are issued and checked.
@@ -284,6 +289,8 @@ pub struct ServeConfig {
     pub webhooks: Vec<crate::meta::webhooks::Endpoint>,
     /// Whether `/metrics` is open to anyone.
     pub metrics_public: bool,
+    /// A listener serving only `/metrics`, openly.
+    pub metrics_listen: Option<SocketAddr>,
     /// Client connections: header and idle timeouts, lingering close.
     pub conn: ConnLimits,
     /// Request bodies: least rate, and how much is drained after an early
@@ -428,6 +435,7 @@ impl ServeArgs {
             mirrors: super::mirror::resolve(file.mirrors.unwrap_or_default())?,
             webhooks: super::notify::resolve(file.notifications)?,
             metrics_public: self.metrics_public || file.metrics_public.unwrap_or(false),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             remove_after: self
                 .remove_after
                 .or(file.remove_after)
@@ -501,6 +509,7 @@ impl ServeConfig {
             mirrors: Vec::new(),
             webhooks: Vec::new(),
             metrics_public: false,
+            metrics_listen: None,
             conn: ConnLimits::default(),
             body: BodyLimits::default(),
         }

@@ -726,3 +726,32 @@ async fn metrics_are_for_administrators_unless_public() {
     let anonymous = reqwest::Client::new().get(open.url("/metrics")).send();
     assert_eq!(anonymous.await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn a_metrics_listener_serves_metrics_alone_to_anyone() {
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(
+        files.path().join("htpasswd"),
+        format!("{ROOT}:{}\n", bcrypt::hash(PASSWORD, 4).unwrap()),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.htpasswd = Some(files.path().join("htpasswd"));
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let node = TestNode::start_with(dir, config).await;
+    let at = node.server().metrics_addr.expect("a metrics listener");
+    let http = reqwest::Client::new();
+    let metrics = http
+        .get(format!("http://{at}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("berth_raft_term"));
+    let other = http.get(format!("http://{at}/v2/")).send().await.unwrap();
+    assert_eq!(other.status(), 404);
+    // The client port still asks for credentials.
+    let anonymous = http.get(node.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
