@@ -20,6 +20,8 @@
 # and, only when named: webhook delivery on a 3-node cluster against Distribution's
 # notifications, see bench/measurements/webhooks.sh
 #   webhooks
+# and, only when named: the cost of metrics, see bench/measurements/metrics.sh
+#   metrics-scrape metrics-get
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -27,7 +29,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
-EXTRA_MEASUREMENTS=(gc mirror webhooks)
+EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
 WRK_AUTH=
@@ -73,7 +75,8 @@ measurements: ${ALL_MEASUREMENTS[*]} (default: all)
               ${EXTRA_MEASUREMENTS[*]} (only when named: gc, garbage collection, 3-node cluster vs offline
                 Distribution; mirror, pull-through cache, 3-node cluster vs 3 Distribution proxies;
                 webhooks, push rate with endpoints, event latency and delivery rate, 3-node
-                cluster vs Distribution's notifications)
+                cluster vs Distribution's notifications; metrics-scrape, /metrics with many
+                blobs vs Distribution's; metrics-get, manifest GET rate with metrics off vs on)
 environment:
   BERTH_BIN            berth binary ($BERTH_BIN)
   BENCH_BASELINE_BIN   cluster-head, cluster-digest: the earlier berth build they compare with (BERTH_BIN)
@@ -99,6 +102,8 @@ environment:
   BENCH_HOOKS_RATE     webhooks: pushes a second in the latency run ($BENCH_HOOKS_RATE)
   BENCH_HOOKS_LATENCY_PUSHES  webhooks: pushes in the latency run ($BENCH_HOOKS_LATENCY_PUSHES)
   BENCH_HOOKS_BACKLOG  webhooks: events waiting in the throughput run ($BENCH_HOOKS_BACKLOG)
+  BENCH_METRICS_BLOBS  metrics-scrape: blobs the node holds ($BENCH_METRICS_BLOBS)
+  BENCH_METRICS_SCRAPES  metrics-scrape: scrapes timed ($BENCH_METRICS_SCRAPES)
 USAGE
 }
 
@@ -136,7 +141,8 @@ tools_for() {
         skopeo) printf 'skopeo\numoci\n' ;;
         cluster-head | cluster-digest) printf 'haproxy\nwrk\n' ;;
         cluster-*) printf 'haproxy\n' ;;
-        webhooks) printf 'python3\n' ;;
+        webhooks | metrics-scrape) printf 'python3\n' ;;
+        metrics-get) printf 'wrk\n' ;;
     esac
 }
 

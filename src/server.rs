@@ -144,7 +144,10 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     let node_id = identity::load_or_create(&layout).map_err(|e| setup(e.to_string()))?;
     let db = Db::open(&layout.db()).map_err(|e| setup(e.to_string()))?;
     let secret = load_secret(config)?;
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics = Arc::new(match config.metrics {
+        true => crate::metrics::Metrics::new(),
+        false => crate::metrics::Metrics::off(),
+    });
     let authn = authn(config, &secret, &layout, &db, metrics.clone())?;
     let (listener, addr) = bind(config.listen).await?;
     // A node with neither peers nor a secret is standalone: it has no peer
@@ -236,7 +239,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
             "registry listening (plain HTTP, as configured)"
         ),
     }
-    let (metrics_addr, metrics_task) = match config.metrics_listen {
+    let (metrics_addr, metrics_task) = match config.metrics_listen.filter(|_| config.metrics) {
         Some(addr) => {
             let (listener, local) = bind(addr).await?;
             let app = api::metrics::open_router(registry.clone());

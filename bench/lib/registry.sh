@@ -66,6 +66,18 @@ launch() {
             RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "$dir/data" \
                 --listen "127.0.0.1:$port" >"$dir/server.log" 2>&1 &
             ;;
+        berth-nometrics)
+            RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "$dir/data" \
+                --listen "127.0.0.1:$port" --metrics false >"$dir/server.log" 2>&1 &
+            ;;
+        distribution-metrics)
+            # Distribution with its Prometheus endpoint on the debug address.
+            write_distribution_config "$dir" "$port"
+            pick_port >"$dir/debug.port"
+            printf '  debug:\n    addr: 127.0.0.1:%s\n    prometheus:\n      enabled: true\n      path: /metrics\n' \
+                "$(cat "$dir/debug.port")" >>"$dir/config.yml"
+            "$REFERENCE_BIN" serve "$dir/config.yml" >"$dir/server.log" 2>&1 &
+            ;;
         berth-auth)
             RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "$dir/data" \
                 --listen "127.0.0.1:$port" --htpasswd "$(secure_file htpasswd)" >"$dir/server.log" 2>&1 &

@@ -80,7 +80,7 @@ impl Entry {
         let received = self.received.0.load(Ordering::Relaxed);
         self.metrics.request(
             self.route,
-            self.method.as_str(),
+            &self.method,
             self.status.as_u16(),
             self.started.elapsed(),
             (received, bytes),

@@ -53,6 +53,9 @@ pub async fn scrape(
     ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
+    if !reg.metrics().enabled() {
+        return Err(Error::RouteUnknown);
+    }
     if !access.public {
         let actor = actor(&reg, &authn, source.ip(), &headers).await?;
         actor.require(

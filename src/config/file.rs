@@ -41,6 +41,7 @@ pub(super) struct FileConfig {
     pub(super) gc_interval: Option<u64>,
     pub(super) gc_grace: Option<u64>,
     pub(super) gc_untagged: Option<bool>,
+    pub(super) metrics: Option<bool>,
     pub(super) metrics_public: Option<bool>,
     pub(super) metrics_listen: Option<std::net::SocketAddr>,
     pub(super) header_timeout: Option<u64>,

@@ -222,6 +222,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_GC_UNTAGGED")]
     pub gc_untagged: bool,
 
+    /// Keep Prometheus metrics and serve `/metrics`. `--metrics false`
+    /// records nothing and serves no `/metrics`. [default: true]
+    #[arg(long, env = "BERTH_METRICS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub metrics: Option<bool>,
+
     /// Serve `/metrics` (Prometheus) to anyone. Without it, with sign-in on,
     /// only administrators (or the cluster secret) may read it.
     #[arg(long, env = "BERTH_METRICS_PUBLIC")]
@@ -287,6 +293,8 @@ pub struct ServeConfig {
     pub mirrors: Vec<super::MirrorConfig>,
     /// Webhook endpoints from the file's `notifications` section.
     pub webhooks: Vec<crate::meta::webhooks::Endpoint>,
+    /// Whether metrics are kept and served.
+    pub metrics: bool,
     /// Whether `/metrics` is open to anyone.
     pub metrics_public: bool,
     /// A listener serving only `/metrics`, openly.
@@ -434,6 +442,7 @@ impl ServeArgs {
             },
             mirrors: super::mirror::resolve(file.mirrors.unwrap_or_default())?,
             webhooks: super::notify::resolve(file.notifications)?,
+            metrics: self.metrics.or(file.metrics).unwrap_or(true),
             metrics_public: self.metrics_public || file.metrics_public.unwrap_or(false),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             remove_after: self
@@ -508,6 +517,7 @@ impl ServeConfig {
             gc: GcConfig::default(),
             mirrors: Vec::new(),
             webhooks: Vec::new(),
+            metrics: true,
             metrics_public: false,
             metrics_listen: None,
             conn: ConnLimits::default(),

@@ -24,7 +24,7 @@ pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: &'static str,
-    pub method: String,
+    pub method: &'static str,
     pub status: u16,
 }
 
@@ -74,6 +74,8 @@ pub struct Snapshot {
 /// The node's metric handles.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Off: nothing is recorded (`--metrics false`).
+    enabled: bool,
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<RouteLabels, Histogram>,
@@ -117,6 +119,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics that record nothing.
+    pub fn off() -> Metrics {
+        Metrics {
+            enabled: false,
+            ..Metrics::new()
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("berth");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -174,6 +188,7 @@ impl Metrics {
         let state = Arc::new(StateCollector::default());
         registry.register_collector(Box::new(state.clone()));
         Metrics {
+            enabled: true,
             registry,
             requests,
             request_seconds,
@@ -212,17 +227,31 @@ impl Metrics {
     pub fn request(
         &self,
         route: &'static str,
-        method: &str,
+        method: &http::Method,
         status: u16,
         took: Duration,
         (received, sent): (u64, u64),
     ) {
+        if !self.enabled {
+            return;
+        }
         self.received_bytes.inc_by(received);
         self.sent_bytes.inc_by(sent);
+        // A bounded set, and no allocation per request.
+        let method = match *method {
+            http::Method::GET => "GET",
+            http::Method::HEAD => "HEAD",
+            http::Method::PUT => "PUT",
+            http::Method::POST => "POST",
+            http::Method::PATCH => "PATCH",
+            http::Method::DELETE => "DELETE",
+            http::Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
         self.requests
             .get_or_create(&RequestLabels {
                 route,
-                method: method.to_owned(),
+                method,
                 status,
             })
             .inc();
@@ -418,7 +447,13 @@ mod tests {
     #[test]
     fn the_text_format_names_counters_by_their_samples() {
         let m = Metrics::new();
-        m.request("manifest", "GET", 200, Duration::from_millis(3), (0, 10));
+        m.request(
+            "manifest",
+            &http::Method::GET,
+            200,
+            Duration::from_millis(3),
+            (0, 10),
+        );
         let text = to_text(&m.encode());
         assert!(
             text.contains("# HELP berth_http_requests_total Requests answered"),

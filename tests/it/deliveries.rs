@@ -140,8 +140,7 @@ async fn every_push_is_delivered_in_order_across_a_leader_kill_and_a_receiver_ou
     // The receiver goes down a fifth of the way in, the leader dies at
     // two fifths; the receiver is back 30 s after it went.
     wait_done(PUSHES / 5).await;
-    let before_outage = receiver.got();
-    drop(receiver);
+    let before_outage = receiver.stop().await;
     let down_at = Instant::now();
     wait_done(2 * PUSHES / 5).await;
     let victim = cluster.leader().await;

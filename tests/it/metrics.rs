@@ -73,3 +73,17 @@ async fn metrics_show_consensus_storage_and_requests_without_repository_names() 
     let applied = |t: &str| sample(t, "berth_raft_applied_index").unwrap();
     assert!(applied(&after) > applied(&before));
 }
+
+#[tokio::test]
+async fn metrics_off_records_nothing_and_serves_no_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.metrics = false;
+    let node = TestNode::start_with(dir, config).await;
+    node.push_image("off/app", "v1").await;
+    let resp = send(node.get("/metrics")).await;
+    assert_oci_error(resp, 404, "UNSUPPORTED").await;
+    assert!(!node.server().registry.metrics().enabled());
+    let text = node.server().registry.metrics().encode();
+    assert!(!text.contains("berth_http_requests_total{"), "{text}");
+}

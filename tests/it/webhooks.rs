@@ -33,6 +33,7 @@ pub struct Receiver {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
 }
 
 async fn record(
@@ -63,7 +64,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
@@ -74,7 +75,21 @@ impl Receiver {
             addr,
             shared,
             stop: Some(stop),
+            served: Some(served),
         }
+    }
+
+    /// Stops listening, waits until the last request in flight was
+    /// answered, and returns everything received: a request answered while
+    /// shutting down counts.
+    pub async fn stop(mut self) -> Vec<Received> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), served).await;
+        }
+        self.got()
     }
 
     pub fn url(&self) -> String {
