@@ -459,7 +459,7 @@ impl StateMachine {
         self.trim_journal(batch, &moved)
     }
 
-    /// Appends the reported attempts and drops all but the last
+    /// Appends the reported attempts and keeps the last
     /// [`MAX_ATTEMPTS_KEPT`] of each endpoint.
     fn keep_attempts(
         &self,
@@ -468,7 +468,7 @@ impl StateMachine {
         index: u64,
     ) -> Result<(), DbError> {
         let cf = self.db.cf(Cf::Webhooks);
-        let mut ids: Vec<&str> = Vec::new();
+        let mut added: BTreeMap<&str, usize> = BTreeMap::new();
         for (seq, (id, attempt)) in progress.attempts.iter().enumerate() {
             if self.endpoint(id)?.is_none() {
                 continue;
@@ -480,39 +480,43 @@ impl StateMachine {
                 sub_key(ATTEMPT, id, &seq.to_be_bytes()),
                 db::encode(attempt),
             );
-            if !ids.contains(&id.as_str()) {
-                ids.push(id);
-            }
+            *added.entry(id).or_default() += 1;
         }
-        for id in ids {
-            let added = progress.attempts.iter().filter(|(i, _)| i == id).count();
-            let prefix = keys::prefix(&[ATTEMPT, id]);
-            let kept = self
-                .db
-                .scan_prefix(Cf::Webhooks, &prefix, None, usize::MAX)?;
-            let excess = (kept.len() + added).saturating_sub(MAX_ATTEMPTS_KEPT);
-            for (k, _) in kept.into_iter().take(excess) {
-                batch.delete_cf(cf, k);
-            }
+        for (id, n) in added {
+            self.keep_newest(batch, ATTEMPT, id, n, MAX_ATTEMPTS_KEPT)?;
         }
         Ok(())
     }
 
+    /// Keeps the last [`MAX_PARKED_KEPT`] parked events of each endpoint.
     fn trim_parked(&self, batch: &mut Batch, progress: &Progress) -> Result<(), DbError> {
-        let mut ids: Vec<&str> = progress.parked.iter().map(|(id, ..)| id.as_str()).collect();
-        ids.dedup();
-        for id in ids {
-            let added = progress.parked.iter().filter(|(i, ..)| i == id).count();
-            let prefix = keys::prefix(&[PARKED, id]);
-            let kept = self
-                .db
-                .scan_prefix(Cf::Webhooks, &prefix, None, usize::MAX)?;
-            let excess = (kept.len() + added).saturating_sub(MAX_PARKED_KEPT);
-            if excess > 0 {
-                for (k, _) in kept.into_iter().take(excess) {
-                    batch.delete_cf(self.db.cf(Cf::Webhooks), k);
-                }
-            }
+        let mut added: BTreeMap<&str, usize> = BTreeMap::new();
+        for (id, ..) in &progress.parked {
+            *added.entry(id).or_default() += 1;
+        }
+        for (id, n) in added {
+            self.keep_newest(batch, PARKED, id, n, MAX_PARKED_KEPT)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest records of `kind` for endpoint `id` so that, with
+    /// the `added` this batch writes after them, at most `max` remain.
+    fn keep_newest(
+        &self,
+        batch: &mut Batch,
+        kind: &str,
+        id: &str,
+        added: usize,
+        max: usize,
+    ) -> Result<(), DbError> {
+        let prefix = keys::prefix(&[kind, id]);
+        let kept = self
+            .db
+            .scan_prefix(Cf::Webhooks, &prefix, None, usize::MAX)?;
+        let excess = (kept.len() + added).saturating_sub(max);
+        for (k, _) in kept.into_iter().take(excess) {
+            batch.delete_cf(self.db.cf(Cf::Webhooks), k);
         }
         Ok(())
     }
