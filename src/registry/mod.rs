@@ -126,11 +126,15 @@ impl Registry {
         settings: Settings,
     ) -> Arc<Registry> {
         let meta = StateMachine::new(db.clone());
-        let meta_for_events = StateMachine::new(db.clone());
         let budgets = settings.mirrors.budgets();
-        let collector = Collector::new(meta, cluster.clone(), blobs.clone(), settings.gc, budgets);
-        let delivery =
-            crate::events::Delivery::new(meta_for_events, cluster.clone(), settings.events);
+        let collector = Collector::new(
+            meta.clone(),
+            cluster.clone(),
+            blobs.clone(),
+            settings.gc,
+            budgets,
+        );
+        let delivery = crate::events::Delivery::new(meta.clone(), cluster.clone(), settings.events);
         let data_dir = layout.root().to_owned();
         let metrics = settings.metrics.clone();
         let registry = Arc::new_cyclic(|me| Registry {
@@ -147,7 +151,7 @@ impl Registry {
             ),
             repair_stats: RepairStats::default(),
             blobs,
-            meta: StateMachine::new(db),
+            meta,
             cluster,
             max_manifest_size: settings.max_manifest_size,
             mirrors: settings.mirrors,
