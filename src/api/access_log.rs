@@ -21,6 +21,7 @@ use std::sync::Arc;
 use axum::extract::State;
 
 use super::body::Received;
+use super::route::ClassSlot;
 use crate::metrics::Metrics;
 
 pub async fn layer(
@@ -33,8 +34,10 @@ pub async fn layer(
     }
     let received = Received::default();
     request.extensions_mut().insert(received.clone());
+    let class = ClassSlot::default();
+    request.extensions_mut().insert(class.clone());
     let entry = Entry {
-        route: route_class(request.method(), request.uri().path()),
+        class,
         metrics,
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
@@ -62,8 +65,8 @@ pub async fn layer(
 }
 
 struct Entry {
-    /// The route's class, the label of its metrics.
-    route: &'static str,
+    /// The route's class, the label of its metrics, once parsed.
+    class: ClassSlot,
     metrics: Arc<Metrics>,
     method: Method,
     path: String,
@@ -78,8 +81,12 @@ struct Entry {
 impl Entry {
     fn log(self, bytes: u64, complete: bool) {
         let received = self.received.0.load(Ordering::Relaxed);
+        let route = match self.class.0.get() {
+            Some(class) => class,
+            None => other_class(&self.path),
+        };
         self.metrics.request(
-            self.route,
+            route,
             &self.method,
             self.status.as_u16(),
             self.started.elapsed(),
@@ -99,24 +106,11 @@ impl Entry {
 }
 
 /// Milliseconds to the microsecond: `0.155`, not `0.15510000000000002`.
-/// A bounded name for what a request is about: never a repository or digest.
-fn route_class(method: &Method, path: &str) -> &'static str {
-    use super::route::Route;
-    if path.starts_with("/v2") {
-        let write = !matches!(*method, Method::GET | Method::HEAD);
-        return match super::route::parse(path, write) {
-            Ok(Route::Base) => "base",
-            Ok(Route::Catalog) => "catalog",
-            Ok(Route::Tags { .. }) => "tags",
-            Ok(Route::Manifest { .. }) => "manifest",
-            Ok(Route::Blob { .. }) => "blob",
-            Ok(Route::UploadStart { .. }) => "upload_start",
-            Ok(Route::Upload { .. }) => "upload",
-            Ok(Route::Referrers { .. }) => "referrers",
-            Err(_) => "v2_invalid",
-        };
-    }
+/// A bounded name for what a request is about, for a request whose path
+/// the `/v2/` route parser did not classify: never a repository or digest.
+fn other_class(path: &str) -> &'static str {
     match path {
+        p if p.starts_with("/v2") => "v2_invalid",
         "/metrics" => "metrics",
         "/auth/token" => "token",
         p if p.starts_with("/_berth/") => "admin",
@@ -204,7 +198,7 @@ mod tests {
             inner: Body::from("{\"errors\":[]}"),
             bytes: 0,
             entry: Some(Entry {
-                route: "blob",
+                class: ClassSlot::default(),
                 metrics: Arc::default(),
                 method,
                 path: "/v2/x/blobs/y".into(),

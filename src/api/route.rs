@@ -50,7 +50,28 @@ pub enum Route {
     },
 }
 
+/// Where the route's class goes once the path is parsed: the access log
+/// puts one in each request and reads it for its metrics, so the path is
+/// parsed once.
+#[derive(Clone, Default)]
+pub struct ClassSlot(pub std::sync::Arc<std::sync::OnceLock<&'static str>>);
+
 impl Route {
+    /// What kind of request this is, as metrics label it: never a
+    /// repository name or digest.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Route::Base => "base",
+            Route::Catalog => "catalog",
+            Route::Tags { .. } => "tags",
+            Route::Manifest { .. } => "manifest",
+            Route::Blob { .. } => "blob",
+            Route::UploadStart { .. } => "upload_start",
+            Route::Upload { .. } => "upload",
+            Route::Referrers { .. } => "referrers",
+        }
+    }
+
     /// The repository the route is about; `None` for the base and catalog.
     pub fn repo(&self) -> Option<&RepoName> {
         match self {
@@ -133,7 +154,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Route {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Route, Error> {
-        parse(parts.uri.path(), parts.method == http::Method::PUT)
+        let route = parse(parts.uri.path(), parts.method == http::Method::PUT)?;
+        if let Some(slot) = parts.extensions.get::<ClassSlot>() {
+            let _ = slot.0.set(route.class());
+        }
+        Ok(route)
     }
 }
 
