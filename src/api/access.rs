@@ -66,6 +66,23 @@ impl Actor {
         }
     }
 
+    /// Who asked for a change made through an admin endpoint, for its
+    /// events: the signed-in caller or the cluster secret; no one when
+    /// sign-in is off.
+    pub(super) fn origin(
+        &self,
+        reg: &Registry,
+        source: std::net::SocketAddr,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> crate::meta::events::Origin {
+        let actor = match self {
+            Actor::Anyone => None,
+            other => Some(other.name()),
+        };
+        super::origin::of(reg, actor.as_deref(), source, method, headers)
+    }
+
     /// Refuses a caller whom `allowed` does not admit to `what` (the
     /// anonymous actor of a node with sign-in off and the cluster secret are
     /// always admitted), and audits the refusal.
@@ -143,7 +160,7 @@ pub async fn change(
     })?;
     let actor = admin.name();
     let describe = change.describe();
-    let origin = super::origin::of(&reg, Some(&actor), source, &Method::POST, &headers);
+    let origin = admin.origin(&reg, source, &Method::POST, &headers);
     reg.change_access(change, origin).await?;
     tracing::info!(target: "berth::audit", %source, %actor, change = describe, "access changed");
     Ok(match secret {

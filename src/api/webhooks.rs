@@ -119,7 +119,7 @@ pub async fn put(
         require(&actor, &authn, source.ip(), &what, &old)?;
     }
     let (id, url) = (endpoint.id.clone(), endpoint.url.clone());
-    let origin = super::origin::of(&reg, Some(&by), source, &Method::POST, &headers);
+    let origin = actor.origin(&reg, source, &Method::POST, &headers);
     reg.put_webhook(endpoint.clone(), origin).await?;
     tracing::info!(target: "berth::audit", %source, actor = %by, webhook = %id, %url, "webhook endpoint set");
     Ok((StatusCode::CREATED, Json(endpoint.redacted())).into_response())
@@ -134,7 +134,7 @@ pub async fn remove(
 ) -> Result<Response, Error> {
     let (actor, _) = managed(&reg, &authn, source, &headers, &id, "remove").await?;
     let by = actor.name();
-    let origin = super::origin::of(&reg, Some(&by), source, &Method::DELETE, &headers);
+    let origin = actor.origin(&reg, source, &Method::DELETE, &headers);
     reg.remove_webhook(&id, origin).await?;
     tracing::info!(target: "berth::audit", %source, actor = %by, webhook = %id, "webhook endpoint removed");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -148,7 +148,7 @@ pub async fn test(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let (actor, _) = managed(&reg, &authn, source, &headers, &id, "test").await?;
-    let origin = super::origin::of(&reg, Some(&actor.name()), source, &Method::POST, &headers);
+    let origin = actor.origin(&reg, source, &Method::POST, &headers);
     Ok(Json(reg.test_webhook(&id, origin).await?).into_response())
 }
 
@@ -188,7 +188,7 @@ pub async fn redeliver(
         .map_err(Error::RequestInvalid)?;
     let (actor, _) = managed(&reg, &authn, source, &headers, &id, "redeliver to").await?;
     let by = actor.name();
-    let origin = super::origin::of(&reg, Some(&by), source, &Method::POST, &headers);
+    let origin = actor.origin(&reg, source, &Method::POST, &headers);
     let queued = reg.redeliver(&id, events, origin).await?;
     tracing::info!(target: "berth::audit", %source, actor = %by, webhook = %id, queued, "parked webhook events queued again");
     Ok(Json(serde_json::json!({ "queued": queued })).into_response())
