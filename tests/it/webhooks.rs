@@ -403,9 +403,8 @@ async fn a_moved_base_names_exactly_the_images_built_on_it() {
     // Built on it by layers: the base's layers, then its own.
     let extra = random_blob(900);
     let mut on_layers = base_layers.clone();
-    for (b, bytes) in &base.layers {
+    for (_, bytes) in &base.layers {
         node.push_blob("acme/web", bytes).await;
-        let _ = b;
     }
     on_layers.push(Blob::new(
         OCI_LAYER,
