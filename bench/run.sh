@@ -22,6 +22,9 @@
 #   webhooks
 # and, only when named: the cost of metrics, see bench/measurements/metrics.sh
 #   metrics-scrape metrics-get
+# and, only when named: the web UI's repository page against Distribution's tag
+# listing, see bench/measurements/ui.sh
+#   ui-tags
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -29,7 +32,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
-EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get)
+EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get ui-tags)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
 WRK_AUTH=
@@ -76,7 +79,9 @@ measurements: ${ALL_MEASUREMENTS[*]} (default: all)
                 Distribution; mirror, pull-through cache, 3-node cluster vs 3 Distribution proxies;
                 webhooks, push rate with endpoints, event latency and delivery rate, 3-node
                 cluster vs Distribution's notifications; metrics-scrape, /metrics with many
-                blobs vs Distribution's; metrics-get, manifest GET rate with metrics off vs on)
+                blobs vs Distribution's; metrics-get, manifest GET rate with metrics off vs on;
+                ui-tags, the web UI's page of a repository with many tags vs Distribution's
+                tags/list?n=50)
 environment:
   BERTH_BIN            berth binary ($BERTH_BIN)
   BENCH_BASELINE_BIN   cluster-head, cluster-digest: the earlier berth build they compare with (BERTH_BIN)
@@ -104,6 +109,9 @@ environment:
   BENCH_HOOKS_BACKLOG  webhooks: events waiting in the throughput run ($BENCH_HOOKS_BACKLOG)
   BENCH_METRICS_BLOBS  metrics-scrape: blobs the node holds ($BENCH_METRICS_BLOBS)
   BENCH_METRICS_SCRAPES  metrics-scrape: scrapes timed ($BENCH_METRICS_SCRAPES)
+  BENCH_UI_TAGS        ui-tags: tags of the repository shown ($BENCH_UI_TAGS)
+  BENCH_UI_REQUESTS    ui-tags: GETs timed of each page ($BENCH_UI_REQUESTS)
+  BENCH_UI_CLIENTS     ui-tags: concurrent clients tagging ($BENCH_UI_CLIENTS)
 USAGE
 }
 
@@ -141,7 +149,7 @@ tools_for() {
         skopeo) printf 'skopeo\numoci\n' ;;
         cluster-head | cluster-digest) printf 'haproxy\nwrk\n' ;;
         cluster-*) printf 'haproxy\n' ;;
-        webhooks | metrics-scrape) printf 'python3\n' ;;
+        webhooks | metrics-scrape | ui-tags) printf 'python3\n' ;;
         metrics-get) printf 'wrk\n' ;;
     esac
 }

@@ -1,6 +1,7 @@
 //! berth: a container image registry that runs as a replicated cluster.
 //!
-//! Layers point one way: [`api`] (HTTP) calls [`registry`] (the operations a
+//! Layers point one way: [`api`] (HTTP) and [`ui`] (the web pages) call
+//! [`registry`] (the operations a
 //! client asks for), which calls [`meta`] (the replicated state machine) and
 //! [`storage`] (this node's bytes). [`oci`] holds the pure types every layer
 //! shares, and [`db`] owns the RocksDB layout.
@@ -22,3 +23,4 @@ pub mod replication;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod ui;

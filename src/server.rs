@@ -148,7 +148,9 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         true => crate::metrics::Metrics::new(),
         false => crate::metrics::Metrics::off(),
     });
-    let authn = authn(config, &secret, &layout, &db, metrics.clone())?;
+    let base_key = base_key(&secret, &layout)?;
+    let authn = authn(config, &base_key, &db, metrics.clone())?;
+    let ui_keys = Arc::new(crate::ui::session::Keys::derive(&base_key));
     let (listener, addr) = bind(config.listen).await?;
     // A node with neither peers nor a secret is standalone: it has no peer
     // port at all, so nothing unauthenticated can reach its consensus.
@@ -264,27 +266,21 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     let collection = tokio::spawn(registry.collection(stop.clone()));
     let delivery = tokio::spawn(registry.deliver(stop.clone()));
     let limits = config.conn;
+    let options = api::Options {
+        body_limits: config.body,
+        metrics_public: config.metrics_public,
+        ui_keys,
+        https: config.tls.is_some(),
+    };
     let task = match tls {
         Some(tls) => {
-            let app = api::router(
-                registry.clone(),
-                Forwarder::tls(tls.client),
-                authn,
-                config.body,
-                config.metrics_public,
-            );
+            let app = api::router(registry.clone(), Forwarder::tls(tls.client), authn, options);
             let listener =
                 crate::tls::TlsListener::new(listener, tls.server, &limits, stop.clone());
             conn::serve(listener, app, limits, stop.clone())
         }
         None => {
-            let app = api::router(
-                registry.clone(),
-                Forwarder::plain(),
-                authn,
-                config.body,
-                config.metrics_public,
-            );
+            let app = api::router(registry.clone(), Forwarder::plain(), authn, options);
             conn::serve(TcpAccept::new(listener, &limits), app, limits, stop.clone())
         }
     };
@@ -305,13 +301,21 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     })
 }
 
+/// The key every node of the cluster shares (the cluster secret), or a
+/// standalone node's own: what API tokens and UI sessions are signed with.
+fn base_key(secret: &Secret, layout: &Layout) -> Result<Vec<u8>, ServeError> {
+    match secret.as_bytes() {
+        Some(secret) => Ok(secret.to_vec()),
+        None => identity::token_key(layout).map_err(|e| ServeError::Auth(e.to_string())),
+    }
+}
+
 /// Who may use the API: users kept in the cluster and in an htpasswd file,
 /// and tokens berth issues (signed with a key derived from the cluster
 /// secret, or a standalone node's own) or an external issuer signs.
 fn authn(
     config: &ServeConfig,
-    secret: &Secret,
-    layout: &Layout,
+    base_key: &[u8],
     db: &Db,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Authn, ServeError> {
@@ -331,13 +335,7 @@ fn authn(
             tracing::info!(key = %key.display(), realm = ?config.token.realm, "trusting tokens of an external issuer");
             Some(Tokens::external(key, service).map_err(|e| auth(e.to_string()))?)
         }
-        None if required => {
-            let key = match secret.as_bytes() {
-                Some(secret) => secret.to_vec(),
-                None => identity::token_key(layout).map_err(|e| auth(e.to_string()))?,
-            };
-            Some(Tokens::internal(&key, service))
-        }
+        None if required => Some(Tokens::internal(base_key, service)),
         None => None,
     };
     let rules = if required {

@@ -114,6 +114,7 @@ fn other_class(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/auth/token" => "token",
         p if p.starts_with("/_berth/") => "admin",
+        p if p.starts_with("/ui") => "ui",
         _ => "other",
     }
 }

@@ -17,7 +17,7 @@ mod listings;
 mod manifests;
 pub mod metrics;
 mod mirrors;
-mod origin;
+pub(crate) mod origin;
 mod params;
 mod policies;
 pub mod proxy;
@@ -44,17 +44,39 @@ use route::Route;
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
-/// Builds the application: every `/v2/` route and the health probes,
-/// behind the access log, the framing checks and the body guard.
+/// How the application is built, besides who may do what.
+pub struct Options {
+    pub body_limits: body::BodyLimits,
+    /// `/metrics` without sign-in.
+    pub metrics_public: bool,
+    /// The web UI's session and CSRF keys.
+    pub ui_keys: Arc<crate::ui::session::Keys>,
+    /// Whether the node serves HTTPS.
+    pub https: bool,
+}
+
+/// Builds the application: every `/v2/` route, the web UI and the health
+/// probes, behind the access log, the framing checks and the body guard.
 /// `forwarder` reaches the other nodes, for upload sessions they own;
 /// `authn` decides who may do what.
 pub fn router(
     registry: Arc<Registry>,
     forwarder: proxy::Forwarder,
     authn: authn::Authn,
-    body_limits: body::BodyLimits,
-    metrics_public: bool,
+    options: Options,
 ) -> Router {
+    let Options {
+        body_limits,
+        metrics_public,
+        ui_keys,
+        https,
+    } = options;
+    let ui = crate::ui::router(crate::ui::Ui {
+        reg: registry.clone(),
+        authn: authn.clone(),
+        keys: ui_keys,
+        https,
+    });
     let metrics = registry.metrics().clone();
     let probes = Router::new()
         .route("/healthz", axum::routing::get(health::alive))
@@ -123,6 +145,7 @@ pub fn router(
         .layer(axum::Extension(authn));
     // Layers run outside in: the last added sees the request first.
     probes
+        .merge(ui)
         .merge(api)
         .layer(axum::middleware::from_fn(body::guard))
         .layer(axum::Extension(body_limits))
@@ -305,7 +328,7 @@ fn base() -> Response {
 pub const MAX_SMALL_BODY: usize = 64 << 10;
 
 /// The whole of a small request body, refused (413) past [`MAX_SMALL_BODY`].
-async fn small_body(body: Body) -> Result<bytes::Bytes, Error> {
+pub(crate) async fn small_body(body: Body) -> Result<bytes::Bytes, Error> {
     axum::body::to_bytes(body, MAX_SMALL_BODY)
         .await
         .map_err(|e| {

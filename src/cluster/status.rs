@@ -103,6 +103,35 @@ impl Cluster {
         }
     }
 
+    /// The cluster as its leader sees it (only the leader hears from every
+    /// member), or this node's own view when it leads, knows no leader, or
+    /// cannot reach it within two seconds.
+    pub async fn leader_status(&self) -> StatusReport {
+        let own = self.status();
+        let Some(leader) = own.leader_id.filter(|l| *l != own.node_id) else {
+            return own;
+        };
+        let Some(peer) = own
+            .members
+            .iter()
+            .find(|m| m.node_id == leader)
+            .map(|m| m.peer_addr.clone())
+        else {
+            return own;
+        };
+        let Ok(client) = self.pool.client(&peer) else {
+            return own;
+        };
+        let req = client.request(pb::Empty {}, std::time::Duration::from_secs(2));
+        match client.cluster().status(req).await {
+            Ok(reply) => reply.into_inner().into(),
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "the leader did not report its view");
+                own
+            }
+        }
+    }
+
     /// Who this node is, for discovery. Fails when this node cannot tell
     /// whether it belongs to a cluster: a peer must never take that for
     /// "not initialized" and form a second cluster.
@@ -218,6 +247,42 @@ impl From<&StatusReport> for pb::ClusterStatus {
     }
 }
 
+impl From<pb::ClusterStatus> for StatusReport {
+    fn from(r: pb::ClusterStatus) -> StatusReport {
+        let some = |has: bool, v: u64| has.then_some(v);
+        let last = some(r.has_last_log, r.last_log_index);
+        StatusReport {
+            node_id: r.node_id,
+            state: r.state,
+            term: r.term,
+            leader_id: (r.leader_id != 0).then_some(r.leader_id),
+            last_log_index: last,
+            committed_index: some(r.has_committed, r.committed_index),
+            applied_index: some(r.has_applied, r.applied_index),
+            members: r
+                .members
+                .into_iter()
+                .map(|m| {
+                    let matched = some(m.has_matched, m.matched_index);
+                    MemberReport {
+                        node_id: m.node_id,
+                        peer_addr: m.peer_addr,
+                        api_addr: m.api_addr,
+                        voter: m.voter,
+                        leader: m.leader,
+                        matched_index: matched,
+                        lag: matched
+                            .zip(last)
+                            .map(|(have, last)| last.saturating_sub(have)),
+                        last_heard_ms: some(m.has_heard, m.heard_ms_ago),
+                    }
+                })
+                .collect(),
+            repair: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +321,16 @@ mod tests {
         assert!(text.contains("1 with no live copy"), "{text}");
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), report);
+        // The leader's view crosses the peer protocol whole (repair aside,
+        // which each node reports for itself).
+        let crossed: StatusReport = pb::ClusterStatus::from(&report).into();
+        assert_eq!(
+            crossed,
+            StatusReport {
+                repair: None,
+                ..report
+            }
+        );
     }
 
     #[tokio::test]

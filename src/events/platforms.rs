@@ -64,7 +64,9 @@ impl Platforms {
         }
     }
 
-    async fn platform(
+    /// The platform of the image `digest` names in `repo`, if it is a
+    /// single image whose configuration can be read.
+    pub async fn platform(
         &self,
         meta: &StateMachine,
         repo: &RepoName,

@@ -515,7 +515,7 @@ pub fn index_platforms(body: &[u8]) -> Vec<String> {
 }
 
 /// An OCI platform, as an index or an image configuration gives it.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct Platform {
     #[serde(default)]
     pub os: String,

@@ -14,6 +14,9 @@ pub struct Page {
     pub more: bool,
 }
 
+/// A tag, the manifest it names, and when it was pushed (Unix seconds).
+pub type TagPushed = (Tag, Digest, u64);
+
 impl StateMachine {
     pub fn repo_exists(&self, repo: &RepoName) -> Result<bool, DbError> {
         Ok(self.db.get(Cf::Repos, repo.as_str().as_bytes())?.is_some())
@@ -155,6 +158,37 @@ impl StateMachine {
         self.page(Cf::Tags, &prefix, after.as_deref(), n, |k| {
             keys::last_part(k)
         })
+    }
+
+    /// Tags of `repo` after `last`, at most `n`, with their digests and
+    /// push times, and whether more follow. Tags pushed before berth kept
+    /// the time take their manifest's.
+    pub fn tags_with_times(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<(Vec<TagPushed>, bool), DbError> {
+        let prefix = keys::prefix(&[repo.as_str()]);
+        let after = last.map(|l| keys::join(&[repo.as_str(), l]));
+        let mut rows =
+            self.db
+                .scan_prefix(Cf::Tags, &prefix, after.as_deref(), n.saturating_add(1))?;
+        let more = rows.len() > n;
+        rows.truncate(n);
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            let tag: Tag = super::refs::parse_part("tag key", keys::last_part(&key))?;
+            let digest: Digest = super::refs::parse_part("tag value", &value)?;
+            let pushed = match self.db.get(Cf::TagTimes, &key)? {
+                Some(v) => keys::parse_u64(&v).unwrap_or(0),
+                None => self
+                    .manifest_refs(repo, &digest)?
+                    .map_or(0, |refs| refs.created),
+            };
+            out.push((tag, digest, pushed));
+        }
+        Ok((out, more))
     }
 
     /// Repository names in lexical order, after `last`, at most `n`.

@@ -218,23 +218,9 @@ impl StateMachine {
         }
     }
 
-    /// `repo`'s tags with their digests and push times. Tags pushed before
-    /// berth kept the time take their manifest's.
+    /// `repo`'s tags with their digests and push times.
     fn tags_pushed(&self, repo: &RepoName) -> Result<Vec<(Tag, Digest, u64)>, DbError> {
-        let prefix = keys::prefix(&[repo.as_str()]);
-        let mut out = Vec::new();
-        for (key, value) in self.db.scan_prefix(Cf::Tags, &prefix, None, usize::MAX)? {
-            let tag: Tag = super::refs::parse_part("tag key", keys::last_part(&key))?;
-            let digest: Digest = super::refs::parse_part("tag value", &value)?;
-            let pushed = match self.db.get(Cf::TagTimes, &key)? {
-                Some(v) => keys::parse_u64(&v).unwrap_or(0),
-                None => self
-                    .manifest_refs(repo, &digest)?
-                    .map_or(0, |refs| refs.created),
-            };
-            out.push((tag, digest, pushed));
-        }
-        Ok(out)
+        Ok(self.tags_with_times(repo, None, usize::MAX)?.0)
     }
 
     /// Removes the listed tags that, at the command's time, still point at

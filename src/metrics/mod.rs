@@ -5,16 +5,19 @@
 //! bounded: route classes, methods, status codes and member ids, never
 //! repository names or digests.
 
-use std::sync::{Arc, OnceLock, Weak};
+mod state;
+
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+pub use state::{GcFigures, MirrorFigures, Snapshot, State};
+use state::{StateCollector, WeakState};
 
 /// The content type of the OpenMetrics exposition, which Prometheus asks for.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -43,34 +46,6 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
-/// What the state collector reads when scraped.
-pub trait State: Send + Sync {
-    fn snapshot(&self) -> Snapshot;
-}
-
-/// The node's state at a scrape.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub term: u64,
-    pub is_leader: bool,
-    pub has_leader: bool,
-    pub last_log_index: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub members: u64,
-    /// (member id, entries behind the leader's log), as the leader sees it.
-    pub lags: Vec<(u64, u64)>,
-    pub under_replicated: u64,
-    pub unavailable: u64,
-    pub bytes_to_copy: u64,
-    pub repair_rate: f64,
-    pub local_blobs: u64,
-    pub uploads: u64,
-    pub disk_free: u64,
-    pub disk_total: u64,
-    pub webhook_endpoints: u64,
-}
-
 /// The node's metric handles.
 #[derive(Debug)]
 pub struct Metrics {
@@ -90,21 +65,11 @@ pub struct Metrics {
     /// Webhook requests: `delivered`, `failed`, `parked`.
     pub webhook_requests: Family<OutcomeLabels, Counter>,
     pub webhook_events: Counter,
+    /// Blob bytes this node streamed from other nodes for its clients.
+    pub relayed_bytes: Counter,
+    /// Uploads refused because too few nodes took a copy.
+    pub quorum_failures: Counter,
     state: Arc<StateCollector>,
-}
-
-/// Scrape-time gauges, from whatever [`Metrics::set_state`] was given.
-#[derive(Debug, Default)]
-struct StateCollector {
-    source: OnceLock<WeakState>,
-}
-
-struct WeakState(Weak<dyn State>);
-
-impl std::fmt::Debug for WeakState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("State")
-    }
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -185,6 +150,18 @@ impl Metrics {
             "Webhook events receivers accepted from this node",
             webhook_events.clone(),
         );
+        let relayed_bytes = Counter::default();
+        registry.register(
+            "replication_relayed_bytes",
+            "Blob bytes this node streamed from other nodes for its clients",
+            relayed_bytes.clone(),
+        );
+        let quorum_failures = Counter::default();
+        registry.register(
+            "replication_quorum_failures",
+            "Uploads refused because too few nodes took a copy",
+            quorum_failures.clone(),
+        );
         let state = Arc::new(StateCollector::default());
         registry.register_collector(Box::new(state.clone()));
         Metrics {
@@ -199,6 +176,8 @@ impl Metrics {
             write_seconds,
             webhook_requests,
             webhook_events,
+            relayed_bytes,
+            quorum_failures,
             state,
         }
     }
@@ -215,6 +194,20 @@ impl Metrics {
             .inc();
         if outcome == "delivered" {
             self.webhook_events.inc_by(events);
+        }
+    }
+
+    /// Counts blob bytes asked of other nodes for a client.
+    pub fn relayed(&self, bytes: u64) {
+        if self.enabled {
+            self.relayed_bytes.inc_by(bytes);
+        }
+    }
+
+    /// Counts an upload refused for want of a write quorum.
+    pub fn quorum_failed(&self) {
+        if self.enabled {
+            self.quorum_failures.inc();
         }
     }
 
@@ -304,140 +297,6 @@ pub fn to_text(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-fn gauge<N>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: N,
-) -> Result<(), std::fmt::Error>
-where
-    ConstGauge<N>: EncodeMetric,
-{
-    let g = ConstGauge::new(value);
-    let metric = encoder.encode_descriptor(name, help, None, g.metric_type())?;
-    g.encode(metric)
-}
-
-impl Collector for StateCollector {
-    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(source) = self.source.get().and_then(|s| s.0.upgrade()) else {
-            return Ok(());
-        };
-        let s = source.snapshot();
-        gauge(&mut e, "raft_term", "The current Raft term", s.term as i64)?;
-        gauge(
-            &mut e,
-            "raft_is_leader",
-            "1 if this node leads",
-            i64::from(s.is_leader),
-        )?;
-        gauge(
-            &mut e,
-            "raft_has_leader",
-            "1 if this node knows a leader",
-            i64::from(s.has_leader),
-        )?;
-        gauge(
-            &mut e,
-            "raft_last_log_index",
-            "Index of the last entry in this node's log",
-            s.last_log_index as i64,
-        )?;
-        gauge(
-            &mut e,
-            "raft_commit_index",
-            "Highest index this node knows committed",
-            s.commit_index as i64,
-        )?;
-        gauge(
-            &mut e,
-            "raft_applied_index",
-            "Highest index this node applied",
-            s.applied_index as i64,
-        )?;
-        gauge(
-            &mut e,
-            "raft_members",
-            "Voters in the membership",
-            s.members as i64,
-        )?;
-        {
-            #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-            struct Member {
-                member: String,
-            }
-            let lag = ConstGauge::new(0i64);
-            let mut family = e.encode_descriptor(
-                "raft_follower_lag_entries",
-                "Entries each member is behind the leader's log (on the leader only)",
-                None,
-                lag.metric_type(),
-            )?;
-            for (id, behind) in &s.lags {
-                let labels = Member {
-                    member: format!("{id:016x}"),
-                };
-                ConstGauge::new(*behind as i64).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        gauge(
-            &mut e,
-            "replication_under_replicated_blobs",
-            "Blobs held by fewer live members than the replication factor wants",
-            s.under_replicated as i64,
-        )?;
-        gauge(
-            &mut e,
-            "replication_unavailable_blobs",
-            "Blobs no live member holds",
-            s.unavailable as i64,
-        )?;
-        gauge(
-            &mut e,
-            "replication_bytes_to_copy",
-            "Bytes repair still has to copy",
-            s.bytes_to_copy as i64,
-        )?;
-        gauge(
-            &mut e,
-            "replication_repair_rate_bytes_per_second",
-            "Bytes a second this node copied in its last repair round",
-            s.repair_rate,
-        )?;
-        gauge(
-            &mut e,
-            "storage_local_blobs",
-            "Blobs this node stores (an estimate)",
-            s.local_blobs as i64,
-        )?;
-        gauge(
-            &mut e,
-            "storage_uploads_in_progress",
-            "Upload sessions open on this node (an estimate)",
-            s.uploads as i64,
-        )?;
-        gauge(
-            &mut e,
-            "storage_disk_free_bytes",
-            "Free bytes on the data directory's file system",
-            s.disk_free as i64,
-        )?;
-        gauge(
-            &mut e,
-            "storage_disk_size_bytes",
-            "Size of the data directory's file system",
-            s.disk_total as i64,
-        )?;
-        gauge(
-            &mut e,
-            "webhook_endpoints",
-            "Webhook endpoints",
-            s.webhook_endpoints as i64,
-        )?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

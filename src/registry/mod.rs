@@ -2,6 +2,7 @@
 //! uploads and their commit, blob reads, manifest push and resolution,
 //! deletes, listings and referrers. Nothing here knows about HTTP framing.
 
+mod browse;
 mod error;
 mod manifests;
 pub mod mirror;
@@ -12,6 +13,7 @@ mod webhooks;
 
 use std::sync::Arc;
 
+pub use browse::TagEntry;
 pub use error::Error;
 pub use manifests::{ManifestPushed, ResolvedManifest};
 pub use uploads::{StartUpload, UploadStarted};
@@ -186,6 +188,13 @@ impl Registry {
         report
     }
 
+    /// The cluster as its leader sees it, with this node's repair figures.
+    pub async fn leader_status(&self) -> crate::cluster::status::StatusReport {
+        let mut report = self.cluster.leader_status().await;
+        report.repair = self.repair_stats.get();
+        report
+    }
+
     /// The background loop that brings blobs back to their replication
     /// factor; runs until `stop`.
     pub fn repair(
@@ -341,6 +350,7 @@ impl Registry {
             // Held elsewhere: stream it from a holder (keeping a copy).
             None => {
                 let holders = self.meta.holders(digest)?;
+                self.metrics.relayed(len);
                 self.replicator.relay(digest, size, range, holders).await?
             }
         };

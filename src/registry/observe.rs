@@ -4,7 +4,7 @@
 
 use super::Registry;
 use crate::db::Cf;
-use crate::metrics::{Metrics, Snapshot, State};
+use crate::metrics::{GcFigures, Metrics, Snapshot, State};
 
 impl State for Registry {
     fn snapshot(&self) -> Snapshot {
@@ -37,7 +37,34 @@ impl State for Registry {
             disk_free,
             disk_total,
             webhook_endpoints: self.meta.endpoints().map_or(0, |e| e.len() as u64),
+            gc: self.gc_figures(),
+            mirrors: self.mirror_figures(),
         }
+    }
+}
+
+impl Registry {
+    /// The last collection and this node's sweep of it: a point read and a
+    /// scan of one report per node.
+    fn gc_figures(&self) -> Option<GcFigures> {
+        let state = self.meta.gc_state().ok()?;
+        let run = state.last_run?;
+        let sweep = state
+            .nodes
+            .iter()
+            .find(|n| n.node == self.node_id() && n.run == run.id);
+        Some(GcFigures {
+            finished: run.finished.unwrap_or(0),
+            blobs: run.blobs,
+            manifests: run.manifests,
+            bytes: run.bytes,
+            swept_bytes: sweep.map_or(0, |s| s.bytes),
+            pending_files: state
+                .nodes
+                .iter()
+                .find(|n| n.node == self.node_id())
+                .map_or(0, |s| s.pending),
+        })
     }
 }
 

@@ -155,7 +155,11 @@ impl Registry {
         blob: LocalBlob,
         mirror: Option<Mirror>,
     ) -> Result<()> {
-        let holders = self.replicator.replicate(digest, blob.size, mirror).await?;
+        let holders = self
+            .replicator
+            .replicate(digest, blob.size, mirror)
+            .await
+            .inspect_err(|_| self.metrics.quorum_failed())?;
         self.write(link(repo, digest, blob.size, holders)).await
     }
 }

@@ -26,6 +26,7 @@ mod replication;
 mod restart;
 mod reuse;
 mod tls;
+mod ui;
 mod uploads;
 mod upstream;
 mod webhooks;

@@ -72,6 +72,37 @@ async fn metrics_show_consensus_storage_and_requests_without_repository_names() 
     // Counters only grow, and applied follows commits.
     let applied = |t: &str| sample(t, "berth_raft_applied_index").unwrap();
     assert!(applied(&after) > applied(&before));
+    assert_eq!(
+        sample(&after, "berth_replication_quorum_failures_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&after, "berth_replication_relayed_bytes_total"),
+        Some(0.0)
+    );
+
+    // A collection's figures appear once there was one: v1's tag deleted,
+    // its manifest and unshared blobs go.
+    assert!(!after.contains("berth_gc_last_run"), "{after}");
+    let deleted = send(node.delete("/v2/secret-name/app/manifests/v1")).await;
+    assert_eq!(deleted.status(), 202);
+    let run = send(
+        node.post("/_berth/gc")
+            .json(&serde_json::json!({ "grace": 0, "untagged": true })),
+    )
+    .await;
+    assert_eq!(run.status(), 200);
+    let collected = scrape(&node).await;
+    assert_eq!(
+        sample(&collected, "berth_gc_last_run_collected_manifests"),
+        Some(1.0),
+        "{collected}"
+    );
+    assert_eq!(
+        sample(&collected, "berth_gc_last_run_collected_blobs"),
+        Some(3.0)
+    );
+    assert!(sample(&collected, "berth_gc_last_run_finished_timestamp_seconds").unwrap() > 0.0);
 }
 
 #[tokio::test]

@@ -164,9 +164,18 @@ async fn pulls_come_through_every_address_once_and_then_from_the_cache() {
     assert_eq!(upstream.count("GET", "/manifests/v1"), 1);
     assert_eq!(upstream.count("GET", "/token"), 1, "{:?}", upstream.hits());
 
-    let status = status_of(&node).await;
+    // A fetched blob is linked once its landing completes, which may be
+    // just after the client had the last byte.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = status_of(&node).await;
+        if status["cached_blobs"] == 3 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status["name"], "up");
-    assert_eq!(status["cached_blobs"], 3);
+    assert_eq!(status["cached_blobs"], 3, "{status}");
     assert_eq!(status["cached_repositories"], 1);
     assert!(status["hits"].as_u64().unwrap() >= 4, "{status}");
     assert_eq!(status["misses"], 1 + 3, "{status}");

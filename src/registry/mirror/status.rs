@@ -62,6 +62,20 @@ pub struct MirrorReport {
 }
 
 impl Registry {
+    /// Every mirror's counters on this node, for a metrics scrape.
+    pub(crate) fn mirror_figures(&self) -> Vec<crate::metrics::MirrorFigures> {
+        self.mirrors
+            .list
+            .iter()
+            .map(|m| crate::metrics::MirrorFigures {
+                name: m.config.name.clone(),
+                hits: m.stats.hits.load(Ordering::Relaxed),
+                misses: m.stats.misses.load(Ordering::Relaxed),
+                upstream_bytes: m.stats.fetched_bytes.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
     /// Every mirror's cached content and this node's counters.
     pub async fn mirror_status(&self) -> super::Result<Vec<MirrorReport>> {
         let meta = self.fresh().await?;
