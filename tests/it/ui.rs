@@ -519,3 +519,119 @@ async fn ui_cluster_page_marks_a_stopped_node_down() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test]
+async fn ui_lets_owners_manage_their_teams_grants_and_robots_and_no_one_else() {
+    let (node, _files) = scene().await;
+    let org = json!({ "put_org": { "name": "acme", "owner": "rita" } });
+    assert_eq!(
+        send(node.post("/_berth/access").json(&org)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let mut rita = Browser::new(&node);
+    rita.sign_in("rita", PASSWORD).await;
+    let page = rita.get("/ui/access").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Organization acme"), "{}", page.body);
+    for form in [
+        vec![("op", "put-team"), ("org", "acme"), ("team", "dev")],
+        vec![
+            ("op", "add-member"),
+            ("org", "acme"),
+            ("team", "dev"),
+            ("user", "root"),
+        ],
+        vec![
+            ("op", "grant"),
+            ("resource", "acme/*"),
+            ("grantee", "team:acme/dev"),
+            ("level", "write"),
+        ],
+    ] {
+        let done = rita.post("/ui/access", &form).await;
+        assert_eq!(
+            done.status,
+            StatusCode::SEE_OTHER,
+            "{form:?}: {}",
+            done.body
+        );
+        rita.get("/ui/access").await;
+    }
+    let state = json_body(send(node.get("/_berth/access")).await).await;
+    assert_eq!(
+        state["organizations"]["acme"]["teams"]["dev"],
+        json!(["root"])
+    );
+    assert!(state["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["level"] == "write" && g["resource"] == json!({ "namespace": "acme" })));
+
+    // A robot's secret shows once, on the page that made it.
+    let made = rita
+        .post(
+            "/ui/access",
+            &[
+                ("op", "put-robot"),
+                ("name", "acme+ci"),
+                ("level", "write"),
+                ("days", "7"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    let secret = made
+        .body
+        .split(r#"id="robot-secret" type="text" readonly value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    assert_eq!(secret.len(), 64);
+    let robot = send(
+        reqwest::Client::new()
+            .get(node.url("/v2/acme/app/tags/list"))
+            .basic_auth("acme+ci", Some(secret)),
+    )
+    .await;
+    assert_eq!(robot.status(), StatusCode::OK);
+    assert!(!rita.get("/ui/access").await.body.contains(secret));
+
+    // Outside her organization rita may change nothing; without the token
+    // neither may root.
+    rita.get("/ui/access").await;
+    let refused = rita
+        .post(
+            "/ui/access",
+            &[
+                ("op", "grant"),
+                ("resource", "secret/*"),
+                ("grantee", "user:rita"),
+                ("level", "read"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains(r#"id="error""#));
+    let mut root = Browser::new(&node);
+    root.sign_in("root", PASSWORD).await;
+    let forged = root
+        .post(
+            "/ui/access",
+            &[
+                ("op", "delete-team"),
+                ("org", "acme"),
+                ("team", "dev"),
+                ("csrf", ""),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let state = json_body(send(node.get("/_berth/access")).await).await;
+    assert!(state["organizations"]["acme"]["teams"]["dev"].is_array());
+    // Anonymous visitors are asked to sign in.
+    assert_eq!(
+        Browser::new(&node).get("/ui/access").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
