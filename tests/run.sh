@@ -17,6 +17,7 @@ packages=(
   debootstrap busybox-static iproute2 iptables       # the Swarm test's base image and hosts
   skopeo podman buildah containerd umoci             # real clients
   docker-registry                                    # the reference registry
+  chromium chromium-driver                           # the web UI tests' browser
 )
 
 install_packages() {
@@ -52,6 +53,9 @@ bash tests/fuzz/run.sh "${BERTH_FUZZ_SECONDS:-30}" 2>&1 | tee "$logs/fuzz.log"
 
 step "deployment files (Helm chart, stack file), offline"
 { bash tests/deploy/chart.sh; bash tests/deploy/stack.sh; } 2>&1 | tee "$logs/deploy.log"
+
+step "the web UI tests' venv (Selenium)"
+bash tests/e2e/ui.sh --venv
 
 step "end-to-end tests with real clients"
 export BERTH_BIN="$CARGO_TARGET_DIR/debug/berth"

@@ -67,13 +67,16 @@ node_sees_voters() {
         <<<"$status" >/dev/null
 }
 
-# cluster_agrees COUNT [API_ADDR] -- N...: every node N answers /v2/, sees COUNT voters
+# cluster_agrees COUNT [API_ADDR] -- N...: every node N answers /v2/ (200, or 401 with
+# sign-in on), sees COUNT voters
 # (API_ADDR among them) and they all name the same leader.
 cluster_agrees() {
     local count=$1 api=$2 n leaders=()
     shift 3
     for n in "$@"; do
-        [[ $(http_status GET "http://$(node_host "$n")/v2/" --max-time 2 2>/dev/null) == 200 ]] || return 1
+        # 401 counts: with sign-in on, /v2/ refuses an anonymous caller.
+        [[ $(http_status GET "http://$(node_host "$n")/v2/" --max-time 2 2>/dev/null) =~ ^(200|401)$ ]] ||
+            return 1
         node_sees_voters "$n" "$count" "$api" || return 1
         leaders+=("$(node_leader "$n")")
     done
