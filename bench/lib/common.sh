@@ -156,3 +156,10 @@ warn_if_busy() {
 now() {
     printf '%s\n' "$EPOCHREALTIME"
 }
+
+# p50_p99 [SCALE] : "<p50> <p99>" of the numbers on stdin, one a line, each times
+# SCALE (default 1), with three decimals.
+p50_p99() {
+    sort -g | awk -v scale="${1:-1}" '{ v[NR] = $1 * scale }
+        END { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "%.3f %.3f\n", v[int(NR * 0.5) + 1], v[p] }'
+}

@@ -12,7 +12,7 @@
 : "${BENCH_METRICS_SCRAPES:=200}"
 
 measure_metrics_scrape() {
-    local side url started took times=()
+    local side url took times=()
     samples_reset
     for side in ref cand; do
         case $side in
@@ -29,8 +29,7 @@ measure_metrics_scrape() {
                 -H 'Accept: application/openmetrics-text; version=1.0.0' "$url")
             times+=("$(calc "$took * 1000")")
         done
-        read -r p50 p99 < <(printf '%s\n' "${times[@]}" | sort -g |
-            awk '{ v[NR] = $1 } END { print v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1 > NR ? NR : int(NR * 0.99) + 1] }')
+        read -r p50 p99 < <(printf '%s\n' "${times[@]}" | p50_p99)
         log "$(side_label "$side"): scrape p50 $p50 ms, p99 $p99 ms"
         samples_add p50 "$side" "$p50"
         samples_add p99 "$side" "$p99"

@@ -45,7 +45,7 @@ measure_ui_tags() {
     stop_side ref
     stop_side cand
     for page in "${UI_PAGES[@]}"; do
-        read -r p50 p99 < <(ui_percentiles "$WORK_DIR/ui-$page.seconds")
+        read -r p50 p99 < <(p50_p99 1000 <"$WORK_DIR/ui-$page.seconds")
         log "$page: p50 $p50 ms, p99 $p99 ms"
         case $page in
             page) ui_samples ui cand "$p50" "$p99" ;;
@@ -119,8 +119,3 @@ ui_samples() {
     samples_add "$1-p99" "$2" "$4"
 }
 
-# ui_percentiles FILE : "<p50> <p99>" in ms of the seconds in FILE, one a line.
-ui_percentiles() {
-    sort -g "$1" | awk '{ v[NR] = $1 * 1000 }
-        END { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "%.3f %.3f\n", v[int(NR * 0.5) + 1], v[p] }'
-}
