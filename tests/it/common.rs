@@ -407,3 +407,43 @@ pub fn upload_id(location: &str) -> String {
     let last = location.rsplit('/').next().unwrap_or(location);
     last.split('?').next().unwrap_or(last).to_owned()
 }
+
+/// A node whose htpasswd file holds `users` and `admin` (all with
+/// `password`), with `admin` its administrator and its test client signed
+/// in as `admin`. The second value keeps the htpasswd file.
+pub async fn node_with_users(
+    users: &[&str],
+    admin: &str,
+    password: &str,
+) -> (TestNode, tempfile::TempDir) {
+    let files = tempfile::tempdir().unwrap();
+    let text: String = users
+        .iter()
+        .chain([&admin])
+        .map(|u| format!("{u}:{}\n", bcrypt::hash(password, 4).unwrap()))
+        .collect();
+    std::fs::write(files.path().join("htpasswd"), text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.htpasswd = Some(files.path().join("htpasswd"));
+    config.admins.insert(admin.into());
+    let mut node = TestNode::start_with(dir, config).await;
+    node.http = signed_in(admin, password);
+    (node, files)
+}
+
+/// A client that sends basic credentials with every request.
+pub fn signed_in(user: &str, password: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let basic = reqwest::Client::new()
+        .get("http://x/")
+        .basic_auth(user, Some(password))
+        .build()
+        .unwrap();
+    let auth = reqwest::header::AUTHORIZATION;
+    headers.insert(auth.clone(), basic.headers()[auth].clone());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}

@@ -14,40 +14,6 @@ const PASSWORD: &str = "pw";
 /// Administers everything; sets the scene.
 const ROOT: &str = "root";
 
-/// A node whose htpasswd file holds `users` (all with [`PASSWORD`]), with
-/// root its administrator and its test client signed in as root.
-async fn node_with(users: &[&str]) -> (TestNode, tempfile::TempDir) {
-    let files = tempfile::tempdir().unwrap();
-    let text: String = users
-        .iter()
-        .chain([&ROOT])
-        .map(|u| format!("{u}:{}\n", bcrypt::hash(PASSWORD, 4).unwrap()))
-        .collect();
-    std::fs::write(files.path().join("htpasswd"), text).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = berth::config::ServeConfig::for_test(dir.path());
-    config.htpasswd = Some(files.path().join("htpasswd"));
-    config.admins.insert(ROOT.into());
-    let mut node = TestNode::start_with(dir, config).await;
-    node.http = signed_in(ROOT, PASSWORD);
-    (node, files)
-}
-
-/// A client that sends basic credentials with every request.
-fn signed_in(user: &str, password: &str) -> reqwest::Client {
-    let mut headers = HeaderMap::new();
-    let basic = reqwest::Client::new()
-        .get("http://x/")
-        .basic_auth(user, Some(password))
-        .build()
-        .unwrap();
-    headers.insert(AUTHORIZATION, basic.headers()[AUTHORIZATION].clone());
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
-}
-
 /// Makes one access change through the admin API; returns the status.
 async fn change(node: &TestNode, change: Value) -> StatusCode {
     send(node.post("/_berth/access").json(&change))
@@ -218,7 +184,7 @@ async fn send_as(
 }
 
 async fn matrix(mode: Mode) {
-    let (node, _files) = node_with(&["rita", "will", "ada", "otto"]).await;
+    let (node, _files) = node_with_users(&["rita", "will", "ada", "otto"], ROOT, PASSWORD).await;
     acme(&node).await;
     let mut images = Vec::new();
     for repo in ["acme/public", "acme/private"] {
@@ -300,7 +266,7 @@ async fn every_caller_action_and_repository_kind_with_tokens() {
 
 #[tokio::test]
 async fn only_administrators_and_owners_change_access() {
-    let (node, _files) = node_with(&["olga", "dave"]).await;
+    let (node, _files) = node_with_users(&["olga", "dave"], ROOT, PASSWORD).await;
     scene(
         &node,
         vec![json!({ "put_org": { "name": "acme", "owner": "olga" } })],
@@ -363,7 +329,7 @@ async fn only_administrators_and_owners_change_access() {
 
 #[tokio::test]
 async fn users_kept_in_the_cluster_sign_in_with_their_password() {
-    let (node, _files) = node_with(&[]).await;
+    let (node, _files) = node_with_users(&[], ROOT, PASSWORD).await;
     let hash = bcrypt::hash("carols password", 4).unwrap();
     scene(
         &node,
@@ -491,7 +457,7 @@ async fn a_revoked_robot_stops_working_on_every_node() {
 
 #[tokio::test]
 async fn request_bodies_have_caps() {
-    let (node, _files) = node_with(&[]).await;
+    let (node, _files) = node_with_users(&[], ROOT, PASSWORD).await;
     let form = format!(
         "grant_type=password&username=root&password={}",
         "x".repeat(100 << 10)
@@ -502,7 +468,7 @@ async fn request_bodies_have_caps() {
 
 #[tokio::test]
 async fn a_revoked_grant_ends_the_tokens_that_carry_it() {
-    let (node, _files) = node_with(&["rita"]).await;
+    let (node, _files) = node_with_users(&["rita"], ROOT, PASSWORD).await;
     node.push_image("root/app", "v1").await;
     let grant = |verb: &str| json!({ verb: { "resource": { "repository": "root/app" }, "grantee": { "user": "rita" } } });
     let mut give = grant("grant");
@@ -541,7 +507,7 @@ async fn an_upload_past_the_blob_size_cap_is_refused() {
 
 #[tokio::test]
 async fn a_deleted_user_loses_its_tokens_and_refresh_tokens_at_once() {
-    let (node, _files) = node_with(&[]).await;
+    let (node, _files) = node_with_users(&[], ROOT, PASSWORD).await;
     let hash = bcrypt::hash("carols password", 4).unwrap();
     let put = json!({ "put_user": { "name": "carol", "password_hash": hash, "admin": false } });
     scene(&node, vec![put]).await;
@@ -641,7 +607,7 @@ async fn an_external_issuer_decides_what_its_callers_read() {
 
 #[tokio::test]
 async fn owners_manage_webhooks_of_their_namespace_only() {
-    let (node, _files) = node_with(&["olga", "dave"]).await;
+    let (node, _files) = node_with_users(&["olga", "dave"], ROOT, PASSWORD).await;
     scene(
         &node,
         vec![json!({ "put_org": { "name": "acme", "owner": "olga" } })],
@@ -703,7 +669,7 @@ async fn owners_manage_webhooks_of_their_namespace_only() {
 
 #[tokio::test]
 async fn metrics_are_for_administrators_unless_public() {
-    let (node, _files) = node_with(&["dave"]).await;
+    let (node, _files) = node_with_users(&["dave"], ROOT, PASSWORD).await;
     let anonymous = reqwest::Client::new().get(node.url("/metrics")).send();
     assert_oci_error(anonymous.await.unwrap(), 401, "UNAUTHORIZED").await;
     let dave = signed_in("dave", PASSWORD).get(node.url("/metrics")).send();

@@ -108,30 +108,7 @@ impl Browser {
 /// `acme/app:v1` and `v2` and `secret/hidden:v1` are private, `pub/hello`
 /// public.
 async fn scene() -> (TestNode, tempfile::TempDir) {
-    let files = tempfile::tempdir().unwrap();
-    let text: String = ["root", "rita"]
-        .iter()
-        .map(|u| format!("{u}:{}\n", bcrypt::hash(PASSWORD, 4).unwrap()))
-        .collect();
-    std::fs::write(files.path().join("htpasswd"), text).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = berth::config::ServeConfig::for_test(dir.path());
-    config.htpasswd = Some(files.path().join("htpasswd"));
-    config.admins.insert("root".into());
-    let mut node = TestNode::start_with(dir, config).await;
-    node.http = reqwest::Client::builder()
-        .default_headers(
-            [(
-                reqwest::header::AUTHORIZATION,
-                format!("Basic {}", base64_encode(&format!("root:{PASSWORD}")))
-                    .parse()
-                    .unwrap(),
-            )]
-            .into_iter()
-            .collect(),
-        )
-        .build()
-        .unwrap();
+    let (node, files) = node_with_users(&["rita"], "root", PASSWORD).await;
     for (repo, tag) in [
         ("acme/app", "v1"),
         ("acme/app", "v2"),
@@ -148,11 +125,6 @@ async fn scene() -> (TestNode, tempfile::TempDir) {
         assert_eq!(resp.status(), StatusCode::NO_CONTENT, "{change}");
     }
     (node, files)
-}
-
-fn base64_encode(text: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 async fn tag_exists(node: &TestNode, repo: &str, tag: &str) -> bool {
