@@ -32,6 +32,15 @@ node_launch() {
     NODE_PID[n]=$!
 }
 
+# cluster_peers N...: the peer addresses of nodes N, comma-separated, for --peers.
+cluster_peers() {
+    local n list=()
+    for n in "$@"; do
+        list+=("127.0.0.1:${NODE_PEER_PORT[n]}")
+    done
+    (IFS=,; printf '%s\n' "${list[*]}")
+}
+
 node_stop() {
     [[ -n ${NODE_PID[$1]:-} ]] || return 0
     stop_pid "${NODE_PID[$1]}"

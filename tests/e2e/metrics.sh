@@ -116,8 +116,7 @@ main() {
         summary metrics
         return 1
     fi
-    PEERS=$(printf '127.0.0.1:%s,' "${NODE_PEER_PORT[1]}" "${NODE_PEER_PORT[2]}" "${NODE_PEER_PORT[3]}")
-    PEERS=${PEERS%,}
+    PEERS=$(cluster_peers 1 2 3)
     note "cluster at $(node_host 1) $(node_host 2) $(node_host 3)"
     run_scenarios "$@"
     summary metrics

@@ -351,8 +351,7 @@ main() {
         summary ui
         return 1
     fi
-    PEERS=$(printf '127.0.0.1:%s,' "${NODE_PEER_PORT[1]}" "${NODE_PEER_PORT[2]}" "${NODE_PEER_PORT[3]}")
-    PEERS=${PEERS%,}
+    PEERS=$(cluster_peers 1 2 3)
     BASE=http://$(node_host 1)
     FIXTURE=$E2E_WORK/fixture.json
     note "cluster at $(node_host 1) $(node_host 2) $(node_host 3)"
