@@ -63,6 +63,7 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
     purge: JoinHandle<()>,
     repair: JoinHandle<()>,
+    tally: JoinHandle<()>,
     collection: JoinHandle<()>,
     delivery: JoinHandle<()>,
     metrics_task: Option<JoinHandle<()>>,
@@ -263,6 +264,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         stop.clone(),
     ));
     let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
+    let tally = tokio::spawn(registry.tally_local_blobs(stop.clone()));
     let collection = tokio::spawn(registry.collection(stop.clone()));
     let delivery = tokio::spawn(registry.deliver(stop.clone()));
     let limits = config.conn;
@@ -294,6 +296,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         task,
         purge,
         repair,
+        tally,
         collection,
         delivery,
         metrics_addr,
@@ -388,6 +391,7 @@ impl Server {
         self.stop.cancel();
         let _ = self.purge.await;
         let _ = self.repair.await;
+        let _ = self.tally.await;
         let _ = self.collection.await;
         let _ = self.delivery.await;
         if let Some(task) = self.metrics_task {

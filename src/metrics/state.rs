@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub bytes_to_copy: u64,
     pub repair_rate: f64,
     pub local_blobs: u64,
+    /// Bytes of the blobs this node stores, as last added up.
+    pub local_blob_bytes: u64,
     pub uploads: u64,
     pub disk_free: u64,
     pub disk_total: u64,
@@ -183,6 +185,12 @@ impl Collector for StateCollector {
             "storage_local_blobs",
             "Blobs this node stores (an estimate)",
             s.local_blobs as i64,
+        )?;
+        gauge(
+            &mut e,
+            "storage_local_blob_bytes",
+            "Bytes of the blobs this node stores (added up every minute)",
+            s.local_blob_bytes as i64,
         )?;
         gauge(
             &mut e,

@@ -53,6 +53,8 @@ pub struct Registry {
     db: Db,
     data_dir: std::path::PathBuf,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Bytes of this node's blobs as last added up (`tally_local_blobs`).
+    local_bytes: Arc<std::sync::atomic::AtomicU64>,
     /// The registry itself, for work that outlives a request.
     me: std::sync::Weak<Registry>,
 }
@@ -158,6 +160,7 @@ impl Registry {
             max_manifest_size: settings.max_manifest_size,
             mirrors: settings.mirrors,
             flights: Arc::default(),
+            local_bytes: Arc::default(),
             me: me.clone(),
         });
         let configs: Arc<dyn crate::events::platforms::Configs> = registry.clone();

@@ -33,6 +33,7 @@ impl State for Registry {
             bytes_to_copy: repair.bytes_to_copy,
             repair_rate: repair.copy_rate,
             local_blobs: self.db.estimate_keys(Cf::LocalBlobs),
+            local_blob_bytes: self.local_bytes.load(std::sync::atomic::Ordering::Relaxed),
             uploads: self.db.estimate_keys(Cf::Uploads),
             disk_free,
             disk_total,
@@ -68,7 +69,36 @@ impl Registry {
     }
 }
 
+/// How often the bytes of local blobs are added up again.
+const TALLY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Registry {
+    /// Adds up the bytes of this node's blobs every minute until `stop`,
+    /// for scrapes to read: a walk of the local index is too slow for each
+    /// scrape of a node holding many blobs.
+    pub fn tally_local_blobs(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let blobs = self.blobs.clone();
+        let tally = self.local_bytes.clone();
+        async move {
+            let mut tick = tokio::time::interval(TALLY_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let blobs = blobs.clone();
+                match tokio::task::spawn_blocking(move || blobs.tally()).await {
+                    Ok(Ok((_, bytes))) => tally.store(bytes, std::sync::atomic::Ordering::Relaxed),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not add up local blob bytes"),
+                    Err(e) => tracing::warn!(error = %e, "the local blob tally failed"),
+                }
+            }
+        }
+    }
+
     /// This node's metric handles.
     pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
         &self.metrics

@@ -43,6 +43,7 @@ async fn metrics_show_consensus_storage_and_requests_without_repository_names() 
         "berth_replication_under_replicated_blobs ",
         "berth_storage_disk_free_bytes ",
         "berth_storage_local_blobs ",
+        "berth_storage_local_blob_bytes ",
         "berth_webhook_endpoints ",
     ] {
         assert!(before.contains(family), "no {family} in:\n{before}");
