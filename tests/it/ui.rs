@@ -607,3 +607,63 @@ async fn ui_lets_owners_manage_their_teams_grants_and_robots_and_no_one_else() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Every field a person fills or reads has a label: `for` its id, or
+/// around it.
+fn unlabelled_fields(html: &str) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (at, _) in html
+        .match_indices("<input")
+        .chain(html.match_indices("<select"))
+    {
+        let tag = &html[at..at + html[at..].find('>').unwrap()];
+        if tag.contains(r#"type="hidden""#) {
+            continue;
+        }
+        let by_id = tag
+            .split(r#"id=""#)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .is_some_and(|id| html.contains(&format!(r#"for="{id}""#)));
+        let before = &html[..at];
+        let wrapped = before.rfind("<label").unwrap_or(0) > before.rfind("</label>").unwrap_or(0);
+        if !by_id && !wrapped {
+            missing.push(tag.to_owned());
+        }
+    }
+    missing
+}
+
+#[tokio::test]
+async fn ui_pages_have_landmarks_and_labelled_fields() {
+    let (node, _files) = scene().await;
+    let mut root = Browser::new(&node);
+    root.sign_in("root", PASSWORD).await;
+    for path in [
+        "/ui/",
+        "/ui/signin",
+        "/ui/r/acme/app",
+        "/ui/r/acme/app/-/v1",
+        "/ui/cluster",
+        "/ui/access",
+        "/ui/r/no/such",
+    ] {
+        let page = root.get(path).await;
+        let html = &page.body;
+        for landmark in [
+            r#"<html lang="en">"#,
+            "<header",
+            r#"<nav aria-label="Main">"#,
+            r#"<main id="main">"#,
+            r##"href="#main""##,
+        ] {
+            assert!(html.contains(landmark), "{path} lacks {landmark}");
+        }
+        assert_eq!(unlabelled_fields(html), Vec::<String>::new(), "{path}");
+        assert_eq!(
+            html.matches("<h1").count(),
+            1,
+            "{path}: one heading names the page"
+        );
+    }
+}
