@@ -141,6 +141,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         dir: config.data_dir.display().to_string(),
         reason,
     };
+    crate::storage::format::check(&layout).map_err(|e| setup(e.to_string()))?;
     layout.create().map_err(|e| setup(e.to_string()))?;
     let node_id = identity::load_or_create(&layout).map_err(|e| setup(e.to_string()))?;
     let db = Db::open(&layout.db()).map_err(|e| setup(e.to_string()))?;

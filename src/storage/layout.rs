@@ -45,6 +45,11 @@ impl Layout {
         &self.root
     }
 
+    /// The data format version (`storage::format`).
+    pub fn format_file(&self) -> PathBuf {
+        self.root.join("format")
+    }
+
     pub fn token_key(&self) -> PathBuf {
         self.root.join("token-key")
     }

@@ -2,6 +2,7 @@
 //! and resumable upload sessions.
 
 pub mod blobs;
+pub mod format;
 pub mod identity;
 pub mod layout;
 pub mod mirror;

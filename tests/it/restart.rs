@@ -142,3 +142,33 @@ async fn sha512_upload_resumes_after_restart() {
     let resp = send(node.get(&format!("/v2/resume512/blobs/{digest}"))).await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &bytes[..]);
 }
+
+#[tokio::test]
+async fn a_data_directory_of_a_newer_format_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = berth::config::ServeConfig::for_test(dir.path());
+    // A directory berth wrote is marked with its format.
+    let mut node = TestNode::start_with(tempfile::tempdir().unwrap(), {
+        let mut c = config.clone();
+        c.data_dir = dir.path().join("old");
+        c
+    })
+    .await;
+    node.stop().await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("old/format")).unwrap(),
+        "berth-data 1\n"
+    );
+    let future = dir.path().join("future");
+    std::fs::create_dir_all(&future).unwrap();
+    std::fs::write(future.join("format"), "berth-data 2\n").unwrap();
+    let mut c = config;
+    c.data_dir = future.clone();
+    let Err(e) = berth::server::start(&c).await else {
+        panic!("a node started on a directory of a newer format");
+    };
+    let text = e.to_string();
+    assert!(text.contains("newer berth (data format 2"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(&future).unwrap().collect();
+    assert_eq!(left.len(), 1, "the directory was changed: {left:?}");
+}
