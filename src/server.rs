@@ -344,9 +344,14 @@ fn authn(
     };
     let rules = if required {
         tracing::info!(admins = ?config.admins, "sign-in required; anonymous callers may pull public repositories only");
+        match &config.signed_in {
+            Some(s) => tracing::info!(level = %s.level, repositories = ?s.repositories, "every signed-in user holds this level on these repositories (--signed-in-level)"),
+            None => tracing::info!("each user may push to its own namespace and where granted; --signed-in-level write lets every signed-in user push anywhere, as Distribution with htpasswd does"),
+        }
         Some(Arc::new(crate::auth::Rules::new(
             crate::meta::StateMachine::new(db.clone()),
             config.admins.clone(),
+            config.signed_in.clone(),
         )))
     } else {
         tracing::info!("no authentication: anyone who reaches the port may push and pull");

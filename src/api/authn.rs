@@ -192,7 +192,12 @@ impl Authn {
         } else if caller == Caller::Anonymous {
             self.challenge(headers, need, None)
         } else {
-            Error::Denied(format!("{} may not {}", who(&caller), what(need)))
+            Error::Denied(format!(
+                "{} may not {}{}",
+                who(&caller),
+                what(need),
+                hint(&policy, &caller, need)
+            ))
         })
     }
 
@@ -393,6 +398,22 @@ fn grants(grant: &Grant, need: &Need) -> bool {
                 || grant.allows("repository", cache, "pull")
         }
         Need::Catalog => grant.allows("registry", "catalog", "*"),
+    }
+}
+
+/// What a user refused outside its namespace may want to know: berth's
+/// rules differ from Distribution's with htpasswd, and one setting bridges
+/// them.
+fn hint(policy: &Policy, caller: &Caller, need: &Need) -> &'static str {
+    let outside = match (caller, need) {
+        (Caller::User(user), Need::Repository { name, .. }) => {
+            crate::meta::access::namespace_of(name) != user
+        }
+        _ => false,
+    };
+    match outside && policy.signed_in().is_none() {
+        true => " (each user has its own namespace; grant access with `berth grant`, or start berth with --signed-in-level write to let every signed-in user push anywhere, as Distribution with htpasswd does)",
+        false => "",
     }
 }
 

@@ -53,10 +53,53 @@ impl Caller {
     }
 }
 
+/// A level every signed-in user holds on the repositories some patterns
+/// match, set per node (`--signed-in-level`): how Distribution with an
+/// htpasswd file behaves, for those who move from it unchanged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignedIn {
+    pub level: Level,
+    pub repositories: Vec<String>,
+}
+
+impl SignedIn {
+    /// The setting from its options; patterns without a level are a
+    /// mistake worth refusing.
+    pub fn from_settings(
+        level: Option<Level>,
+        repositories: Vec<String>,
+    ) -> Result<Option<SignedIn>, String> {
+        let repositories: Vec<String> = repositories
+            .into_iter()
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        match level {
+            None if !repositories.is_empty() => Err(
+                "--signed-in-repositories needs --signed-in-level (read, write or admin)".into(),
+            ),
+            None => Ok(None),
+            Some(level) => Ok(Some(SignedIn {
+                level,
+                repositories: if repositories.is_empty() {
+                    vec!["*".into()]
+                } else {
+                    repositories
+                },
+            })),
+        }
+    }
+
+    fn covers(&self, repo: &str) -> Option<Level> {
+        crate::meta::policy::matching_pattern(&self.repositories, repo).map(|_| self.level)
+    }
+}
+
 /// The rules as of one version of the access state.
 pub struct Policy {
     state: AccessState,
     admins: Arc<BTreeSet<String>>,
+    signed_in: Option<Arc<SignedIn>>,
     /// Each user's teams, `(org, team)`.
     teams: HashMap<String, Vec<(String, String)>>,
     /// Grants by namespace and by repository, looked up by `&str` on every
@@ -90,10 +133,22 @@ impl Policy {
         Policy {
             state,
             admins,
+            signed_in: None,
             teams,
             namespace_grants,
             repository_grants,
         }
+    }
+
+    /// These rules with every signed-in user holding `signed_in`.
+    pub fn with_signed_in(mut self, signed_in: Option<Arc<SignedIn>>) -> Policy {
+        self.signed_in = signed_in;
+        self
+    }
+
+    /// What every signed-in user holds beside the replicated rules.
+    pub fn signed_in(&self) -> Option<&SignedIn> {
+        self.signed_in.as_deref()
     }
 
     pub fn version(&self) -> u64 {
@@ -150,7 +205,11 @@ impl Policy {
                     && (r.repositories.is_empty() || r.repositories.iter().any(|x| x == repo));
                 inside.then_some(r.level)
             }),
-            Caller::User(user) => self.user_level(user, namespace_of(repo), Some(repo)),
+            Caller::User(user) => {
+                let everyone = self.signed_in.as_ref().and_then(|s| s.covers(repo));
+                self.user_level(user, namespace_of(repo), Some(repo))
+                    .max(everyone)
+            }
         };
         own.max(public)
     }
@@ -273,6 +332,33 @@ mod tests {
 
     fn user(name: &str) -> Caller {
         Caller::User(name.into())
+    }
+
+    #[test]
+    fn a_signed_in_level_reaches_every_user_on_matching_repositories_only() {
+        let patterns = vec!["*".to_string(), "!secret/*".to_string()];
+        let signed_in = SignedIn::from_settings(Some(Level::Write), patterns).unwrap();
+        let p = policy(vec![], &[]).with_signed_in(signed_in.map(Arc::new));
+        let ada = user("ada");
+        assert!(p.allows(&ada, "bars/auth", "push"));
+        assert!(p.allows(&ada, "ubuntu", "pull"));
+        assert!(!p.allows(&ada, "bars/auth", "delete"));
+        assert!(!p.allows(&ada, "secret/x", "pull"));
+        // Her own namespace stays hers to administer.
+        assert!(p.allows(&ada, "ada/app", "delete"));
+        // Only people who signed in: not robots, not anonymous callers.
+        assert!(!p.allows(&Caller::Anonymous, "bars/auth", "pull"));
+        assert!(!p.allows(&Caller::Robot("bars+ci".into()), "bars/auth", "pull"));
+        // Without the setting, berth's own rules.
+        assert!(!policy(vec![], &[]).allows(&ada, "bars/auth", "push"));
+    }
+
+    #[test]
+    fn the_signed_in_setting_defaults_to_everything_and_needs_a_level() {
+        let all = SignedIn::from_settings(Some(Level::Read), vec![" ".into()]).unwrap();
+        assert_eq!(all.unwrap().repositories, ["*"]);
+        assert_eq!(SignedIn::from_settings(None, vec![]).unwrap(), None);
+        assert!(SignedIn::from_settings(None, vec!["acme/*".into()]).is_err());
     }
 
     #[test]

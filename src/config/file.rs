@@ -19,6 +19,8 @@ pub(super) struct FileConfig {
     pub(super) htpasswd: Option<PathBuf>,
     pub(super) auth: Option<bool>,
     pub(super) admins: Option<Vec<String>>,
+    pub(super) signed_in_level: Option<crate::meta::access::Level>,
+    pub(super) signed_in_repositories: Option<Vec<String>>,
     pub(super) token_realm: Option<String>,
     pub(super) token_service: Option<String>,
     pub(super) token_issuer_key: Option<PathBuf>,

@@ -76,6 +76,23 @@ pub struct ServeArgs {
     )]
     pub admins: Vec<String>,
 
+    /// Gives every signed-in user this level (read, write or admin) on every
+    /// repository that --signed-in-repositories matches, beside berth's
+    /// per-namespace rules. `write` is what Distribution with an htpasswd
+    /// file does: any user may push anywhere.
+    #[arg(long, env = "BERTH_SIGNED_IN_LEVEL", value_name = "LEVEL")]
+    pub signed_in_level: Option<crate::meta::access::Level>,
+
+    /// The repositories --signed-in-level covers, as patterns (`*` any run,
+    /// `?` one character, `!` exempts), comma-separated. [default: *]
+    #[arg(
+        long,
+        env = "BERTH_SIGNED_IN_REPOSITORIES",
+        value_name = "PATTERN,PATTERN",
+        value_delimiter = ','
+    )]
+    pub signed_in_repositories: Vec<String>,
+
     /// Where clients get tokens, as the `Bearer` challenge names it.
     /// [default: this node's own /auth/token, at the host the client used]
     #[arg(long, env = "BERTH_TOKEN_REALM", value_name = "URL")]
@@ -270,6 +287,8 @@ pub struct ServeConfig {
     pub auth: bool,
     /// Administrators by name.
     pub admins: std::collections::BTreeSet<String>,
+    /// What every signed-in user may do beside the replicated rules.
+    pub signed_in: Option<crate::auth::policy::SignedIn>,
     /// Tokens: where clients get them, for which service, and whose.
     pub token: TokenConfig,
     pub max_manifest_size: usize,
@@ -368,6 +387,15 @@ impl ServeArgs {
             .map(|a| a.trim().to_owned())
             .filter(|a| !a.is_empty())
             .collect(),
+            signed_in: crate::auth::policy::SignedIn::from_settings(
+                self.signed_in_level.or(file.signed_in_level),
+                if self.signed_in_repositories.is_empty() {
+                    file.signed_in_repositories.unwrap_or_default()
+                } else {
+                    self.signed_in_repositories
+                },
+            )
+            .map_err(ConfigError::Invalid)?,
             htpasswd: self.htpasswd.or(file.htpasswd),
             token: TokenConfig {
                 realm: self.token_realm.or(file.token_realm),
@@ -497,6 +525,7 @@ impl ServeConfig {
             htpasswd: None,
             auth: false,
             admins: Default::default(),
+            signed_in: None,
             token: TokenConfig::default(),
             max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,

@@ -721,3 +721,37 @@ async fn a_metrics_listener_serves_metrics_alone_to_anyone() {
     let anonymous = http.get(node.url("/metrics")).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+#[tokio::test]
+async fn a_signed_in_level_lets_every_user_push_anywhere_as_distribution_does() {
+    let (mut node, _files) = node_with_users(&["dora"], ROOT, PASSWORD).await;
+    let dora = signed_in("dora", PASSWORD);
+    let start = |http: &reqwest::Client, node: &TestNode| {
+        http.post(node.url("/v2/bars/auth/blobs/uploads/"))
+    };
+    // berth's own rules: dora's namespace is `dora`, and the refusal says
+    // which setting would change that.
+    let refused = send(start(&dora, &node)).await;
+    let body = assert_oci_error(refused, 403, "DENIED").await;
+    let message = body["errors"][0]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("--signed-in-level write"), "{message}");
+    assert_eq!(
+        send(dora.post(node.url("/v2/dora/app/blobs/uploads/")))
+            .await
+            .status(),
+        202
+    );
+
+    node.config_mut().signed_in = berth::auth::policy::SignedIn::from_settings(
+        Some("write".parse().unwrap()),
+        vec!["*".into(), "!private/*".into()],
+    )
+    .unwrap();
+    node.restart().await;
+    assert_eq!(send(start(&dora, &node)).await.status(), 202);
+    let pull = send(dora.get(node.url("/v2/private/x/tags/list"))).await;
+    assert_eq!(pull.status(), 403, "outside the pattern");
+    // Anonymous callers gain nothing.
+    let anonymous = send(start(&reqwest::Client::new(), &node)).await;
+    assert_eq!(anonymous.status(), 401);
+}
