@@ -207,6 +207,13 @@ def main():
         c.check(f"{probe} is GET {path} on port 5000 over {scheme}",
                 get.get("path") == path and resolve_port(ctr, get.get("port")) == 5000
                 and get.get("scheme", "HTTP") == scheme, get)
+    pre_stop = int(values["preStopSeconds"])
+    command = ctr.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+    c.check(f"a stopping pod keeps serving {pre_stop} s before SIGTERM",
+            command == (["sleep", str(pre_stop)] if pre_stop > 0 else None), command)
+    c.check("the grace period covers the pause and berth's 30 s drain",
+            int(pod.get("terminationGracePeriodSeconds", 30)) >= pre_stop + 30,
+            pod.get("terminationGracePeriodSeconds"))
     host_ports = [(p.get("containerPort"), p["hostPort"]) for p in ctr.get("ports", []) if "hostPort" in p]
     want_hp = [(5000, 5000)] if host_port else []
     c.check("hostPort 5000 " + ("published" if host_port else "not published"), host_ports == want_hp, host_ports)
