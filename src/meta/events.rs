@@ -503,14 +503,19 @@ pub fn index_platforms(body: &[u8]) -> Vec<String> {
     let Ok(index) = serde_json::from_slice::<Index>(body) else {
         return Vec::new();
     };
-    let mut found: Vec<String> = index
+    // In the index's order, each once; attestations name `unknown/unknown`.
+    let mut found: Vec<String> = Vec::new();
+    for text in index
         .manifests
         .into_iter()
         .filter_map(|m| m.platform)
         .filter(|p| p.os != "unknown")
         .map(|p| p.text())
-        .collect();
-    found.dedup();
+    {
+        if !found.contains(&text) {
+            found.push(text);
+        }
+    }
     found
 }
 

@@ -138,14 +138,18 @@ pub fn time(secs: u64) -> Markup {
     }
 }
 
-/// A digest shortened for reading, whole in its title.
-pub fn digest(d: &Digest) -> Markup {
+/// A digest shortened for reading: the algorithm and 12 hex digits.
+pub fn short_digest(d: &Digest) -> String {
     let text = d.as_str();
-    let short = match text.split_once(':') {
+    match text.split_once(':') {
         Some((alg, hex)) if hex.len() > 12 => format!("{alg}:{}", &hex[..12]),
         _ => text.to_owned(),
-    };
-    html! { code.digest title=(text) { (short) } }
+    }
+}
+
+/// A digest shortened for reading, whole in its title.
+pub fn digest(d: &Digest) -> Markup {
+    html! { code.digest title=(d.as_str()) { (short_digest(d)) } }
 }
 
 /// The path of a repository's page.

@@ -65,22 +65,6 @@ impl Doc {
             _ => None,
         }
     }
-
-    /// The platforms an index names, in its order, without repeats
-    /// (attestation entries name `unknown/unknown` and are left out).
-    pub fn index_platforms(&self) -> Vec<String> {
-        let Doc::Index(children) = self else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = Vec::new();
-        for p in children.iter().filter_map(|c| c.platform.as_ref()) {
-            let text = p.text();
-            if p.os != "unknown" && !out.contains(&text) {
-                out.push(text);
-            }
-        }
-        out
-    }
 }
 
 /// An image configuration, as far as a page shows it.
@@ -120,6 +104,16 @@ pub struct History {
 impl Config {
     pub fn parse(bytes: &[u8]) -> Option<Config> {
         serde_json::from_slice(bytes).ok()
+    }
+
+    /// `os/architecture[/variant]`, if the configuration names an OS.
+    pub fn platform(&self) -> Option<String> {
+        let p = Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+        };
+        (!p.os.is_empty()).then(|| p.text())
     }
 }
 
@@ -167,7 +161,6 @@ mod tests {
         );
         let doc = Doc::of(&record(&body));
         assert_eq!(doc.image_size(), Some(115));
-        assert!(doc.index_platforms().is_empty());
     }
 
     #[test]
@@ -180,8 +173,12 @@ mod tests {
                {{"mediaType":"m","digest":"{D1}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
         );
         let doc = Doc::of(&record(&body));
-        assert_eq!(doc.index_platforms(), ["linux/amd64", "linux/arm64/v8"]);
+        assert!(matches!(&doc, Doc::Index(children) if children.len() == 4));
         assert_eq!(doc.image_size(), None);
+        assert_eq!(
+            crate::meta::events::index_platforms(body.as_bytes()),
+            ["linux/amd64", "linux/arm64/v8"]
+        );
     }
 
     #[test]

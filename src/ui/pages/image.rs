@@ -27,7 +27,10 @@ pub async fn render(
     let name = repo.as_str();
     let (title, pull) = match reference {
         Reference::Tag(tag) => (format!("{name}:{tag}"), format!("{name}:{tag}")),
-        Reference::Digest(d) => (format!("{name}@{}", short(d)), format!("{name}@{d}")),
+        Reference::Digest(d) => (
+            format!("{name}@{}", layout::short_digest(d)),
+            format!("{name}@{d}"),
+        ),
     };
     let body = match &doc {
         Doc::Index(children) => index(ui, repo, children)?,
@@ -65,11 +68,6 @@ pub async fn render(
         }
     };
     Ok(layout::page(Some(visitor), Frame::titled(&title), content).into_response())
-}
-
-fn short(d: &Digest) -> String {
-    let s = d.as_str();
-    s.get(..19).unwrap_or(s).to_owned()
 }
 
 fn summary(digest: &Digest, record: &ManifestRecord, doc: &Doc) -> Markup {
@@ -181,11 +179,6 @@ async fn image(
 
 fn run_config(c: &Config) -> Markup {
     let run = &c.config;
-    let platform = match (&c.variant, c.os.is_empty()) {
-        (_, true) => String::new(),
-        (Some(v), false) => format!("{}/{}/{v}", c.os, c.architecture),
-        (None, false) => format!("{}/{}", c.os, c.architecture),
-    };
     let list = |items: &[String]| html! { ul.plain { @for i in items { li { code { (i) } } } } };
     let ports: Vec<String> = run
         .exposed_ports
@@ -195,7 +188,7 @@ fn run_config(c: &Config) -> Markup {
         .collect();
     html! {
         (facts(None, [
-            ("Platform", text(platform)),
+            ("Platform", text(c.platform().unwrap_or_default())),
             ("Created", text(c.created.as_deref().unwrap_or(""))),
             ("Author", text(c.author.as_deref().unwrap_or(""))),
             ("Entrypoint", run.entrypoint.as_deref().map_or_else(layout::nothing, |a| html! { code { (command_line(a)) } })),

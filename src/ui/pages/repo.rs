@@ -213,7 +213,10 @@ async fn figures(
                 .flatten()
                 .filter_map(|r| Doc::of(r).image_size())
                 .sum();
-            (Some(size), doc.index_platforms())
+            (
+                Some(size),
+                crate::meta::events::index_platforms(&record.body),
+            )
         }
         Doc::Image { .. } => {
             let platform = ui.reg.image_platform(repo, &entry.digest).await;
