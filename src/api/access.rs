@@ -50,7 +50,7 @@ pub(super) async fn administrator(
 
 /// Who is asking on an admin endpoint that a node with sign-in off leaves
 /// open (where anyone may delete, anyone may collect or set policies).
-pub(super) enum Actor {
+pub(crate) enum Actor {
     Anyone,
     ClusterSecret,
     Caller(Caller),
@@ -86,7 +86,7 @@ impl Actor {
     /// Refuses a caller whom `allowed` does not admit to `what` (the
     /// anonymous actor of a node with sign-in off and the cluster secret are
     /// always admitted), and audits the refusal.
-    pub(super) fn require(
+    pub(crate) fn require(
         &self,
         authn: &Authn,
         source: std::net::IpAddr,

@@ -2,7 +2,7 @@
 //! request, calls one [`Registry`] operation and writes the response; errors
 //! become OCI error JSON in exactly one place ([`error`]).
 
-mod access;
+pub(crate) mod access;
 mod access_log;
 pub mod admin;
 pub mod authn;

@@ -36,20 +36,18 @@ pub async fn change(State(ui): State<Ui>, visitor: Visitor, body: Body) -> Respo
     let result = async {
         let form = Form::read(body).await?;
         visitor.check_csrf(&form, &ui.keys)?;
-        visible(&ui, &visitor).await?;
+        signed_in(&visitor)?;
         let mut change = parse(&form)?;
-        let secret = match &mut change {
-            AccessChange::PutRobot { robot, .. } => Some(robot.new_secret(now_secs())),
+        let robot = match &mut change {
+            AccessChange::PutRobot { name, robot } => {
+                Some((name.clone(), robot.new_secret(now_secs())))
+            }
             _ => None,
         };
-        let robot = match &change {
-            AccessChange::PutRobot { name, .. } => name.clone(),
-            _ => String::new(),
-        };
         apply(&ui, &visitor, change).await?;
-        Ok(match secret {
+        Ok(match robot {
             // Shown once, never stored: on the page itself, not a redirect.
-            Some(secret) => robot_made(&visitor, &robot, &secret),
+            Some((name, secret)) => robot_made(&visitor, &name, &secret),
             None => Redirect::to("/ui/access?done=access").into_response(),
         })
     };
@@ -60,13 +58,12 @@ pub async fn change(State(ui): State<Ui>, visitor: Visitor, body: Body) -> Respo
 /// same audit line as the admin API.
 pub async fn apply(ui: &Ui, visitor: &Visitor, change: AccessChange) -> Result<(), Failure> {
     let describe = change.describe();
-    let allowed = visitor
-        .policy()
-        .is_some_and(|p| p.may_change(&visitor.caller, &change));
-    if !allowed {
-        tracing::warn!(target: "berth::audit", source = %visitor.source, actor = visitor.caller.subject(), what = describe, "refused");
-        return Err(Failure::refused(format!("You may not {describe}.")));
-    }
+    crate::api::access::Actor::Caller(visitor.caller.clone()).require(
+        &ui.authn,
+        visitor.source.ip(),
+        &describe,
+        |p, c| p.may_change(c, &change),
+    )?;
     ui.reg
         .change_access(change, visitor.origin(&ui.reg))
         .await?;
@@ -74,14 +71,20 @@ pub async fn apply(ui: &Ui, visitor: &Visitor, change: AccessChange) -> Result<(
     Ok(())
 }
 
-/// The part of the access state the signed-in visitor may see.
-async fn visible(ui: &Ui, visitor: &Visitor) -> Result<AccessState, Failure> {
-    let (Some(policy), Some(_)) = (visitor.policy(), visitor.name()) else {
-        return Err(Failure::new(
+/// The rules a signed-in visitor is judged by; 401 for anyone else.
+fn signed_in(visitor: &Visitor) -> Result<&crate::auth::Policy, Failure> {
+    match (visitor.policy(), visitor.name()) {
+        (Some(policy), Some(_)) => Ok(policy),
+        _ => Err(Failure::new(
             StatusCode::UNAUTHORIZED,
             "Sign in to manage teams, grants and robots.",
-        ));
-    };
+        )),
+    }
+}
+
+/// The part of the access state the signed-in visitor may see.
+async fn visible(ui: &Ui, visitor: &Visitor) -> Result<AccessState, Failure> {
+    let policy = signed_in(visitor)?;
     let state = ui.reg.access().await?;
     Ok(policy.visible_to(&visitor.caller, state))
 }
