@@ -65,7 +65,7 @@ pub struct Metrics {
     /// Webhook requests: `delivered`, `failed`, `parked`.
     pub webhook_requests: Family<OutcomeLabels, Counter>,
     pub webhook_events: Counter,
-    /// Blob bytes this node streamed from other nodes for its clients.
+    /// Blob bytes this node asked other nodes for, to serve its clients.
     pub relayed_bytes: Counter,
     /// Uploads refused because too few nodes took a copy.
     pub quorum_failures: Counter,
@@ -153,7 +153,7 @@ impl Metrics {
         let relayed_bytes = Counter::default();
         registry.register(
             "replication_relayed_bytes",
-            "Blob bytes this node streamed from other nodes for its clients",
+            "Blob bytes this node asked other nodes for, to serve blobs it does not hold",
             relayed_bytes.clone(),
         );
         let quorum_failures = Counter::default();

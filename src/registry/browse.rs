@@ -55,11 +55,6 @@ impl Registry {
         Ok((out, more))
     }
 
-    /// Whether `repo` exists, as of every write completed before the call.
-    pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        Ok(self.fresh().await?.repo_exists(repo)?)
-    }
-
     /// The manifest `reference` names in `repo`, whatever its media type.
     pub async fn manifest_record(
         &self,

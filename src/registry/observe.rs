@@ -50,21 +50,15 @@ impl Registry {
     fn gc_figures(&self) -> Option<GcFigures> {
         let state = self.meta.gc_state().ok()?;
         let run = state.last_run?;
-        let sweep = state
-            .nodes
-            .iter()
-            .find(|n| n.node == self.node_id() && n.run == run.id);
+        // Each node keeps one report: its latest sweep.
+        let mine = state.nodes.iter().find(|n| n.node == self.node_id());
         Some(GcFigures {
             finished: run.finished.unwrap_or(0),
             blobs: run.blobs,
             manifests: run.manifests,
             bytes: run.bytes,
-            swept_bytes: sweep.map_or(0, |s| s.bytes),
-            pending_files: state
-                .nodes
-                .iter()
-                .find(|n| n.node == self.node_id())
-                .map_or(0, |s| s.pending),
+            swept_bytes: mine.filter(|s| s.run == run.id).map_or(0, |s| s.bytes),
+            pending_files: mine.map_or(0, |s| s.pending),
         })
     }
 }
