@@ -331,7 +331,12 @@ scenario_cluster_node_loss() {
         [[ $i == "$victim" ]] || survivors+=("$i")
     done
     scenario_note "killed node $victim ($(node_host "$victim"), not the leader) with $in_flight of $count pushes unfinished"
-    ((in_flight > 0)) || die "every push had finished before the kill"
+    if ((in_flight == 0)); then
+        for i in pushes/*.log; do
+            scenario_note "$(basename "$i" .log): status $(<"${i%.log}.status"), $(grep -v '^ *$' "$i" | tail -n 1)"
+        done
+        die "every push had finished before the kill"
+    fi
 
     for i in "${pids[@]}"; do
         wait "$i" || true
