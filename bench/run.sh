@@ -25,6 +25,9 @@
 # and, only when named: the web UI's repository page against Distribution's tag
 # listing, see bench/measurements/ui.sh
 #   ui-tags
+# and, only when named: a scrub pass against sha256sum over the same files, see
+# bench/measurements/scrub.sh
+#   scrub
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -32,7 +35,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
-EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get ui-tags)
+EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get ui-tags scrub)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
 WRK_AUTH=

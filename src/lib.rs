@@ -15,6 +15,7 @@ pub mod conn;
 pub mod db;
 pub mod events;
 pub mod gc;
+pub mod logging;
 pub mod meta;
 pub mod metrics;
 pub mod oci;

@@ -25,8 +25,10 @@ use crate::registry::Registry;
 use crate::replication::service::BlobService;
 use crate::storage::{identity, BlobStore, Layout};
 
-/// How long in-flight requests may run on after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long no upload session must have been used before a stopping node
+/// closes its listener: a client between two requests of a push is still
+/// pushing.
+const UPLOADS_QUIET: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -63,10 +65,12 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
     purge: JoinHandle<()>,
     repair: JoinHandle<()>,
+    scrub: JoinHandle<()>,
     tally: JoinHandle<()>,
     collection: JoinHandle<()>,
     delivery: JoinHandle<()>,
     metrics_task: Option<JoinHandle<()>>,
+    stopping: crate::config::Shutdown,
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
@@ -265,6 +269,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         stop.clone(),
     ));
     let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
+    let scrub = tokio::spawn(registry.scrub(config.scrub, stop.clone()));
     let tally = tokio::spawn(registry.tally_local_blobs(stop.clone()));
     let collection = tokio::spawn(registry.collection(stop.clone()));
     let delivery = tokio::spawn(registry.deliver(stop.clone()));
@@ -297,12 +302,40 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         task,
         purge,
         repair,
+        scrub,
         tally,
         collection,
         delivery,
         metrics_addr,
         metrics_task,
+        stopping: config.shutdown,
     })
+}
+
+/// Serves on for `delay`, and then until no upload session has been used
+/// for [`UPLOADS_QUIET`], or until `deadline`.
+async fn serve_on(registry: &Registry, delay: Duration, deadline: tokio::time::Instant) {
+    if delay.is_zero() {
+        return;
+    }
+    tracing::info!(
+        ?delay,
+        "stopping: serving on while load balancers turn away"
+    );
+    tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + delay)).await;
+    let mut said = false;
+    while tokio::time::Instant::now() < deadline {
+        let quiet = registry.uploads_quiet_for();
+        if quiet.is_none_or(|q| q >= UPLOADS_QUIET) {
+            return;
+        }
+        if !said {
+            tracing::info!("stopping: waiting for uploads in progress");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!("uploads still in progress at the shutdown timeout");
 }
 
 /// The key every node of the cluster shares (the cluster secret), or a
@@ -390,25 +423,35 @@ impl Server {
         &self.cluster
     }
 
-    /// Stops accepting connections, waits (bounded) for in-flight requests,
-    /// then stops consensus. Once it returns the data directory can be opened
+    /// Stops the node, bounded by `--shutdown-timeout`: first readiness
+    /// fails and leadership is handed over while the node serves on for
+    /// `--shutdown-delay` and until no upload session is in use; then it
+    /// stops accepting connections and lets those in flight finish; then
+    /// consensus stops. Once it returns the data directory can be opened
     /// again.
     pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + self.stopping.timeout;
+        tokio::join!(
+            self.cluster.begin_stop(),
+            serve_on(&self.registry, self.stopping.delay, deadline)
+        );
         self.stop.cancel();
         let _ = self.purge.await;
         let _ = self.repair.await;
+        let _ = self.scrub.await;
         let _ = self.tally.await;
         let _ = self.collection.await;
         let _ = self.delivery.await;
         if let Some(task) = self.metrics_task {
             let _ = task.await;
         }
-        match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
+        match tokio::time::timeout_at(deadline, self.task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => tracing::warn!(
-                "in-flight requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"
+                timeout = ?self.stopping.timeout,
+                "requests still in flight at the shutdown timeout; stopping anyway"
             ),
         }
         self.cluster.shutdown().await;

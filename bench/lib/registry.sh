@@ -78,6 +78,10 @@ launch() {
                 "$(cat "$dir/debug.port")" >>"$dir/config.yml"
             "$REFERENCE_BIN" serve "$dir/config.yml" >"$dir/server.log" 2>&1 &
             ;;
+        berth-scrub)
+            RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "$dir/data" \
+                --listen "127.0.0.1:$port" --scrub-interval 1 --scrub-bandwidth 0 >"$dir/server.log" 2>&1 &
+            ;;
         berth-auth)
             RUST_LOG=$BENCH_RUST_LOG "$BERTH_BIN" serve --plain-http --data-dir "$dir/data" \
                 --listen "127.0.0.1:$port" --htpasswd "$(secure_file htpasswd)" >"$dir/server.log" 2>&1 &

@@ -17,6 +17,7 @@
 mod codec;
 pub mod discovery;
 mod eviction;
+mod handoff;
 mod log_store;
 mod membership;
 mod network;
@@ -54,6 +55,9 @@ const HEARTBEAT_MS: u64 = 250;
 /// Followers wait at least this long without a leader's word before they
 /// elect another (ms).
 const ELECTION_MIN_MS: u64 = 1000;
+/// ... and at most this long; also how long a voter that has heard from a
+/// leader refuses other candidates (openraft's leader lease).
+const ELECTION_MAX_MS: u64 = 2000;
 /// A leader whose last quorum acknowledgement is younger than this (as its
 /// metrics, republished at least every heartbeat, report it) reads without
 /// a round: the real age is then under two heartbeats, half the election
@@ -111,6 +115,9 @@ pub enum NotReady {
     /// A member that cannot confirm it is up to date.
     #[error("{0}")]
     Behind(String),
+    /// Stopping: load balancers should send requests elsewhere.
+    #[error("the node is stopping")]
+    Stopping,
 }
 
 /// This node's view of and access to the cluster.
@@ -125,6 +132,12 @@ pub struct Cluster {
     secret: Secret,
     stop: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Set while leadership is handed over: see [`handoff`].
+    handing_off: std::sync::atomic::AtomicBool,
+    /// Set once the node has begun to stop: it is no longer ready.
+    stopping: std::sync::atomic::AtomicBool,
+    /// When this node last became leader, while it leads.
+    leader_since: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Cluster {
@@ -141,7 +154,7 @@ impl Cluster {
             cluster_name: "berth".into(),
             heartbeat_interval: HEARTBEAT_MS,
             election_timeout_min: ELECTION_MIN_MS,
-            election_timeout_max: 2000,
+            election_timeout_max: ELECTION_MAX_MS,
             install_snapshot_timeout: 60_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
             max_in_snapshot_log_to_keep: 1000,
@@ -179,10 +192,14 @@ impl Cluster {
             secret: secret.clone(),
             stop: stop.clone(),
             tasks: Default::default(),
+            handing_off: Default::default(),
+            stopping: Default::default(),
+            leader_since: Default::default(),
         });
         let mut tasks = vec![
             tokio::spawn(reads::run(cluster.clone(), stop.clone())),
             tokio::spawn(discovery::run(cluster.clone(), stop.clone())),
+            tokio::spawn(handoff::watch_tenure(cluster.clone(), stop.clone())),
         ];
         if let Some(after) = cluster.config.remove_after {
             tasks.push(tokio::spawn(eviction::run(
@@ -298,6 +315,11 @@ impl Cluster {
 
     async fn write_once(&self, cmd: Command, hops: u32) -> Result<(u64, Applied), ClusterError> {
         let leader = self.leader().await?;
+        if leader.0 == self.id && self.handing_off() {
+            return Err(ClusterError::NoLeader(
+                "leadership is being handed over".into(),
+            ));
+        }
         if leader.0 == self.id {
             let write = self.raft.client_write(cmd);
             return match tokio::time::timeout(self.config.write_timeout, write).await {
@@ -463,12 +485,18 @@ impl Cluster {
         let m = metrics.borrow();
         let leads = m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id);
         let acked = m.millis_since_quorum_ack.is_some_and(|ms| ms < LEASE_MS);
-        (leads && acked).then_some(m.last_log_index).flatten()
+        // A leader handing over may be deposed sooner than the lease assumes.
+        (leads && acked && !self.handing_off())
+            .then_some(m.last_log_index)
+            .flatten()
     }
 
     /// Whether this node can serve: it is a voter, a leader is known, and
     /// it has applied everything committed before the call.
     pub async fn readiness(&self) -> Result<(), NotReady> {
+        if self.is_stopping() {
+            return Err(NotReady::Stopping);
+        }
         {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
@@ -491,6 +519,18 @@ impl Cluster {
                 "metadata did not catch up within {READY_TIMEOUT:?}"
             ))),
         }
+    }
+
+    /// Begins to stop: readiness fails from now on, so that load balancers
+    /// turn away, and if this node leads it hands leadership over.
+    pub async fn begin_stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.hand_off_leadership().await;
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stops Raft, the peer listener and the background loops.

@@ -85,9 +85,22 @@ impl Connection {
         F: FnOnce(PeerClient, tonic::Request<pb::Payload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<pb::Payload>, tonic::Status>>,
     {
-        let client = self.client()?.clone();
+        let client = match self.client() {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                self.pool.call_failed(self.target, "", &e.to_string());
+                return Err(e);
+            }
+        };
+        let addr = client.addr.clone();
         let request = client.request(pb::Payload { data: encode(req) }, timeout);
-        let reply = send(client, request).await.map_err(status_error)?;
+        let reply = match send(client, request).await {
+            Ok(reply) => reply,
+            Err(s) => {
+                self.pool.call_failed(self.target, &addr, s.message());
+                return Err(status_error(s));
+            }
+        };
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode("raft reply", &reply.into_inner().data)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -141,13 +141,17 @@ impl PeerClient {
     }
 }
 
-/// Clients by address, and when each member last answered.
+/// Clients by address, when each member last answered, and which do not
+/// answer now.
 #[derive(Clone)]
 pub struct PeerPool {
     secret: Secret,
     tls: Option<PeerTls>,
     clients: Arc<Mutex<HashMap<String, PeerClient>>>,
     heard: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// Members whose last call failed, since when: a member that is down
+    /// is logged once when it goes and once when it is back, not per retry.
+    silent: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl PeerPool {
@@ -157,6 +161,7 @@ impl PeerPool {
             tls: None,
             clients: Arc::default(),
             heard: Arc::default(),
+            silent: Arc::default(),
         }
     }
 
@@ -198,6 +203,53 @@ impl PeerPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, Instant::now());
+        let back = self
+            .silent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(since) = back {
+            tracing::info!(peer = id, after = ?since.elapsed(), "peer answers again");
+        }
+    }
+
+    /// Notes that a call to member `id` failed. The first failure of a
+    /// member that answered before is a warning; one never heard from yet
+    /// is expected while a cluster starts (its DNS name may not exist yet),
+    /// so that is said once at info. Further failures are debug lines.
+    pub fn call_failed(&self, id: NodeId, addr: &str, reason: &str) {
+        let known = self
+            .heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id);
+        let first = match self
+            .silent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+        {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Instant::now());
+                true
+            }
+        };
+        match (first, known) {
+            (true, true) => tracing::warn!(
+                peer = id,
+                addr,
+                reason,
+                "peer does not answer; retrying, and saying so when it answers again"
+            ),
+            (true, false) => tracing::info!(
+                peer = id,
+                addr,
+                reason,
+                "peer not reachable yet; expected while the cluster starts"
+            ),
+            (false, _) => tracing::debug!(peer = id, addr, reason, "peer still does not answer"),
+        }
     }
 
     pub fn last_heard(&self, id: NodeId) -> Option<Duration> {

@@ -254,6 +254,14 @@ impl ClusterRpc for Handler {
     async fn status(&self, _: Request<Empty>) -> Result<Response<pb::ClusterStatus>, Status> {
         Ok(Response::new((&self.cluster.status()).into()))
     }
+
+    async fn campaign(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        self.cluster
+            .campaign()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(Empty {}))
+    }
 }
 
 pub(super) fn forward_request(cmd: &Command, hops: u32) -> pb::ForwardRequest {

@@ -23,6 +23,30 @@ pub struct StatusReport {
     /// Blob repair as this node last saw it; absent before its first round.
     #[serde(default)]
     pub repair: Option<RepairReport>,
+    /// This node's scrubbing; absent on a node that has found nothing to
+    /// report and runs no passes.
+    #[serde(default)]
+    pub scrub: Option<ScrubReport>,
+}
+
+/// What scrubbing found on this node since it started.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// Passes over every local blob finished.
+    pub passes: u64,
+    /// When the last pass finished, in Unix seconds.
+    pub last_pass_end: Option<u64>,
+    /// Blobs and bytes the last pass checked, and its rate in bytes a second.
+    pub last_pass_blobs: u64,
+    pub last_pass_bytes: u64,
+    pub last_pass_rate: f64,
+    /// Copies that failed their digest (by a pass or a client's read), each
+    /// quarantined.
+    pub corrupt: u64,
+    /// Good copies fetched from other holders in their place.
+    pub restored: u64,
+    /// Quarantined blobs still waiting for a good copy.
+    pub waiting: u64,
 }
 
 /// How far blob content is from its replication factor.
@@ -100,6 +124,7 @@ impl Cluster {
             applied_index: m.last_applied.map(|l| l.index),
             members,
             repair: None,
+            scrub: None,
         }
     }
 
@@ -187,6 +212,18 @@ pub fn render(report: &StatusReport) -> String {
             r.bytes_to_copy,
             r.copy_rate / 1e6,
             r.unavailable
+        );
+    }
+    if let Some(r) = &report.scrub {
+        let _ = writeln!(
+            out,
+            "scrub: {} bad copies quarantined, {} restored, {} waiting; {} passes, the last over {} blobs at {:.1} MB/s",
+            r.corrupt,
+            r.restored,
+            r.waiting,
+            r.passes,
+            r.last_pass_blobs,
+            r.last_pass_rate / 1e6
         );
     }
     let _ = writeln!(
@@ -279,6 +316,7 @@ impl From<pb::ClusterStatus> for StatusReport {
                 })
                 .collect(),
             repair: None,
+            scrub: None,
         }
     }
 }
@@ -313,12 +351,21 @@ mod tests {
                 bytes_to_copy: 10,
                 copy_rate: 0.0,
             }),
+            scrub: Some(ScrubReport {
+                corrupt: 1,
+                restored: 1,
+                ..Default::default()
+            }),
         };
         let text = render(&report);
         assert!(text.contains("node 7 is leader in term 3"), "{text}");
         assert!(text.contains("a:5001"));
         assert!(text.contains("2 under-replicated"), "{text}");
         assert!(text.contains("1 with no live copy"), "{text}");
+        assert!(
+            text.contains("scrub: 1 bad copies quarantined, 1 restored"),
+            "{text}"
+        );
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), report);
         // The leader's view crosses the peer protocol whole (repair aside,
@@ -328,6 +375,7 @@ mod tests {
             crossed,
             StatusReport {
                 repair: None,
+                scrub: None,
                 ..report
             }
         );

@@ -39,6 +39,8 @@ pub(super) struct FileConfig {
     pub(super) replication_factor: Option<String>,
     pub(super) repair_interval: Option<u64>,
     pub(super) repair_bandwidth: Option<u64>,
+    pub(super) scrub_interval: Option<u64>,
+    pub(super) scrub_bandwidth: Option<u64>,
     pub(super) remove_after: Option<u64>,
     pub(super) gc_interval: Option<u64>,
     pub(super) gc_grace: Option<u64>,
@@ -53,6 +55,8 @@ pub(super) struct FileConfig {
     pub(super) drain_timeout: Option<u64>,
     pub(super) idle_timeout: Option<u64>,
     pub(super) linger: Option<u64>,
+    pub(super) shutdown_delay: Option<u64>,
+    pub(super) shutdown_timeout: Option<u64>,
     pub(super) mirrors: Option<Vec<super::mirror::MirrorEntry>>,
     pub(super) notifications: Option<super::notify::Notifications>,
 }

@@ -4,7 +4,7 @@
 //! defaults. The command-line parser itself lives in [`crate::cli`].
 //!
 //! `serve` holds the node's options and their resolution, `file` the YAML
-//! keys, `http` the client-connection limits, `mirror` the upstream
+//! keys, `http` the client-connection limits, `shutdown` how a node stops, `mirror` the upstream
 //! registries mirrored (a file-only list).
 
 mod file;
@@ -12,6 +12,7 @@ mod http;
 mod mirror;
 mod notify;
 mod serve;
+mod shutdown;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ use crate::tls::TlsFiles;
 pub use http::HttpArgs;
 pub use mirror::MirrorConfig;
 pub use serve::{ConfigError, ServeArgs, ServeConfig, TokenConfig};
+pub use shutdown::{Shutdown, ShutdownArgs};
 
 /// A node's HTTPS certificate: `serve` serves it, `health` trusts it.
 #[derive(Debug, Default, Args)]

@@ -9,13 +9,14 @@ use clap::builder::BoolishValueParser;
 use clap::Args;
 
 use super::file::{load_file, FileConfig};
-use super::{HttpArgs, TlsArgs};
+use super::{HttpArgs, Shutdown, ShutdownArgs, TlsArgs};
 use crate::api::body::BodyLimits;
 use crate::cluster::discovery::parse_peers;
 use crate::cluster::peer::PeerTlsFiles;
 use crate::cluster::PeerSpec;
 use crate::conn::ConnLimits;
 use crate::gc::GcConfig;
+use crate::registry::ScrubConfig;
 use crate::registry::DEFAULT_MAX_MANIFEST_SIZE;
 use crate::replication::repair::RepairConfig;
 use crate::replication::ReplicationFactor;
@@ -43,6 +44,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub http: HttpArgs,
+
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
 
     /// Serve plain HTTP. Without TLS this must be said: registry passwords
     /// and tokens would cross the network in clear text. Clients trust plain
@@ -213,6 +217,18 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_REPAIR_BANDWIDTH", value_name = "BYTES")]
     pub repair_bandwidth: Option<u64>,
 
+    /// Re-read and re-hash every local blob this many seconds after the
+    /// last pass ended; a copy that fails its digest is quarantined and a
+    /// good one fetched from another node. Whole-blob reads for clients are
+    /// checked either way. [default: off]
+    #[arg(long, env = "BERTH_SCRUB_INTERVAL", value_name = "SECONDS")]
+    pub scrub_interval: Option<u64>,
+
+    /// Most bytes per second a scrub pass reads; 0 for no cap.
+    /// [default: 52428800, 50 MiB/s]
+    #[arg(long, env = "BERTH_SCRUB_BANDWIDTH", value_name = "BYTES")]
+    pub scrub_bandwidth: Option<u64>,
+
     /// Seconds a member may go unheard before the leader removes it from
     /// the cluster, so a node that was scaled down or drained stops counting
     /// against the quorum; its blobs are copied elsewhere. A removed node
@@ -304,6 +320,8 @@ pub struct ServeConfig {
     pub write_timeout: Duration,
     pub replication_factor: ReplicationFactor,
     pub repair: RepairConfig,
+    /// Scrub passes and their rate cap.
+    pub scrub: ScrubConfig,
     /// Members silent this long are removed; `None` never.
     pub remove_after: Option<Duration>,
     /// Garbage collection: schedule, grace, untagged manifests.
@@ -323,11 +341,15 @@ pub struct ServeConfig {
     /// Request bodies: least rate, and how much is drained after an early
     /// answer.
     pub body: BodyLimits,
+    /// Stopping on SIGTERM: serving on while balancers turn away, and the
+    /// wait for uploads in progress.
+    pub shutdown: Shutdown,
 }
 
 const DEFAULT_UPLOAD_TTL: u64 = 24 * 3600;
 const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
 const DEFAULT_WRITE_TIMEOUT: u64 = 10;
+const DEFAULT_SCRUB_BANDWIDTH: u64 = 50 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -357,6 +379,7 @@ impl ServeArgs {
         let config = ServeConfig {
             conn,
             body,
+            shutdown: self.shutdown.resolve(&file),
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
@@ -461,6 +484,17 @@ impl ServeArgs {
                 ),
                 bandwidth: self.repair_bandwidth.or(file.repair_bandwidth).unwrap_or(0),
             },
+            scrub: ScrubConfig {
+                interval: self
+                    .scrub_interval
+                    .or(file.scrub_interval)
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs),
+                bandwidth: self
+                    .scrub_bandwidth
+                    .or(file.scrub_bandwidth)
+                    .unwrap_or(DEFAULT_SCRUB_BANDWIDTH),
+            },
             gc: GcConfig {
                 interval: Some(self.gc_interval.or(file.gc_interval).unwrap_or(3600))
                     .filter(|&s| s > 0)
@@ -542,6 +576,10 @@ impl ServeConfig {
                 interval: Duration::from_secs(1),
                 bandwidth: 0,
             },
+            scrub: ScrubConfig {
+                interval: None,
+                bandwidth: 0,
+            },
             remove_after: None,
             gc: GcConfig::default(),
             mirrors: Vec::new(),
@@ -551,6 +589,10 @@ impl ServeConfig {
             metrics_listen: None,
             conn: ConnLimits::default(),
             body: BodyLimits::default(),
+            shutdown: Shutdown {
+                delay: Duration::ZERO,
+                timeout: Duration::from_secs(30),
+            },
         }
     }
 }

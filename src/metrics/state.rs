@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub unavailable: u64,
     pub bytes_to_copy: u64,
     pub repair_rate: f64,
+    /// Scrubbing on this node since it started.
+    pub scrub: crate::cluster::status::ScrubReport,
     pub local_blobs: u64,
     /// Bytes of the blobs this node stores, as last added up.
     pub local_blob_bytes: u64,
@@ -179,6 +181,24 @@ impl Collector for StateCollector {
             "replication_repair_rate_bytes_per_second",
             "Bytes a second this node copied in its last repair round",
             s.repair_rate,
+        )?;
+        gauge(
+            &mut e,
+            "storage_corrupt_copies",
+            "Local blob copies found not to match their digest since the node started (each quarantined)",
+            s.scrub.corrupt as i64,
+        )?;
+        gauge(
+            &mut e,
+            "storage_quarantined_waiting",
+            "Quarantined blobs still waiting for a good copy from another node",
+            s.scrub.waiting as i64,
+        )?;
+        gauge(
+            &mut e,
+            "storage_scrub_last_pass_end_timestamp_seconds",
+            "When this node last finished a scrub pass over its blobs (0: none yet)",
+            s.scrub.last_pass_end.unwrap_or(0) as i64,
         )?;
         gauge(
             &mut e,

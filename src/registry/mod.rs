@@ -8,6 +8,7 @@ mod manifests;
 pub mod mirror;
 mod observe;
 mod policies;
+mod scrub;
 mod uploads;
 mod webhooks;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 pub use browse::TagEntry;
 pub use error::Error;
 pub use manifests::{ManifestPushed, ResolvedManifest};
+pub use scrub::ScrubConfig;
 pub use uploads::{StartUpload, UploadStarted};
 pub use webhooks::{Deliveries, WebhookStatus};
 
@@ -42,6 +44,7 @@ pub struct Registry {
     cluster: Arc<Cluster>,
     replicator: Replicator,
     repair_stats: RepairStats,
+    scrub_stats: scrub::ScrubStats,
     collector: Arc<Collector>,
     max_manifest_size: usize,
     mirrors: mirror::Mirrors,
@@ -154,6 +157,7 @@ impl Registry {
                 settings.replication_factor,
             ),
             repair_stats: RepairStats::default(),
+            scrub_stats: Default::default(),
             blobs,
             meta,
             cluster,
@@ -185,9 +189,16 @@ impl Registry {
         self.cluster.readiness().await
     }
 
+    /// How long no upload session has been in use (see
+    /// [`Uploads::quiet_for`]): a stopping node waits for a quiet spell.
+    pub fn uploads_quiet_for(&self) -> Option<std::time::Duration> {
+        self.uploads.quiet_for()
+    }
+
     pub fn cluster_status(&self) -> crate::cluster::status::StatusReport {
         let mut report = self.cluster.status();
         report.repair = self.repair_stats.get();
+        report.scrub = self.scrub_stats.get(self.blobs.corrupt());
         report
     }
 
@@ -195,6 +206,7 @@ impl Registry {
     pub async fn leader_status(&self) -> crate::cluster::status::StatusReport {
         let mut report = self.cluster.leader_status().await;
         report.repair = self.repair_stats.get();
+        report.scrub = self.scrub_stats.get(self.blobs.corrupt());
         report
     }
 

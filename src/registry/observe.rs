@@ -32,6 +32,7 @@ impl State for Registry {
             unavailable: repair.unavailable,
             bytes_to_copy: repair.bytes_to_copy,
             repair_rate: repair.copy_rate,
+            scrub: status.scrub.clone().unwrap_or_default(),
             local_blobs: self.db.estimate_keys(Cf::LocalBlobs),
             local_blob_bytes: self.local_bytes.load(std::sync::atomic::Ordering::Relaxed),
             uploads: self.db.estimate_keys(Cf::Uploads),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::layout::Layout;
 use super::mirror::Mirror;
 use super::pins::{Hold, Pins};
+use super::scrub::Corrupt;
 use super::stream::{self, read_range};
 use super::{now_secs, ByteStream, StorageError};
 use crate::db::{self, Cf, Db};
@@ -34,6 +35,8 @@ pub struct BlobStore {
     max_size: Option<u64>,
     /// Files the sweeper must leave alone, shared by every clone.
     pins: Pins,
+    /// Quarantined copies waiting for a good one, shared by every clone.
+    corrupt: std::sync::Arc<Corrupt>,
 }
 
 impl BlobStore {
@@ -43,6 +46,7 @@ impl BlobStore {
             db,
             max_size: None,
             pins: Pins::default(),
+            corrupt: Default::default(),
         }
     }
 
@@ -118,6 +122,11 @@ impl BlobStore {
         Ok(held)
     }
 
+    /// Quarantined copies waiting for a good one.
+    pub fn corrupt(&self) -> &Corrupt {
+        &self.corrupt
+    }
+
     pub(super) fn pins(&self) -> &Pins {
         &self.pins
     }
@@ -142,10 +151,26 @@ impl BlobStore {
         Ok(File::open(self.layout.blob(digest))?)
     }
 
-    /// Streams `len` bytes from `offset` of a blob this node holds.
+    /// Streams `len` bytes from `offset` of a blob this node holds. A
+    /// whole blob is hashed as it is read: a copy that fails its digest
+    /// ends in an error before its last bytes, so no client receives it
+    /// whole, and is quarantined.
     pub fn read(&self, digest: &Digest, offset: u64, len: u64) -> Result<ByteStream, StorageError> {
         let file = File::open(self.layout.blob(digest))?;
-        Ok(read_range(file, offset, len))
+        if offset > 0 || len != file.metadata()?.len() {
+            return Ok(read_range(file, offset, len));
+        }
+        let (store, bad) = (self.clone(), digest.clone());
+        Ok(stream::read_verified(
+            file,
+            len,
+            digest.clone(),
+            move || {
+                if let Err(e) = store.quarantine(&bad) {
+                    tracing::warn!(digest = %bad, error = %e, "could not quarantine a bad blob copy");
+                }
+            },
+        ))
     }
 
     /// Receives a whole blob whose digest is known in advance, handing its

@@ -10,6 +10,7 @@
 //!   tmp/<random>                    a blob being received before verification
 //!   snapshots/<id>.snap             the latest state-machine snapshot
 //!   snapshots/<id>.meta             its Raft metadata
+//!   quarantine/<alg>-<hex>-<secs>   a copy that failed its digest check
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -84,6 +85,23 @@ impl Layout {
 
     pub fn snapshots_dir(&self) -> PathBuf {
         self.root.join("snapshots")
+    }
+
+    /// Where copies that failed their digest check are kept (`storage::scrub`).
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
+    /// A new name in `quarantine/` for a bad copy of `digest`.
+    pub fn quarantined(&self, digest: &Digest) -> PathBuf {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.quarantine_dir().join(format!(
+            "{}-{}-{secs}",
+            digest.algorithm().name(),
+            digest.hex()
+        ))
     }
 
     pub fn tmp_dir(&self) -> PathBuf {

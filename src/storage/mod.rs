@@ -7,6 +7,7 @@ pub mod identity;
 pub mod layout;
 pub mod mirror;
 pub mod pins;
+pub mod scrub;
 pub mod spool;
 pub mod stream;
 pub mod sweep;

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::mirror::Mirror;
 use super::{ByteStream, StorageError};
-use crate::oci::Hasher;
+use crate::oci::{Digest, Hasher};
 
 /// Bytes handed to the writer thread at a time.
 const WRITE_BATCH: usize = 1 << 20;
@@ -176,6 +176,58 @@ pub fn read_range(mut file: File, offset: u64, len: u64) -> ByteStream {
     Box::pin(tokio_stream_from(rx))
 }
 
+/// Streams the whole `len`-byte file `file`, hashing it as it goes and
+/// holding back its last chunk until the hash is known: if the bytes do not
+/// match `digest`, the stream ends in an error instead of that chunk, so
+/// the reader never receives the copy whole, and `on_mismatch` runs.
+pub fn read_verified(
+    mut file: File,
+    len: u64,
+    digest: Digest,
+    on_mismatch: impl FnOnce() + Send + 'static,
+) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = digest.algorithm().hasher();
+        let mut held: Option<Bytes> = None;
+        let result = (|| -> io::Result<bool> {
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(READ_CHUNK as u64) as usize;
+                let mut buf = BytesMut::zeroed(want);
+                file.read_exact(&mut buf)?;
+                left -= want as u64;
+                hasher.update(&buf);
+                if let Some(previous) = held.replace(buf.freeze()) {
+                    if tx.blocking_send(Ok(previous)).is_err() {
+                        return Ok(false); // the client went away
+                    }
+                }
+            }
+            Ok(true)
+        })();
+        match result {
+            Ok(false) => {}
+            Ok(true) if hasher.finish() == digest => {
+                if let Some(last) = held {
+                    let _ = tx.blocking_send(Ok(last));
+                }
+            }
+            Ok(true) => {
+                on_mismatch();
+                let _ = tx.blocking_send(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("this node's copy of {digest} does not match its digest"),
+                )));
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    Box::pin(tokio_stream_from(rx))
+}
+
 fn tokio_stream_from<T: Send + 'static>(
     rx: mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send {
@@ -189,6 +241,51 @@ mod tests {
 
     fn body(chunks: Vec<io::Result<Bytes>>) -> ByteStream {
         Box::pin(futures_util::stream::iter(chunks))
+    }
+
+    async fn collect(mut stream: ByteStream) -> (Vec<u8>, Option<io::Error>) {
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => out.extend_from_slice(&c),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    #[tokio::test]
+    async fn a_verified_read_never_yields_a_bad_copy_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        // Three chunks, the flipped byte in the first.
+        let mut bytes = vec![5u8; 2 * READ_CHUNK + 10];
+        let digest = Digest::sha256(&bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let (out, err) = collect(read_verified(
+            File::open(&path).unwrap(),
+            bytes.len() as u64,
+            digest.clone(),
+            || {},
+        ))
+        .await;
+        assert!(err.is_none());
+        assert_eq!(out, bytes);
+
+        bytes[7] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let flagged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = flagged.clone();
+        let (out, err) = collect(read_verified(
+            File::open(&path).unwrap(),
+            bytes.len() as u64,
+            digest,
+            move || seen.store(true, std::sync::atomic::Ordering::SeqCst),
+        ))
+        .await;
+        assert_eq!(err.unwrap().kind(), io::ErrorKind::InvalidData);
+        assert!(out.len() < bytes.len(), "the bad copy was read whole");
+        assert!(flagged.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]

@@ -97,6 +97,34 @@ pub struct Uploads {
     db: Db,
     blobs: BlobStore,
     live: Mutex<HashMap<UploadId, SessionRef>>,
+    activity: Activity,
+}
+
+/// When sessions were last used, so that a stopping node can keep serving
+/// until the uploads in progress are done.
+#[derive(Default)]
+struct Activity {
+    busy: std::sync::atomic::AtomicUsize,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+/// Marks a request on a session as running until dropped.
+struct Busy<'a>(&'a Activity);
+
+impl Activity {
+    fn enter(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(self)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Uploads {
@@ -107,10 +135,22 @@ impl Uploads {
             db,
             blobs,
             live: Mutex::new(HashMap::new()),
+            activity: Activity::default(),
         }
     }
 
+    /// How long no request has used an upload session: zero while one
+    /// does, and `None` if none has since the node started.
+    pub fn quiet_for(&self) -> Option<std::time::Duration> {
+        let last = *self.activity.last.lock().unwrap_or_else(|p| p.into_inner());
+        if self.activity.busy.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Some(std::time::Duration::ZERO);
+        }
+        last.map(|t| t.elapsed())
+    }
+
     pub fn create(&self, repo: &RepoName) -> Result<UploadId, StorageError> {
+        let _busy = self.activity.enter();
         let id = UploadId::random(self.node_id);
         File::create(self.path(id))?;
         let record = UploadRecord {
@@ -151,6 +191,7 @@ impl Uploads {
         body: ByteStream,
         mirror: impl FnOnce() -> Option<Mirror>,
     ) -> Result<u64, StorageError> {
+        let _busy = self.activity.enter();
         let session = self.session(id)?;
         let mut s = session.lock().await;
         check(&s, repo)?;
@@ -230,6 +271,7 @@ impl Uploads {
         body: Option<(Declared, ByteStream)>,
         mirror: impl FnOnce() -> Option<Mirror>,
     ) -> Result<(LocalBlob, Option<Mirror>), StorageError> {
+        let _busy = self.activity.enter();
         let session = self.session(id)?;
         let mut s = session.lock().await;
         check(&s, repo)?;

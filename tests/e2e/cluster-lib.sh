@@ -30,6 +30,8 @@ node_launch() {
         --peer-listen "127.0.0.1:${NODE_PEER_PORT[n]}" --cluster-secret-file "$CLUSTER_SECRET" \
         --peers "$peers" "${CLUSTER_ARGS[@]}" "$@" >>"${NODE_DATA[n]}.log" 2>&1 &
     NODE_PID[n]=$!
+    # A scenario runs in a subshell: its caller learns a restarted node's PID here.
+    printf '%s\n' "$!" >"${NODE_DATA[n]}.pid"
 }
 
 # cluster_peers N...: the peer addresses of nodes N, comma-separated, for --peers.

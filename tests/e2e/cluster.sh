@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end tests of a three-node berth cluster behind a round-robin load balancer
 # (haproxy): real clients push through the balancer and every node must serve the same
-# bytes; a node is killed while pushes are in flight, then replaced by an empty one.
+# bytes; every node is stopped gracefully and restarted in turn while clients pull and
+# push; bad copies on one node's disk are found by a read and by a scrub pass, and
+# replaced; a node is killed while pushes are in flight, then replaced by an empty one.
 #
 # Usage: tests/e2e/cluster.sh [SCENARIO...]   (default: all, in order; see SCENARIOS below.
 #        cluster-node-replace works on what cluster-node-loss left behind.)
@@ -19,7 +21,7 @@ source "$E2E_DIR/lib.sh"
 # shellcheck source=tests/e2e/cluster-lib.sh
 source "$E2E_DIR/cluster-lib.sh"
 
-SCENARIOS=(cluster-lb-push-pull cluster-node-loss cluster-node-replace)
+SCENARIOS=(cluster-lb-push-pull cluster-rolling-restart cluster-scrub cluster-node-loss cluster-node-replace)
 
 E2E_CLUSTER_PUSHES=${E2E_CLUSTER_PUSHES:-20}
 E2E_JOIN_TIMEOUT=${E2E_JOIN_TIMEOUT:-120}
@@ -40,6 +42,19 @@ node_killed() {
     [[ -n $pid ]] || return 1
     state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || return 0
     [[ $state == Z ]]
+}
+
+# cluster_reload_pids: the PIDs of nodes a scenario restarted (scenarios run in
+# subshells; node_launch leaves each node's PID in a file).
+cluster_reload_pids() {
+    local n pid
+    for n in "${!NODE_DATA[@]}"; do
+        [[ -s ${NODE_DATA[n]}.pid ]] || continue
+        pid=$(<"${NODE_DATA[n]}.pid")
+        if [[ $pid != "${NODE_PID[n]:-}" ]] && pid_alive "$pid"; then
+            NODE_PID[n]=$pid
+        fi
+    done
 }
 
 # cluster_reap: reaps the node cluster-node-loss killed (it is this shell's child).
@@ -64,7 +79,7 @@ global
 defaults
     mode http
     option http-server-close
-    option redispatch
+    option redispatch 1
     retries 3
     timeout connect 5s
     timeout client 30m
@@ -80,11 +95,13 @@ frontend registry
 
 backend nodes
     balance roundrobin
-    option httpchk GET /v2/
+    option httpchk GET /readyz
     http-check expect status 200
 EOF
+    # Checks every 300 ms, two failures mark a node down: well inside the 2 s a
+    # stopping node serves on with /readyz failing (--shutdown-delay).
     for n in 1 2 3; do
-        printf '    server n%s %s check inter 1s fall 2 rise 2\n' "$n" "$(node_host "$n")"
+        printf '    server n%s %s check inter 300ms fall 2 rise 2\n' "$n" "$(node_host "$n")"
     done
     cat <<EOF
 
@@ -245,6 +262,289 @@ scenario_cluster_lb_push_pull() {
     if lb_servers | awk '$2 == 0 { found = 1 } END { exit !found }'; then
         die "haproxy sent no request to some node: $spread"
     fi
+}
+
+# ---------------------------------------------------------------- cluster-rolling-restart
+
+ROLL_REPO=e2e/cluster-roll
+
+now() {
+    date +%s.%N
+}
+
+# roll_puller ID: pulls every image of `images` through haproxy with skopeo, over and
+# over, until roll/stop exists. One line per pull in roll/pulls-ID: `START END STATUS`;
+# a failed pull's log is kept as roll/failed-ID-START.log.
+roll_puller() {
+    local id=$1 repo tag digest start status dir
+    dir=roll/pull$id
+    while [[ ! -e roll/stop ]]; do
+        while read -r repo tag digest && [[ ! -e roll/stop ]]; do
+            start=$(now)
+            status=0
+            rm -rf "$dir"
+            if skopeo_pull "$repo:$tag" "dir:$dir" >"$dir.log" 2>&1 </dev/null; then
+                [[ sha256:$(sha256_hex <"$dir/manifest.json") == "$digest" ]] || status=90
+            else
+                status=$?
+            fi
+            ((status == 0)) || cp "$dir.log" "roll/failed-$id-$start.log"
+            printf '%s %s %s\n' "$start" "$(now)" "$status" >>"roll/pulls-$id"
+        done <images
+    done
+}
+
+# roll_pusher: pushes a small image under a new tag through haproxy with skopeo, over and
+# over, until roll/stop exists; acknowledged pushes go to roll/pushed, failures to
+# roll/push-failures.
+roll_pusher() {
+    local i=0 status
+    make_image rollsrc v1 amd64 1 65536 >/dev/null
+    while [[ ! -e roll/stop ]]; do
+        i=$((i + 1))
+        status=0
+        skopeo_push oci:rollsrc:v1 "$ROLL_REPO:p$i" >roll/push.log 2>&1 || status=$?
+        if ((status == 0)); then
+            printf '%s p%s %s\n' "$ROLL_REPO" "$i" "$(layout_digest rollsrc v1)" >>roll/pushed
+        else
+            cp roll/push.log "roll/push-failed-$i.log"
+            printf '%s\n' "$i" >>roll/push-failures
+        fi
+    done
+}
+
+# roll_writer: writes one manifest after another through haproxy (each a new digest, so
+# each is a replicated write), until roll/stop exists. One line per write in roll/writes:
+# `END STATUS`.
+roll_writer() {
+    local i=0 manifest status
+    manifest=$(curl -fsS --max-time 30 -H "Accept: $MANIFEST_ACCEPT" \
+        "http://$REGISTRY_HOST/v2/$ROLL_REPO/manifests/base")
+    while [[ ! -e roll/stop ]]; do
+        i=$((i + 1))
+        status=$(jq -c --arg n "$i" '.annotations = {"e2e.write": $n}' <<<"$manifest" |
+            curl -sS --max-time 30 -o /dev/null -w '%{http_code}' -X PUT \
+                -H "Content-Type: $MANIFEST_ACCEPT" --data-binary @- \
+                "http://$REGISTRY_HOST/v2/$ROLL_REPO/manifests/probe") || status=000
+        printf '%s %s\n' "$(now)" "$status" >>roll/writes
+    done
+}
+
+node_ready() {
+    [[ $(http_status GET "http://$(node_host "$1")/readyz" --max-time 3 2>/dev/null) == 200 ]]
+}
+
+lb_server_up() {
+    [[ $(lb_servers | awk -v name="n$1" '$1 == name { print $3 }') == UP* ]]
+}
+
+# node_term N: stops node N with SIGTERM and waits (bounded) until it has exited. It may
+# be another shell's child, a zombie until that shell reaps it.
+node_term() {
+    local n=$1
+    kill -s TERM "${NODE_PID[n]}"
+    wait_until 40 "node $n to stop after SIGTERM" node_killed "$n" ||
+        die "node $n did not stop within 40 s of SIGTERM"
+    wait "${NODE_PID[n]}" 2>/dev/null || true
+}
+
+# roll_restart N PEERS: stops node N with SIGTERM, waits (bounded) for it to exit by
+# itself, starts it again and waits until haproxy sends it requests. Appends
+# `N STOPPED_AT READY_AT LED EXIT_SECONDS` to roll/windows.
+roll_restart() {
+    local n=$1 peers=$2 stopped ready led=0 exit_start stops
+    local log=${NODE_DATA[$1]}.log
+    [[ $(node_leader "$n") == "$(node_host "$n")" ]] && led=1
+    # The node may be another shell's child: its clean exit is read from its log.
+    stops=$(grep -c "node stopped" "$log" || true)
+    stopped=$(now)
+    exit_start=$SECONDS
+    node_term "$n"
+    (($(grep -c "node stopped" "$log" || true) > stops)) ||
+        die "node $n did not stop cleanly: $(tail -n 3 "$log")"
+    NODE_PID[n]=
+    node_launch "$n" "$peers"
+    wait_until 60 "node $n to be ready again" node_ready "$n" || die "node $n not ready after restart"
+    wait_until 30 "haproxy to send node $n requests" lb_server_up "$n" ||
+        die "haproxy did not mark node $n up"
+    ready=$(now)
+    printf '%s %s %s %s %s\n' "$n" "$stopped" "$ready" "$led" "$((SECONDS - exit_start))" >>roll/windows
+}
+
+# roll_unavailable FROM TO: the longest time, in seconds, between two consecutive
+# acknowledged writes (roll/writes) that reaches into [FROM, TO].
+roll_unavailable() {
+    awk -v from="$1" -v to="$2" '
+        $2 != 201 { next }
+        prev != "" && $1 >= from && prev <= to && $1 - prev > gap { gap = $1 - prev }
+        { prev = $1 }
+        END { printf "%.2f\n", gap }' roll/writes
+}
+
+scenario_cluster_rolling_restart() {
+    local n order=() leader peers pids=() file stopped ready led took failed pulls during
+    mkdir -p roll
+    peers=$(cluster_peers 1 2 3)
+    make_image base v1 amd64 1 65536
+    skopeo_push oci:base:v1 "$ROLL_REPO:base"
+    printf '%s base %s\n' "$ROLL_REPO" "$(layout_digest base v1)" >images
+    [[ ! -s $E2E_WORK/cluster-lb-push-pull/images ]] ||
+        cat "$E2E_WORK/cluster-lb-push-pull/images" >>images
+    # Followers first, the leader last: a leader is stopped at least once.
+    leader=$(node_leader 1)
+    for n in 1 2 3; do
+        [[ $(node_host "$n") == "$leader" ]] || order+=("$n")
+    done
+    for n in 1 2 3; do
+        [[ $(node_host "$n") != "$leader" ]] || order+=("$n")
+    done
+
+    defer touch "$SCENARIO_DIR/roll/stop"
+    roll_puller 1 &
+    pids+=("$!")
+    roll_puller 2 &
+    pids+=("$!")
+    roll_pusher &
+    pids+=("$!")
+    roll_writer &
+    pids+=("$!")
+    sleep 2
+    for n in "${order[@]}"; do
+        roll_restart "$n" "$peers"
+        sleep 2
+    done
+    touch roll/stop
+    for n in "${pids[@]}"; do
+        wait "$n" || true
+    done
+
+    cat roll/pulls-* >roll/pulls
+    pulls=$(wc -l <roll/pulls)
+    failed=$(awk '$3 != 0' roll/pulls | wc -l)
+    while read -r n stopped ready led took; do
+        during=$(awk -v from="$stopped" -v to="$ready" '$1 < to && $2 > from' roll/pulls | wc -l)
+        scenario_note "node $n$( ((led == 0)) || echo ' (the leader)') exited ${took}s after \
+SIGTERM; $during pulls overlapped its restart; longest wait for a write: \
+$(roll_unavailable "$stopped" "$ready")s"
+        if ((led)); then
+            grep -q "handed leadership over before stopping" "${NODE_DATA[n]}.log" ||
+                die "node $n led but its log does not say it handed leadership over"
+        fi
+        ((during > 0)) || die "no pull ran while node $n restarted"
+    done <roll/windows
+    scenario_note "$pulls pulls, $failed failed; manifest writes: \
+$(awk '$2 == 201' roll/writes | wc -l) acknowledged, $(awk '$2 != 201' roll/writes | wc -l) \
+refused; skopeo pushes: $(cat roll/pushed 2>/dev/null | wc -l) acknowledged, \
+$(cat roll/push-failures 2>/dev/null | wc -l) failed"
+    if ((failed > 0)); then
+        for file in roll/failed-*.log; do
+            scenario_note "failed pull: $(grep -v '^ *$' "$file" | tail -n 1)"
+        done
+        die "$failed of $pulls pulls failed during the rolling restart"
+    fi
+    # The last acknowledged pushes pull whole from every node.
+    [[ -s roll/pushed ]] || die "no push was acknowledged during the rolling restart"
+    tail -n 3 roll/pushed >roll/check
+    pull_check_all roll/check 1 2 3
+}
+
+# ---------------------------------------------------------------- cluster-scrub
+
+SCRUB_REPO=e2e/cluster-scrub
+
+# flip_byte FILE OFFSET: inverts one bit of FILE in place, as a failing disk would.
+flip_byte() {
+    python3 - "$1" "$2" <<'PY'
+import sys
+path, offset = sys.argv[1], int(sys.argv[2])
+with open(path, "r+b") as f:
+    f.seek(offset)
+    byte = f.read(1)[0]
+    f.seek(offset)
+    f.write(bytes([byte ^ 0x01]))
+PY
+}
+
+# node_scrub N FIELD: a figure of node N's scrub report (0 when it has none).
+node_scrub() {
+    node_status "$1" | jq -r --arg f "$2" '.scrub[$f] // 0'
+}
+
+scrub_at_least() {
+    (($(node_scrub "$1" "$2") >= $3))
+}
+
+# blob_file N DIGEST: where node N keeps its copy of DIGEST.
+blob_file() {
+    local hex=${2#sha256:}
+    printf '%s/blobs/sha256/%s/%s\n' "${NODE_DATA[$1]}" "${hex:0:2}" "$hex"
+}
+
+# scrub_get N DIGEST OUT: one GET of the blob from node N. Prints `ok`, `failed`, or
+# `WRONG` for a complete answer whose bytes do not match the digest.
+scrub_get() {
+    local n=$1 digest=$2 out=$3
+    if curl -fsS --max-time 30 -o "$out" \
+        "http://$(node_host "$n")/v2/$SCRUB_REPO/blobs/$digest" 2>/dev/null; then
+        if [[ sha256:$(sha256_hex <"$out") == "$digest" ]]; then echo ok; else echo WRONG; fi
+    else
+        echo failed
+    fi
+}
+
+# A whole copy restored: indexed again, its file back and right.
+copy_restored() {
+    local file
+    file=$(blob_file "$1" "$2")
+    [[ -f $file && sha256:$(sha256_hex <"$file") == "$2" ]]
+}
+
+scenario_cluster_scrub() {
+    local n=1 peers layers by_scrub by_read results=() result i
+    peers=$(cluster_peers 1 2 3)
+    make_image src v1 amd64 2 1048576
+    skopeo_push oci:src:v1 "$SCRUB_REPO:v1"
+    mapfile -t layers < <(layout_blob src "$(layout_digest src v1)" | jq -r '.layers[].digest')
+    by_scrub=${layers[0]}
+    by_read=${layers[1]}
+    wait_until 60 "node $n to hold both layers" copy_restored "$n" "$by_scrub" ||
+        die "node $n holds no copy of $by_scrub"
+    wait_until 60 "node $n to hold both layers" copy_restored "$n" "$by_read" ||
+        die "node $n holds no copy of $by_read"
+    node_term "$n"
+    node_launch "$n" "$peers" --scrub-interval 1
+    wait_until 60 "node $n to be ready" node_ready "$n" || die "node $n not ready with scrubbing on"
+
+    # A client's read finds a bad copy: it is never answered whole, and a good one returns.
+    flip_byte "$(blob_file "$n" "$by_read")" 1000
+    for i in 1 2 3; do
+        results+=("$(scrub_get "$n" "$by_read" "get-$i")")
+    done
+    scenario_note "GETs of a corrupted copy from node $n: ${results[*]}"
+    wait_until 60 "node $n to restore $by_read" copy_restored "$n" "$by_read" ||
+        die "node $n did not restore its copy of $by_read"
+
+    # A pass finds a bad copy nobody reads: quarantined, restored.
+    flip_byte "$(blob_file "$n" "$by_scrub")" 5000
+    wait_until 60 "a scrub pass to quarantine $by_scrub" scrub_at_least "$n" corrupt 2 ||
+        die "no scrub pass on node $n found the corrupted copy ($(node_status "$n" | jq -c .scrub))"
+    wait_until 60 "node $n to restore $by_scrub" copy_restored "$n" "$by_scrub" ||
+        die "node $n did not restore its copy of $by_scrub"
+    wait_until 30 "the scrub report to count both restores" scrub_at_least "$n" restored 2 ||
+        die "restores not counted: $(node_status "$n" | jq -c .scrub)"
+    for i in 4 5 6; do
+        results+=("$(scrub_get "$n" "$by_scrub" "get-$i")" "$(scrub_get "$n" "$by_read" "get-r$i")")
+    done
+    scenario_note "all GETs from node $n: ${results[*]}; scrub report: $(node_status "$n" | jq -c .scrub)"
+    for result in "${results[@]}"; do
+        [[ $result != WRONG ]] || die "a GET returned the corrupted bytes whole"
+    done
+    [[ ${results[-1]} == ok && ${results[-2]} == ok ]] || die "GETs after the restore failed"
+    [[ -n $(ls "${NODE_DATA[n]}/quarantine") ]] || die "nothing kept in node $n's quarantine/"
+
+    node_term "$n"
+    node_launch "$n" "$peers"
+    wait_until 60 "node $n to be ready" node_ready "$n" || die "node $n not ready again"
 }
 
 # ---------------------------------------------------------------- cluster-node-loss
@@ -464,6 +764,7 @@ run_cluster_scenarios() {
         run_scenarios "$name"
         show_notes "$name"
         note "$name took $((SECONDS - start))s"
+        cluster_reload_pids
         cluster_reap
     done
 }

@@ -484,3 +484,54 @@ async fn a_whole_cluster_stops_promptly_with_copies_in_flight() {
         "the cluster took {took:?} to stop"
     );
 }
+
+/// A leader that stops hands leadership to a member holding its whole log,
+/// without waiting for an election timeout, and writes go on through the
+/// node that led.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_leader_hands_leadership_to_a_caught_up_member() {
+    let cluster = TestCluster::start(3).await;
+    let config_bytes = b"{}".to_vec();
+    let config = Blob::new(OCI_CONFIG, sha256(&config_bytes), config_bytes.len());
+    cluster.nodes[0].push_blob("h/app", &config_bytes).await;
+    let leader = cluster.leader_index().expect("a leader");
+    let old = cluster.nodes[leader].server().cluster().id();
+    let to = cluster.nodes[leader]
+        .server()
+        .cluster()
+        .hand_off_leadership()
+        .await
+        .expect("leadership handed over")
+        .expect("the node led");
+    assert_ne!(to, old);
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.server().cluster().status().leader_id != Some(to) {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} does not name {to} leader"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let resp = cluster.nodes[leader]
+        .put("/v2/h/app/manifests/after")
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest(&config, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "a write through the old leader"
+    );
+    // A node that does not lead has nothing to hand over.
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|n| n.server().cluster().id() != to)
+        .unwrap();
+    let none = follower.server().cluster().hand_off_leadership().await;
+    assert!(matches!(none, Ok(None)), "a follower handed over: {none:?}");
+}

@@ -172,3 +172,64 @@ async fn a_data_directory_of_a_newer_format_is_refused_untouched() {
     let left: Vec<_> = std::fs::read_dir(&future).unwrap().collect();
     assert_eq!(left.len(), 1, "the directory was changed: {left:?}");
 }
+
+/// A stopping node is no longer ready, yet serves on while an upload
+/// session is in use, so a push in progress finishes; then it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_serves_an_upload_in_progress_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = berth::config::ServeConfig::for_test(dir.path());
+    config.shutdown.delay = std::time::Duration::from_millis(200);
+    let mut node = TestNode::start_with(dir, config).await;
+    let (first, second) = (random_blob(4096), random_blob(4096));
+    let digest = sha256(&[first.clone(), second.clone()].concat());
+    let location = node.start_upload("stopping/app").await;
+    let resp = send(node.patch(&location).body(first)).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let (http, addr) = (node.http.clone(), node.addr());
+    let url = move |path: &str| match path.starts_with("http") {
+        true => path.to_owned(),
+        false => format!("http://{addr}{path}"),
+    };
+    let stopping = tokio::spawn(async move {
+        node.stop().await;
+        node
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let ready = http.get(url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ready while stopping"
+    );
+    // Past --shutdown-delay: the session in use keeps the node serving.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let resp = http
+        .patch(url(&location))
+        .body(second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::ACCEPTED,
+        "the second chunk while stopping"
+    );
+    let location = resp.headers()[LOCATION].to_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let resp = http
+        .put(url(&with_digest(&location, &digest)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "the commit while stopping"
+    );
+    let node = tokio::time::timeout(std::time::Duration::from_secs(10), stopping)
+        .await
+        .expect("stopped within 10 s of the last upload request")
+        .unwrap();
+    assert!(!node.is_running());
+}

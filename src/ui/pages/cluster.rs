@@ -143,6 +143,7 @@ mod tests {
             applied_index: None,
             members,
             repair: None,
+            scrub: None,
         };
         let health: Vec<_> = report
             .members
