@@ -43,15 +43,20 @@ pub fn init(filter: Option<&str>, format: LogFormat) {
 }
 
 /// openraft's line for one failed call to one member: its replication
-/// task's errors, and the core's vote and leadership-confirmation failures,
-/// which name the member in a `target` field. The core's other errors
-/// (a storage failure that stops it, say) have no such field and stay.
+/// task's errors, the leader's warnings about a failed heartbeat or append,
+/// and the core's vote and leadership-confirmation failures, which name the
+/// member in a `target` field. The core's other errors (a storage failure
+/// that stops it, say) have no such field and stay, as do the replication
+/// handler's errors.
 fn is_peer_call_failure(meta: &Metadata<'_>) -> bool {
     let target = meta.target();
-    if !target.starts_with("openraft") || *meta.level() > tracing::Level::WARN {
+    let level = *meta.level();
+    if !target.starts_with("openraft") || level > tracing::Level::WARN {
         return false;
     }
     target.starts_with("openraft::replication")
+        || target.starts_with("openraft::engine::handler::replication_handler")
+            && level == tracing::Level::WARN
         || meta.fields().field("target").is_some() && target.starts_with("openraft::core")
 }
 
@@ -90,6 +95,8 @@ mod tests {
             tracing::warn!(target: "openraft::replication", error = "x", "error replication");
             tracing::error!(target: "openraft::core::raft_core", target = "2", error = "x", "while requesting vote");
             tracing::error!(target: "openraft::core::raft_core", error = "disk", "quit RaftCore::main on error");
+            tracing::warn!(target: "openraft::engine::handler::replication_handler", "heartbeat error");
+            tracing::error!(target: "openraft::engine::handler::replication_handler", "update_matching");
             tracing::warn!(target: "berth::cluster::peer", peer = 2, "peer does not answer");
             tracing::info!(target: "openraft::replication", "a narration kept by level filters");
         });
@@ -97,6 +104,7 @@ mod tests {
             *seen.0.lock().unwrap(),
             [
                 "openraft::core::raft_core",
+                "openraft::engine::handler::replication_handler",
                 "berth::cluster::peer",
                 "openraft::replication"
             ]

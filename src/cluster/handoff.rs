@@ -34,7 +34,7 @@ const ELECTED: Duration = Duration::from_secs(3);
 /// Why leadership stayed here; the node stops regardless.
 #[derive(Debug, thiserror::Error)]
 pub enum HandoffError {
-    #[error("no other voter")]
+    #[error("no other voter answers")]
     NoVoter,
     #[error("node {0} did not catch up within {CATCH_UP:?}")]
     Behind(NodeId),
@@ -120,9 +120,15 @@ impl Cluster {
                         .and_then(|r| r.get(id).cloned().flatten())
                         .map(|l| l.index)
                 };
+                // A member not heard from lately may be down too.
+                let alive = |id: &NodeId| {
+                    self.pool()
+                        .last_heard(*id)
+                        .is_some_and(|d| d < Duration::from_secs(1))
+                };
                 membership
                     .voter_ids()
-                    .filter(|id| *id != self.id())
+                    .filter(|id| *id != self.id() && alive(id))
                     .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
                     .max_by_key(|(id, _)| matched(id))
                     .map(|(id, addr)| (id, addr, matched(&id) >= m.last_log_index))
