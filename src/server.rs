@@ -29,6 +29,8 @@ use crate::storage::{identity, BlobStore, Layout};
 /// closes its listener: a client between two requests of a push is still
 /// pushing.
 const UPLOADS_QUIET: Duration = Duration::from_secs(2);
+/// How long the background loops get to stop by themselves.
+const LOOPS_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -312,6 +314,23 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     })
 }
 
+/// Lets the background loops end what they are doing, for at most
+/// [`LOOPS_GRACE`] in all, then stops the rest where they are: one waiting
+/// on a write without a quorum would wait out the write timeout. Each loop
+/// survives being stopped anywhere, as it survives a crash.
+async fn stop_loops(loops: impl IntoIterator<Item = JoinHandle<()>>) {
+    let deadline = tokio::time::Instant::now() + LOOPS_GRACE;
+    for mut handle in loops {
+        if tokio::time::timeout_at(deadline, &mut handle)
+            .await
+            .is_err()
+        {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+}
+
 /// Serves on for `delay`, and then until no upload session has been used
 /// for [`UPLOADS_QUIET`], or until `deadline`.
 async fn serve_on(registry: &Registry, delay: Duration, deadline: tokio::time::Instant) {
@@ -436,15 +455,15 @@ impl Server {
             serve_on(&self.registry, self.stopping.delay, deadline)
         );
         self.stop.cancel();
-        let _ = self.purge.await;
-        let _ = self.repair.await;
-        let _ = self.scrub.await;
-        let _ = self.tally.await;
-        let _ = self.collection.await;
-        let _ = self.delivery.await;
-        if let Some(task) = self.metrics_task {
-            let _ = task.await;
-        }
+        let loops = [
+            self.purge,
+            self.repair,
+            self.scrub,
+            self.tally,
+            self.collection,
+            self.delivery,
+        ];
+        stop_loops(loops.into_iter().chain(self.metrics_task)).await;
         match tokio::time::timeout_at(deadline, self.task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),

@@ -98,14 +98,28 @@ async fn round(
             if !holders.contains(&me) && replicator.holds(&digest) {
                 unrecorded.push(digest.clone());
             }
+            // A copy recorded here that this node no longer has (it was
+            // quarantined, or its file lost) is no copy: fetch it back,
+            // whatever the ranking, since the others count it as held.
+            let held_here = replicator.holds(&digest);
             let live: Vec<u64> = holders
                 .iter()
                 .copied()
-                .filter(|h| members.contains(h))
+                .filter(|h| members.contains(h) && (*h != me || held_here))
                 .collect();
             let want = placement::copies(replicator.factor, members.len());
             if live.is_empty() {
                 report.unavailable += 1;
+                continue;
+            }
+            if holders.contains(&me) && !held_here {
+                report.under_replicated += 1;
+                report.bytes_to_copy += size;
+                mine.push(Missing {
+                    digest,
+                    size,
+                    holders: live,
+                });
                 continue;
             }
             if live.len() >= want {

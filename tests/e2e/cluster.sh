@@ -314,13 +314,13 @@ roll_pusher() {
 }
 
 # roll_writer: writes one manifest after another through haproxy (each a new digest, so
-# each is a replicated write), until roll/stop exists. One line per write in roll/writes:
-# `END STATUS`.
+# each is a replicated write), until roll/stop-writes exists. One line per write in
+# roll/writes: `END STATUS`.
 roll_writer() {
     local i=0 manifest status
     manifest=$(curl -fsS --max-time 30 -H "Accept: $MANIFEST_ACCEPT" \
         "http://$REGISTRY_HOST/v2/$ROLL_REPO/manifests/base")
-    while [[ ! -e roll/stop ]]; do
+    while [[ ! -e roll/stop-writes ]]; do
         i=$((i + 1))
         status=$(jq -c --arg n "$i" '.annotations = {"e2e.write": $n}' <<<"$manifest" |
             curl -sS --max-time 30 -o /dev/null -w '%{http_code}' -X PUT \
@@ -381,6 +381,38 @@ roll_unavailable() {
         END { printf "%.2f\n", gap }' roll/writes
 }
 
+# roll_kill_leader PEERS: kills the leader with SIGKILL, waits until the others have
+# elected another, and starts it again (a leader restarted at once simply leads again);
+# its line in roll/windows says 2 in the LED column.
+roll_kill_leader() {
+    local peers=$1 n other stopped
+    for n in 1 2 3; do
+        [[ $(node_leader "$n") == "$(node_host "$n")" ]] && break
+    done
+    [[ $(node_leader "$n") == "$(node_host "$n")" ]] || die "no leader to kill"
+    stopped=$(now)
+    kill -s KILL "${NODE_PID[n]}"
+    wait_until 10 "node $n to die" node_killed "$n" || die "node $n survived SIGKILL"
+    wait "${NODE_PID[n]}" 2>/dev/null || true
+    other=$((n % 3 + 1))
+    wait_until 30 "another leader" other_leader "$other" "$(node_host "$n")" ||
+        die "no new leader within 30 s of the leader's kill"
+    # Two more seconds of writes under the new leader close the window.
+    sleep 2
+    printf '%s %s %s 2 0\n' "$n" "$stopped" "$(now)" >>roll/windows
+    node_launch "$n" "$peers"
+    wait_until 60 "node $n to be ready again" node_ready "$n" || die "node $n not ready after restart"
+    wait_until 30 "haproxy to send node $n requests" lb_server_up "$n" ||
+        die "haproxy did not mark node $n up"
+}
+
+# other_leader N OLD: node N names a leader other than OLD (an API address).
+other_leader() {
+    local leader
+    leader=$(node_leader "$1" 2>/dev/null) || return 1
+    [[ -n $leader && $leader != "$2" ]]
+}
+
 scenario_cluster_rolling_restart() {
     local n order=() leader peers pids=() file stopped ready led took failed pulls during
     mkdir -p roll
@@ -399,7 +431,7 @@ scenario_cluster_rolling_restart() {
         [[ $(node_host "$n") != "$leader" ]] || order+=("$n")
     done
 
-    defer touch "$SCENARIO_DIR/roll/stop"
+    defer touch "$SCENARIO_DIR/roll/stop" "$SCENARIO_DIR/roll/stop-writes"
     roll_puller 1 &
     pids+=("$!")
     roll_puller 2 &
@@ -414,14 +446,24 @@ scenario_cluster_rolling_restart() {
         sleep 2
     done
     touch roll/stop
-    for n in "${pids[@]}"; do
+    for n in "${pids[@]::3}"; do
         wait "$n" || true
     done
+    # For comparison, the old way: the leader killed, its successor elected after the
+    # election timeout. Clients stopped first: a killed node fails what it was serving.
+    roll_kill_leader "$peers"
+    touch roll/stop-writes
+    wait "${pids[3]}" || true
 
     cat roll/pulls-* >roll/pulls
     pulls=$(wc -l <roll/pulls)
     failed=$(awk '$3 != 0' roll/pulls | wc -l)
     while read -r n stopped ready led took; do
+        if ((led == 2)); then
+            scenario_note "node $n (the leader) killed with SIGKILL, for comparison: longest \
+wait for a write: $(roll_unavailable "$stopped" "$ready")s"
+            continue
+        fi
         during=$(awk -v from="$stopped" -v to="$ready" '$1 < to && $2 > from' roll/pulls | wc -l)
         scenario_note "node $n$( ((led == 0)) || echo ' (the leader)') exited ${took}s after \
 SIGTERM; $during pulls overlapped its restart; longest wait for a write: \

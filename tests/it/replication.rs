@@ -359,3 +359,46 @@ async fn a_streamed_copy_is_kept_only_if_its_last_chunk_names_the_right_digest()
     push(Some(digest.clone())).await.unwrap();
     assert!(holds(node, &digest));
 }
+
+/// A node recorded as holding a blob that has lost its copy (quarantined,
+/// then restarted before a good copy came back) fetches it again through
+/// repair, although every node counts it as a holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_lost_a_recorded_copy_fetches_it_back() {
+    let mut cluster = TestCluster::start(3).await;
+    let data = random_blob(1 << 20);
+    let digest = cluster.nodes[0].push_blob("q/app", &data).await;
+    let lost = 2;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !holds(&cluster.nodes[lost], &digest) {
+        assert!(Instant::now() < deadline, "node {lost} never held the blob");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.nodes[lost].stop().await;
+    // As a quarantine leaves it: no local index entry, no file in blobs/.
+    {
+        let layout = berth::storage::Layout::new(cluster.nodes[lost].data_dir());
+        let db = berth::db::Db::open(&layout.db()).unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(db.cf(berth::db::Cf::LocalBlobs), digest.as_bytes());
+        db.write_durable(batch).unwrap();
+        let digest: berth::oci::Digest = digest.parse().unwrap();
+        std::fs::remove_file(layout.blob(&digest)).unwrap();
+    }
+    cluster.nodes[lost].restart().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !holds(&cluster.nodes[lost], &digest) {
+        assert!(
+            Instant::now() < deadline,
+            "node {lost} did not fetch its copy back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let hex = digest.trim_start_matches("sha256:");
+    let path = cluster.nodes[lost]
+        .data_dir()
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    assert_eq!(sha256(&std::fs::read(path).unwrap()), digest);
+}
