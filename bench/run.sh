@@ -25,9 +25,10 @@
 # and, only when named: the web UI's repository page against Distribution's tag
 # listing, see bench/measurements/ui.sh
 #   ui-tags
-# and, only when named: a scrub pass against sha256sum over the same files, see
-# bench/measurements/scrub.sh
-#   scrub
+# and, only when named: a scrub pass against openssl over the same files, and berth
+# import of a Distribution storage root against skopeo copying between the two
+# registries, see bench/measurements/scrub.sh and import.sh
+#   scrub import
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -35,7 +36,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
-EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get ui-tags scrub)
+EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get ui-tags scrub import)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
 WRK_AUTH=
@@ -149,7 +150,7 @@ tools_for() {
     case $1 in
         manifest | head) printf 'wrk\n' ;;
         auth-manifest) printf 'wrk\nhtpasswd\n' ;;
-        skopeo) printf 'skopeo\numoci\n' ;;
+        skopeo | import) printf 'skopeo\numoci\n' ;;
         cluster-head | cluster-digest) printf 'haproxy\nwrk\n' ;;
         cluster-*) printf 'haproxy\n' ;;
         webhooks | metrics-scrape | ui-tags) printf 'python3\n' ;;

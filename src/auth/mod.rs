@@ -3,6 +3,7 @@
 //! tokens ([`token`]), failed logins limited per source ([`limit`]), and the
 //! access rules ([`policy`]).
 
+pub mod client;
 pub mod header;
 pub mod htpasswd;
 pub mod limit;

@@ -43,6 +43,30 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// `--login` with the password from BERTH_PASSWORD, read now so that a
+    /// missing one fails before anything is sent.
+    pub fn login(&self) -> CliResult<Option<(String, String)>> {
+        match &self.login {
+            Some(user) => {
+                let password = std::env::var("BERTH_PASSWORD")
+                    .map_err(|_| "--login needs the password in BERTH_PASSWORD")?;
+                Ok(Some((user.clone(), password)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// `http` trusting `--ca-cert` too, when given.
+    pub fn trusting(&self, http: reqwest::ClientBuilder) -> CliResult<reqwest::ClientBuilder> {
+        let Some(ca) = &self.ca_cert else {
+            return Ok(http);
+        };
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        let cert =
+            reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
+        Ok(http.add_root_certificate(cert))
+    }
+
     /// `node`, asked with no credentials and the system's CAs; a command
     /// with flags of its own adds what it takes.
     pub fn to(node: String) -> Self {
@@ -72,11 +96,7 @@ impl Client {
 
     /// Like [`Client::new`], for requests that may take longer than 30 s.
     pub fn with_timeout(conn: &Connection, timeout: Duration) -> CliResult<Self> {
-        let mut http = reqwest::Client::builder().timeout(timeout);
-        if let Some(ca) = &conn.ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-        }
+        let http = conn.trusting(reqwest::Client::builder().timeout(timeout))?;
         let secret = match &conn.cluster_secret_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -86,14 +106,7 @@ impl Client {
             ),
             None => None,
         };
-        let login = match &conn.login {
-            Some(user) => {
-                let password = std::env::var("BERTH_PASSWORD")
-                    .map_err(|_| "--login needs the password in BERTH_PASSWORD")?;
-                Some((user.clone(), password))
-            }
-            None => None,
-        };
+        let login = conn.login()?;
         Ok(Client {
             http: http.build()?,
             node: conn.node.clone(),

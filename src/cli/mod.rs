@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod gc;
 pub mod health;
+pub mod import;
 pub mod mirror;
 pub mod policy;
 pub mod quota;
@@ -110,6 +111,23 @@ pub enum Command {
         #[command(subcommand)]
         action: webhook::WebhookAction,
     },
+    /// Import a CNCF Distribution (registry 2.x) storage root into a node.
+    ///
+    /// Reads the filesystem storage of a Distribution registry (the directory
+    /// holding docker/registry/v2) and pushes every repository, tag and manifest
+    /// into a running node through its registry API (/v2/), as a client would.
+    /// Untagged manifests Distribution still keeps (what a moved tag left behind)
+    /// are pushed by digest, tags by tag, an index's children before the index.
+    ///
+    /// Each blob is streamed from its file and verified against its digest while
+    /// it is read; a corrupt or missing blob is not imported, and neither is any
+    /// manifest naming it. What the node already has is skipped, so running the
+    /// import again finishes an interrupted one.
+    ///
+    /// Sign in with --login USER (who may push there) and the password in
+    /// BERTH_PASSWORD; a node that hands out tokens gets its token flow. The
+    /// summary lists every problem; the exit status is 1 if there was any.
+    Import(import::ImportArgs),
     /// Images: which images are built on a base.
     Image {
         #[command(flatten)]
@@ -133,6 +151,7 @@ pub async fn run(command: Command) -> CliResult<()> {
         Command::Mirror { conn, action } => mirror::run(conn, action).await,
         Command::Webhook { conn, action } => webhook::run(conn, action).await,
         Command::Image { conn, action } => webhook::run_image(conn, action).await,
+        Command::Import(args) => import::run(args).await,
     }
 }
 

@@ -11,7 +11,7 @@ use futures_util::TryStreamExt;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, StatusCode};
 
-use crate::auth::header::challenge_params;
+use crate::auth::client::{parse_challenge, read_token_answer, Challenge};
 use crate::config::MirrorConfig;
 use crate::oci::Digest;
 use crate::storage::ByteStream;
@@ -26,8 +26,6 @@ const DEFAULT_TOKEN_LIFE: u64 = 60;
 /// A cached token is dropped this long before it expires, so that no
 /// request leaves with a token that dies on the way.
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
-/// Largest token response read.
-const MAX_TOKEN_RESPONSE: usize = 64 << 10;
 
 /// Every manifest type berth stores, so that the upstream never falls back
 /// to an old schema.
@@ -64,16 +62,6 @@ pub struct Upstream {
     credentials: Option<(String, String)>,
     /// Bearer tokens by scope, with the instant they stop being used.
     tokens: Mutex<HashMap<String, (String, Instant)>>,
-}
-
-/// The scheme of a 401's challenge, as berth answers it.
-enum Challenge {
-    Bearer {
-        realm: String,
-        service: Option<String>,
-        scope: Option<String>,
-    },
-    Basic,
 }
 
 impl Upstream {
@@ -342,23 +330,8 @@ impl Upstream {
             )));
         }
         let body = resp.bytes().await.map_err(|e| self.unreachable(e))?;
-        if body.len() > MAX_TOKEN_RESPONSE {
-            return Err(self.refused("its token response is too large".into()));
-        }
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            token: Option<String>,
-            access_token: Option<String>,
-            expires_in: Option<u64>,
-        }
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| self.refused(format!("its token response is not JSON: {e}")))?;
-        let token = parsed
-            .access_token
-            .or(parsed.token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| self.refused("its token response carries no token".into()))?;
-        let life = Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFE));
+        let (token, life) = read_token_answer(&body).map_err(|why| self.refused(why))?;
+        let life = Duration::from_secs(life.unwrap_or(DEFAULT_TOKEN_LIFE));
         Ok((token, life))
     }
 
@@ -368,57 +341,5 @@ impl Upstream {
 
     fn refused(&self, why: String) -> UpstreamError {
         UpstreamError::Refused(format!("upstream {}: {why}", self.name))
-    }
-}
-
-fn parse_challenge(header: &str) -> Option<Challenge> {
-    let scheme = header.split_whitespace().next()?;
-    if scheme.eq_ignore_ascii_case("basic") {
-        return Some(Challenge::Basic);
-    }
-    let params = challenge_params(header)?;
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-    };
-    Some(Challenge::Bearer {
-        realm: get("realm")?,
-        service: get("service"),
-        scope: get("scope"),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn challenges_are_read_as_clients_read_them() {
-        let c = parse_challenge(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
-        );
-        match c {
-            Some(Challenge::Bearer {
-                realm,
-                service,
-                scope,
-            }) => {
-                assert_eq!(realm, "https://auth.docker.io/token");
-                assert_eq!(service.as_deref(), Some("registry.docker.io"));
-                assert_eq!(scope.as_deref(), Some("repository:library/alpine:pull"));
-            }
-            _ => panic!("not read as Bearer"),
-        }
-        assert!(matches!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        ));
-        assert!(
-            parse_challenge("Bearer service=\"x\"").is_none(),
-            "no realm"
-        );
-        assert!(parse_challenge("").is_none());
     }
 }
