@@ -158,15 +158,25 @@ struct Answers {
 /// been removed while it was away (its own log still lists it), so it asks
 /// to join again; for a member that is a no-op.
 async fn round(cluster: &Cluster) -> Result<(), String> {
-    let settled = {
+    let (settled, leads) = {
         let metrics = cluster.raft.metrics().borrow().clone();
         let m = metrics.membership_config.membership();
-        m.voter_ids().any(|v| v == cluster.id)
+        let settled = m.voter_ids().any(|v| v == cluster.id)
             && m.get_node(&cluster.id) == Some(&cluster.addr)
-            && metrics.current_leader.is_some()
+            && metrics.current_leader.is_some();
+        (settled, metrics.current_leader == Some(cluster.id))
     };
     if settled {
         return Ok(());
+    }
+    // A leader listed at an address it no longer has (a container that came
+    // back elsewhere) corrects its own entry: no other node can reach it to
+    // ask for it.
+    if leads {
+        return cluster
+            .join(cluster.id, cluster.addr.clone(), 0)
+            .await
+            .map_err(|e| e.to_string());
     }
     let answers = ask_peers(cluster).await;
     if let Some(member) = answers.hellos.iter().find(|h| h.initialized) {

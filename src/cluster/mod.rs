@@ -24,6 +24,7 @@ mod network;
 pub mod pb;
 pub mod peer;
 mod reads;
+pub mod recover;
 pub mod service;
 mod snapshot;
 mod state_machine;
