@@ -182,7 +182,9 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     };
     // One store for clients and peers: peers' pushes obey the same cap as
     // clients' uploads, and the sweeper sees the pins of copies peers push.
-    let blobs = BlobStore::new(layout.clone(), db.clone()).with_max_size(config.max_blob_size);
+    let blobs = BlobStore::new(layout.clone(), db.clone())
+        .with_max_size(config.max_blob_size)
+        .with_read_checks(config.verify_reads);
     let blob_service = tonic::service::interceptor::InterceptedService::new(
         BlobService::new(blobs.clone()),
         secret_check(secret.clone()),

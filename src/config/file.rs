@@ -41,6 +41,7 @@ pub(super) struct FileConfig {
     pub(super) repair_bandwidth: Option<u64>,
     pub(super) scrub_interval: Option<u64>,
     pub(super) scrub_bandwidth: Option<u64>,
+    pub(super) verify_reads: Option<bool>,
     pub(super) remove_after: Option<u64>,
     pub(super) gc_interval: Option<u64>,
     pub(super) gc_grace: Option<u64>,

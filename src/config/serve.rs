@@ -229,6 +229,16 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_SCRUB_BANDWIDTH", value_name = "BYTES")]
     pub scrub_bandwidth: Option<u64>,
 
+    /// Hash every whole-blob read as it is served, so that a copy that no
+    /// longer matches its digest never reaches a client whole and is
+    /// replaced at once. Hashing bounds one connection's download to what
+    /// one core hashes (about 1 GB/s with SHA extensions); `false` leaves
+    /// bad copies to scrub passes and to clients' own checks.
+    /// [default: true]
+    #[arg(long, env = "BERTH_VERIFY_READS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub verify_reads: Option<bool>,
+
     /// Seconds a member may go unheard before the leader removes it from
     /// the cluster, so a node that was scaled down or drained stops counting
     /// against the quorum; its blobs are copied elsewhere. A removed node
@@ -322,6 +332,8 @@ pub struct ServeConfig {
     pub repair: RepairConfig,
     /// Scrub passes and their rate cap.
     pub scrub: ScrubConfig,
+    /// Whether whole-blob reads are hashed as they are served.
+    pub verify_reads: bool,
     /// Members silent this long are removed; `None` never.
     pub remove_after: Option<Duration>,
     /// Garbage collection: schedule, grace, untagged manifests.
@@ -484,6 +496,7 @@ impl ServeArgs {
                 ),
                 bandwidth: self.repair_bandwidth.or(file.repair_bandwidth).unwrap_or(0),
             },
+            verify_reads: self.verify_reads.or(file.verify_reads).unwrap_or(true),
             scrub: ScrubConfig {
                 interval: self
                     .scrub_interval
@@ -580,6 +593,7 @@ impl ServeConfig {
                 interval: None,
                 bandwidth: 0,
             },
+            verify_reads: true,
             remove_after: None,
             gc: GcConfig::default(),
             mirrors: Vec::new(),

@@ -37,6 +37,8 @@ pub struct BlobStore {
     pins: Pins,
     /// Quarantined copies waiting for a good one, shared by every clone.
     corrupt: std::sync::Arc<Corrupt>,
+    /// Whether whole-blob reads are hashed as they are served.
+    read_checks: bool,
 }
 
 impl BlobStore {
@@ -47,6 +49,15 @@ impl BlobStore {
             max_size: None,
             pins: Pins::default(),
             corrupt: Default::default(),
+            read_checks: true,
+        }
+    }
+
+    /// Whether [`BlobStore::read`] hashes whole blobs as it serves them.
+    pub fn with_read_checks(self, on: bool) -> BlobStore {
+        BlobStore {
+            read_checks: on,
+            ..self
         }
     }
 
@@ -151,13 +162,13 @@ impl BlobStore {
         Ok(File::open(self.layout.blob(digest))?)
     }
 
-    /// Streams `len` bytes from `offset` of a blob this node holds. A
-    /// whole blob is hashed as it is read: a copy that fails its digest
-    /// ends in an error before its last bytes, so no client receives it
-    /// whole, and is quarantined.
+    /// Streams `len` bytes from `offset` of a blob this node holds. With
+    /// read checks on, a whole blob is hashed as it is read: a copy that
+    /// fails its digest ends in an error before its last bytes, so no
+    /// client receives it whole, and is quarantined.
     pub fn read(&self, digest: &Digest, offset: u64, len: u64) -> Result<ByteStream, StorageError> {
         let file = File::open(self.layout.blob(digest))?;
-        if offset > 0 || len != file.metadata()?.len() {
+        if !self.read_checks || offset > 0 || len != file.metadata()?.len() {
             return Ok(read_range(file, offset, len));
         }
         let (store, bad) = (self.clone(), digest.clone());
@@ -334,6 +345,29 @@ mod tests {
         assert_eq!(s.stat(&good).unwrap(), Some(blob));
         let mut r = s.read(&good, 1, 3).unwrap();
         assert_eq!(r.next().await.unwrap().unwrap(), Bytes::from_static(b"ell"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_copy_is_never_read_whole_unless_read_checks_are_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let digest = Digest::sha256(b"hello");
+        s.ingest(&digest, body(b"hello"), None, None).await.unwrap();
+        std::fs::write(Layout::new(dir.path()).blob(&digest), b"jello").unwrap();
+        let read_all = |s: &BlobStore| {
+            let mut r = s.read(&digest, 0, 5).unwrap();
+            async move {
+                let mut out = Vec::new();
+                while let Some(chunk) = r.next().await {
+                    out.extend_from_slice(&chunk?);
+                }
+                Ok::<_, std::io::Error>(out)
+            }
+        };
+        let unchecked = s.clone().with_read_checks(false);
+        assert_eq!(read_all(&unchecked).await.unwrap(), b"jello");
+        assert!(read_all(&s).await.is_err(), "a bad copy was read whole");
+        assert!(s.stat(&digest).unwrap().is_none(), "the bad copy is still indexed");
     }
 
     #[tokio::test]
