@@ -367,7 +367,10 @@ mod tests {
         let unchecked = s.clone().with_read_checks(false);
         assert_eq!(read_all(&unchecked).await.unwrap(), b"jello");
         assert!(read_all(&s).await.is_err(), "a bad copy was read whole");
-        assert!(s.stat(&digest).unwrap().is_none(), "the bad copy is still indexed");
+        assert!(
+            s.stat(&digest).unwrap().is_none(),
+            "the bad copy is still indexed"
+        );
     }
 
     #[tokio::test]
