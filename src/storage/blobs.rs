@@ -311,11 +311,7 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
-    fn store(dir: &Path) -> BlobStore {
-        let layout = Layout::new(dir);
-        layout.create().unwrap();
-        BlobStore::new(layout.clone(), Db::open(&layout.db()).unwrap())
-    }
+    use crate::storage::testing::store;
 
     fn body(data: &'static [u8]) -> ByteStream {
         Box::pin(futures_util::stream::once(async move {

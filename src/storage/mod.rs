@@ -112,6 +112,23 @@ pub(crate) mod testing {
         out
     }
 
+    /// A blob store in a fresh data directory under `dir`.
+    pub(crate) fn store(dir: &Path) -> super::BlobStore {
+        let layout = super::Layout::new(dir);
+        layout.create().unwrap();
+        super::BlobStore::new(layout.clone(), crate::db::Db::open(&layout.db()).unwrap())
+    }
+
+    /// Stores `data` as a blob of `s`; its digest.
+    pub(crate) async fn put(s: &super::BlobStore, data: &'static [u8]) -> crate::oci::Digest {
+        let digest = crate::oci::Digest::sha256(data);
+        let body: ByteStream = Box::pin(futures_util::stream::once(async move {
+            Ok(Bytes::from_static(data))
+        }));
+        s.ingest(&digest, body, None, None).await.unwrap();
+        digest
+    }
+
     /// An endless body that notes whether anyone read it.
     pub(crate) fn watched(read: Arc<AtomicBool>) -> ByteStream {
         Box::pin(futures_util::stream::poll_fn(move |_| {

@@ -215,20 +215,7 @@ mod tests {
     use super::*;
     use crate::storage::Layout;
 
-    fn store(dir: &std::path::Path) -> BlobStore {
-        let layout = Layout::new(dir);
-        layout.create().unwrap();
-        BlobStore::new(layout.clone(), crate::db::Db::open(&layout.db()).unwrap())
-    }
-
-    async fn put(s: &BlobStore, bytes: &'static [u8]) -> Digest {
-        let digest = Digest::sha256(bytes);
-        let body: crate::storage::ByteStream = Box::pin(futures_util::stream::once(async move {
-            Ok(bytes::Bytes::from_static(bytes))
-        }));
-        s.ingest(&digest, body, None, None).await.unwrap();
-        digest
-    }
+    use crate::storage::testing::{put, store};
 
     #[tokio::test]
     async fn a_pass_quarantines_exactly_the_copies_that_changed() {

@@ -224,14 +224,8 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
-    use crate::db::Db;
-    use crate::storage::Layout;
 
-    fn store(dir: &std::path::Path) -> BlobStore {
-        let layout = Layout::new(dir);
-        layout.create().unwrap();
-        BlobStore::new(layout.clone(), Db::open(&layout.db()).unwrap())
-    }
+    use crate::storage::testing::store;
 
     async fn collect(mut s: ByteStream) -> Result<Vec<u8>, io::Error> {
         let mut out = Vec::new();

@@ -186,24 +186,7 @@ fn read_dir(dir: &std::path::Path) -> io::Result<Vec<std::fs::DirEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::testing::files;
-    use crate::storage::Layout;
-    use bytes::Bytes;
-
-    fn store(dir: &std::path::Path) -> BlobStore {
-        let layout = Layout::new(dir);
-        layout.create().unwrap();
-        BlobStore::new(layout.clone(), crate::db::Db::open(&layout.db()).unwrap())
-    }
-
-    async fn put(s: &BlobStore, data: &'static [u8]) -> Digest {
-        let digest = Digest::sha256(data);
-        let body = Box::pin(futures_util::stream::once(async move {
-            Ok(Bytes::from_static(data))
-        }));
-        s.ingest(&digest, body, None, None).await.unwrap();
-        digest
-    }
+    use crate::storage::testing::{files, put, store};
 
     #[tokio::test]
     async fn the_tally_counts_every_local_blob_once() {
