@@ -6,6 +6,7 @@ pub(crate) mod access;
 mod access_log;
 pub mod admin;
 pub mod authn;
+pub mod backup;
 mod blobs;
 pub mod body;
 mod error;
@@ -97,6 +98,14 @@ pub fn router(
             axum::routing::get(access::show).post(access::change),
         )
         .route("/_berth/gc", axum::routing::get(gc::status).post(gc::run))
+        .route(
+            "/_berth/backup/snapshot",
+            axum::routing::get(backup::snapshot),
+        )
+        .route(
+            "/_berth/backup/blobs/{digest}",
+            axum::routing::get(backup::blob),
+        )
         .route(
             "/_berth/policies",
             axum::routing::get(policies::show).post(policies::change),

@@ -139,6 +139,16 @@ impl Client {
         answer(self.request(Method::DELETE, path).send().await?).await
     }
 
+    /// The response to `GET path` with its body unread, for downloads; a
+    /// refusal is an error as for the other calls.
+    pub async fn get_raw(&self, path: &str) -> CliResult<Response> {
+        let resp = self.request(Method::GET, path).send().await?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        Ok(resp)
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let mut req = self.http.request(method, url(&self.node, path));
         if let Some(secret) = &self.secret {
@@ -160,24 +170,29 @@ pub fn url(node: &str, path: &str) -> String {
 /// refusal. An empty body (`204 No Content`) reads as JSON `null`, so `()`
 /// and `Option<_>` take it.
 async fn answer<T: DeserializeOwned>(resp: Response) -> CliResult<T> {
-    let status = resp.status();
-    if !status.is_success() {
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        let message = body["errors"][0]["message"]
-            .as_str()
-            .unwrap_or("no error message");
-        let hint = match status {
-            StatusCode::UNAUTHORIZED => {
-                " (sign in with --login USER and the password in BERTH_PASSWORD, or give --cluster-secret-file)"
-            }
-            _ => "",
-        };
-        return Err(format!("{status}: {message}{hint}").into());
+    if !resp.status().is_success() {
+        return Err(refusal(resp).await);
     }
     let url = resp.url().clone();
     let bytes = resp.bytes().await?;
     let json: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
     serde_json::from_slice(json).map_err(|e| format!("{url}: unexpected answer: {e}").into())
+}
+
+/// The status and OCI error message of a refusal.
+async fn refusal(resp: Response) -> Box<dyn std::error::Error> {
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let message = body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("no error message");
+    let hint = match status {
+        StatusCode::UNAUTHORIZED => {
+            " (sign in with --login USER and the password in BERTH_PASSWORD, or give --cluster-secret-file)"
+        }
+        _ => "",
+    };
+    format!("{status}: {message}{hint}").into()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! one [`client::Client`].
 
 pub mod access;
+pub mod backup;
 pub mod client;
 pub mod cluster;
 pub mod gc;
@@ -128,6 +129,24 @@ pub enum Command {
     /// BERTH_PASSWORD; a node that hands out tokens gets its token flow. The
     /// summary lists every problem; the exit status is 1 if there was any.
     Import(import::ImportArgs),
+    /// Back up the registry: a snapshot of the replicated metadata and
+    /// every blob it names, into a directory.
+    ///
+    /// Runs while the cluster serves: the snapshot includes every write
+    /// completed before the backup started, and blobs are fetched from the
+    /// node asked (which relays any it does not hold). A second backup into
+    /// the same directory fetches only new blobs; an interrupted one is
+    /// finished by running it again. Each blob fetched is checked against its
+    /// digest. Needs an administrator (--login) or --cluster-secret-file.
+    Backup(backup::BackupArgs),
+    /// Make a new one-node cluster from a backup, in a new data directory.
+    ///
+    /// Loads the backup's snapshot, makes the new node its cluster's only
+    /// voter, and copies in every blob, checking each against its digest: a
+    /// corrupt or missing one is named, the rest are restored, and the exit
+    /// status is 1. Start the node, then let other empty nodes join it. A
+    /// data directory that is not empty is refused unless --force is given.
+    Restore(backup::RestoreArgs),
     /// Images: which images are built on a base.
     Image {
         #[command(flatten)]
@@ -152,6 +171,8 @@ pub async fn run(command: Command) -> CliResult<()> {
         Command::Webhook { conn, action } => webhook::run(conn, action).await,
         Command::Image { conn, action } => webhook::run_image(conn, action).await,
         Command::Import(args) => import::run(args).await,
+        Command::Backup(args) => backup::run_backup(args).await,
+        Command::Restore(args) => backup::run_restore(args).await,
     }
 }
 

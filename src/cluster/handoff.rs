@@ -49,13 +49,37 @@ impl Cluster {
     /// returns whom it went to; `Ok(None)` when this node does not lead.
     /// Writes that reach this node meanwhile wait and go to the new leader.
     pub async fn hand_off_leadership(&self) -> Result<Option<NodeId>, HandoffError> {
-        // A lone voter has no one to hand over to.
-        if !self.leads() || self.members().len() < 2 {
+        if !self.leads() {
+            return Ok(None);
+        }
+        // Without this node the others must still make a majority, or a
+        // successor could never commit: it would only stand in the way of
+        // the reads a node cut off from its quorum still serves.
+        let voters = self.members();
+        let others = voters
+            .iter()
+            .filter(|(id, _)| *id != self.id() && self.answers(*id))
+            .count();
+        if others < voters.len() / 2 + 1 {
+            tracing::info!(
+                others,
+                voters = voters.len(),
+                "no leadership handover: the members that answer make no majority without this node"
+            );
+            return Ok(None);
+        }
+        // A leader grants votes only once its own lease has run out, an
+        // election timeout after it was elected: a newer one cannot hand
+        // over, and waiting would only delay the stop.
+        let since = *self.leader_since.lock().unwrap_or_else(|p| p.into_inner());
+        if since.is_none_or(|t| t.elapsed() < Duration::from_millis(ELECTION_MAX_MS + 100)) {
+            tracing::info!(
+                "no leadership handover: this node has led for less than an election timeout"
+            );
             return Ok(None);
         }
         let started = Instant::now();
         self.handing_off.store(true, Ordering::SeqCst);
-        self.wait_tenure().await;
         let result = self.hand_off().await;
         self.handing_off.store(false, Ordering::SeqCst);
         match &result {
@@ -120,15 +144,9 @@ impl Cluster {
                         .and_then(|r| r.get(id).cloned().flatten())
                         .map(|l| l.index)
                 };
-                // A member not heard from lately may be down too.
-                let alive = |id: &NodeId| {
-                    self.pool()
-                        .last_heard(*id)
-                        .is_some_and(|d| d < Duration::from_secs(1))
-                };
                 membership
                     .voter_ids()
-                    .filter(|id| *id != self.id() && alive(id))
+                    .filter(|id| *id != self.id() && self.answers(*id))
                     .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
                     .max_by_key(|(id, _)| matched(id))
                     .map(|(id, addr)| (id, addr, matched(&id) >= m.last_log_index))
@@ -147,7 +165,7 @@ impl Cluster {
     }
 }
 
-/// Notes when this node became leader, for [`Cluster::wait_tenure`].
+/// Notes when this node became leader, for [`Cluster::hand_off_leadership`].
 pub(super) async fn watch_tenure(cluster: std::sync::Arc<Cluster>, stop: CancellationToken) {
     let mut metrics = cluster.raft().metrics();
     let mut term = None;
@@ -194,14 +212,12 @@ impl Cluster {
         self.handing_off.load(Ordering::SeqCst)
     }
 
-    /// A leader grants votes only once its own lease has run out: an
-    /// election timeout after it was elected.
-    async fn wait_tenure(&self) {
-        let since = *self.leader_since.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(since) = since {
-            let lease = Duration::from_millis(ELECTION_MAX_MS + 100);
-            tokio::time::sleep_until(since + lease).await;
-        }
+    /// Whether member `id` answered lately: one that did not may be down
+    /// too.
+    fn answers(&self, id: NodeId) -> bool {
+        self.pool()
+            .last_heard(id)
+            .is_some_and(|d| d < Duration::from_secs(1))
     }
 
     fn leads(&self) -> bool {

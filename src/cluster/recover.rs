@@ -11,6 +11,10 @@
 //! leader commits everything before it. Nothing else is dropped: the log,
 //! the state machine, the snapshots and the local blobs stay as they are.
 //!
+//! A restore from a backup (`berth restore`, [`Offline::restore`]) ends
+//! the same way: a new node gets the backup's snapshot and is made the only
+//! voter of the cluster it describes by the same rule.
+//!
 //! The vanished members need no clean-up of their own: repair counts only
 //! holders that are members, so their holder records stop counting, and the
 //! blobs they held are copied again once new nodes join.
@@ -19,13 +23,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use openraft::storage::RaftLogStorage;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader};
 use rocksdb::WriteBatch;
 
 use super::log_store::{self, Committed, LogStore};
+use super::snapshot;
+pub use super::snapshot::{write_durably, Records};
 use super::state_machine::StateMachineStore;
-use super::types::{Entry, LogId, NodeAddr, NodeId, StoredMembership, Vote};
+use super::types::{
+    Entry, LogId, NodeAddr, NodeId, SnapshotFile, SnapshotMeta, StoredMembership, Vote,
+};
 use crate::db::{self, keys, Cf, Db, DbError};
 use crate::meta::StateMachine;
 use crate::oci::Digest;
@@ -36,6 +44,10 @@ use crate::storage::{format, identity, BlobStore, Layout};
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const INSTALLING: &[u8] = b"installing";
+
+/// Where a restored node is listed until it starts: then it leads, and a
+/// leader listed at an address it does not have corrects its own entry.
+const RESTORED_ADDR: &str = "restored.invalid:0";
 
 /// Lost blobs listed one by one; the rest are counted.
 pub const LOST_SHOWN: usize = 20;
@@ -210,9 +222,58 @@ impl Offline {
         if plan.already_alone {
             return Ok(plan);
         }
-        let (entry, vote) = sole_voter(self.node_id, plan.addr.clone(), &plan.state);
-        write_sole_voter(&self.db, &entry, &vote).await?;
+        self.become_sole_voter(plan.addr.clone()).await?;
         Ok(plan)
+    }
+
+    /// Makes this node, listed at `addr`, the only voter of the cluster its
+    /// storage describes ([`sole_voter`]), durably: what recovery and a
+    /// restore from a backup both end with.
+    async fn become_sole_voter(&self, addr: NodeAddr) -> Result<(), RecoverError> {
+        let state = self.raft_state().await?;
+        let (entry, vote) = sole_voter(self.node_id, addr, &state);
+        write_sole_voter(&self.db, &entry, &vote).await
+    }
+
+    /// Makes a new node in `dir` (missing or empty) from a backup: the
+    /// snapshot `snap` is installed as one from a leader would be (and kept,
+    /// for nodes that join later), the log starts after it, and this node is
+    /// the only voter. Blobs are the caller's: once they are in place, the
+    /// started node records itself as their holder (repair's
+    /// unrecorded-copy rule).
+    pub async fn restore(
+        dir: &Path,
+        snap: &Path,
+        meta: &SnapshotMeta,
+    ) -> Result<Offline, RecoverError> {
+        let layout = Layout::new(dir);
+        format::check(&layout).map_err(|source| RecoverError::Format {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        layout.create().map_err(storage_err)?;
+        identity::load_or_create(&layout).map_err(storage_err)?;
+        {
+            let db = Db::open(&layout.db())?;
+            let mut sm =
+                StateMachineStore::open(db.clone(), layout.clone()).map_err(storage_err)?;
+            let incoming = snapshot::incoming_path(&layout.snapshots_dir());
+            std::fs::copy(snap, &incoming).map_err(storage_err)?;
+            std::fs::File::open(&incoming)
+                .and_then(|f| f.sync_all())
+                .map_err(storage_err)?;
+            sm.install_snapshot(meta, Box::new(SnapshotFile { path: incoming }))
+                .await
+                .map_err(storage_err)?;
+            log_store::restart_from(&db, meta.last_log_id)?;
+        }
+        let off = Offline::open(dir)?;
+        off.become_sole_voter(NodeAddr {
+            peer: RESTORED_ADDR.into(),
+            api: RESTORED_ADDR.into(),
+        })
+        .await?;
+        Ok(off)
     }
 
     /// The blobs manifests reference that this node does not hold: unless
@@ -700,12 +761,13 @@ mod tests {
     }
 
     async fn start(d: &Dir) -> Raft {
+        let id = identity::load_or_create(&d.layout).unwrap();
         let db = Db::open(&d.layout.db()).unwrap();
         let sm = StateMachineStore::open(db.clone(), d.layout.clone()).unwrap();
         let config = Arc::new(openraft::Config::default().validate().unwrap());
         let network = Network::new(PeerPool::new(Secret::none()));
         let log = LogStore::new(db, Committed::default());
-        Raft::new(1, config, network, log, sm).await.unwrap()
+        Raft::new(id, config, network, log, sm).await.unwrap()
     }
 
     #[tokio::test]
@@ -799,6 +861,69 @@ mod tests {
             .await
             .expect("the recovered node elects itself and commits");
         raft.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_restored_snapshot_makes_a_new_node_the_one_voter() {
+        // A backup: node 1's snapshot of a three-voter cluster with a blob.
+        let d = data_dir();
+        three_node_log(&d).await;
+        let backup = tempfile::tempdir().unwrap();
+        let (meta, snap, layer) = {
+            let db = Db::open(&d.layout.db()).unwrap();
+            let layer = testing::link(&StateMachine::new(db.clone()), "acme/app", b"layer", 1);
+            let mut sm = StateMachineStore::open(db, d.layout.clone()).unwrap();
+            let built = sm
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+            let snap = backup.path().join("backup.snap");
+            std::fs::copy(&built.snapshot.path, &snap).unwrap();
+            (built.meta, snap, layer)
+        };
+
+        let target = tempfile::tempdir().unwrap();
+        let dir = target.path().join("new");
+        let off = Offline::restore(&dir, &snap, &meta).await.unwrap();
+        let me = off.node_id();
+        assert_ne!(me, 1, "a restored node is a new node");
+        let state = off.raft_state().await.unwrap();
+        let voters: Vec<NodeId> = state.membership.membership().voter_ids().collect();
+        assert_eq!(voters, [me]);
+        assert_eq!(state.applied, Some(id(1, 2, 3)));
+        assert_eq!(state.last_log, Some(id(2, me, 4)));
+        drop(off);
+
+        let r = Dir {
+            layout: Layout::new(&dir),
+            dir: target,
+        };
+        let raft = start(&r).await;
+        let m = raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.current_leader == Some(me) && m.last_applied.is_some_and(|l| l.index >= 5),
+                "the restored node leads and applies its first entry",
+            )
+            .await
+            .expect("the restored node elects itself and commits");
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        assert_eq!(voters, [me]);
+        raft.client_write(Command::AddHolders {
+            digest: layer.clone(),
+            nodes: vec![me],
+        })
+        .await
+        .expect("the restored cluster takes writes");
+        // The backup's snapshot stays, for nodes that join later.
+        assert!(raft.get_snapshot().await.unwrap().is_some());
+        raft.shutdown().await.unwrap();
+        let db = Db::open(&r.layout.db()).unwrap();
+        let sm = StateMachine::new(db);
+        assert_eq!(sm.blob_known(&layer).unwrap(), Some(5));
+        assert!(sm.holders(&layer).unwrap().contains(&me));
     }
 
     #[tokio::test]

@@ -59,15 +59,8 @@ pub fn write(db: &Db, snapshot: &rocksdb::Snapshot<'_>, path: &Path) -> io::Resu
 
 /// Replaces every replicated family with the records in `path`.
 pub fn load(db: &Db, path: &Path) -> io::Result<u64> {
-    let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut magic = [0u8; 8];
-    input.read_exact(&mut magic)?;
-    if &magic != MAGIC {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a berth snapshot",
-        ));
-    }
+    // Opened first: a file that is not a snapshot leaves the state alone.
+    let records = Records::open(path)?;
     let mut clear = WriteBatch::default();
     for cf in Cf::REPLICATED {
         // Every key of these families starts with an ASCII character.
@@ -75,23 +68,11 @@ pub fn load(db: &Db, path: &Path) -> io::Result<u64> {
     }
     db.raw().write(clear).map_err(io::Error::other)?;
     let mut batch = WriteBatch::default();
-    let mut records = 0u64;
-    loop {
-        let mut code = [0u8];
-        input.read_exact(&mut code)?;
-        if code[0] == END {
-            break;
-        }
-        let cf = *Cf::REPLICATED.get(code[0] as usize).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "unknown column family in snapshot",
-            )
-        })?;
-        let key = read_part(&mut input)?;
-        let value = read_part(&mut input)?;
+    let mut count = 0u64;
+    for record in records {
+        let (cf, key, value) = record?;
         batch.put_cf(db.cf(cf), key, value);
-        records += 1;
+        count += 1;
         if batch.len() >= LOAD_BATCH || batch.size_in_bytes() >= LOAD_BATCH_BYTES {
             db.raw()
                 .write(std::mem::take(&mut batch))
@@ -99,7 +80,63 @@ pub fn load(db: &Db, path: &Path) -> io::Result<u64> {
         }
     }
     db.raw().write(batch).map_err(io::Error::other)?;
-    Ok(records)
+    Ok(count)
+}
+
+/// One record of a snapshot: its family, key and value.
+pub type Record = (Cf, Vec<u8>, Vec<u8>);
+
+/// The records of a snapshot file in file order, read one at a time: a
+/// backup lists the blobs a snapshot names without a database. A file cut
+/// short ends in an error, never quietly.
+pub struct Records {
+    input: BufReader<File>,
+    done: bool,
+}
+
+impl Records {
+    pub fn open(path: &Path) -> io::Result<Records> {
+        let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
+        let mut magic = [0u8; 8];
+        input.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a berth snapshot",
+            ));
+        }
+        Ok(Records { input, done: false })
+    }
+
+    fn next_record(&mut self) -> io::Result<Option<Record>> {
+        let mut code = [0u8];
+        self.input.read_exact(&mut code)?;
+        if code[0] == END {
+            return Ok(None);
+        }
+        let cf = *Cf::REPLICATED.get(code[0] as usize).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unknown column family in snapshot",
+            )
+        })?;
+        let key = read_part(&mut self.input)?;
+        let value = read_part(&mut self.input)?;
+        Ok(Some((cf, key, value)))
+    }
+}
+
+impl Iterator for Records {
+    type Item = io::Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.next_record();
+        self.done = !matches!(next, Ok(Some(_)));
+        next.transpose()
+    }
 }
 
 /// Where a snapshot streamed from the leader is received, under `dir`: a
@@ -187,7 +224,19 @@ mod tests {
         );
         assert_eq!(b.get(Cf::LocalBlobs, b"local").unwrap(), None);
 
+        let blobs: Vec<Vec<u8>> = Records::open(&path)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .filter(|(cf, _, _)| *cf == Cf::Blobs)
+            .map(|(_, k, _)| k)
+            .collect();
+        assert_eq!(blobs, [b"sha256:1".to_vec()]);
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
+        assert!(Records::open(&path).unwrap().any(|r| r.is_err()));
+
         std::fs::write(&path, b"garbage!").unwrap();
         assert!(load(&b, &path).is_err());
+        assert_eq!(b.get(Cf::Repos, b"r1").unwrap().as_deref(), Some(&b"x"[..]));
     }
 }

@@ -2,6 +2,7 @@
 //! uploads and their commit, blob reads, manifest push and resolution,
 //! deletes, listings and referrers. Nothing here knows about HTTP framing.
 
+mod backup;
 mod browse;
 mod error;
 mod manifests;
@@ -14,6 +15,7 @@ mod webhooks;
 
 use std::sync::Arc;
 
+pub use backup::BackupSnapshot;
 pub use browse::TagEntry;
 pub use error::Error;
 pub use manifests::{ManifestPushed, ResolvedManifest};
@@ -356,20 +358,31 @@ impl Registry {
         let range = range
             .map(|r| r.resolve(size).ok_or(Error::RangeNotSatisfiable { size }))
             .transpose()?;
+        let body = self.blob_body(digest, size, range).await?;
+        Ok(BlobRead { size, range, body })
+    }
+
+    /// The bytes of `range` (all when `None`) of a `size`-byte blob: this
+    /// node's copy, or else streamed from a holder, keeping a copy of a
+    /// whole blob.
+    async fn blob_body(
+        &self,
+        digest: &Digest,
+        size: u64,
+        range: Option<(u64, u64)>,
+    ) -> Result<crate::storage::ByteStream> {
         let (offset, len) = match range {
             Some((first, last)) => (first, last - first + 1),
             None => (0, size),
         };
-        let body = match self.blobs.stat(digest)? {
+        Ok(match self.blobs.stat(digest)? {
             Some(_) => self.blobs.read(digest, offset, len)?,
-            // Held elsewhere: stream it from a holder (keeping a copy).
             None => {
                 let holders = self.meta.holders(digest)?;
                 self.metrics.relayed(len);
                 self.replicator.relay(digest, size, range, holders).await?
             }
-        };
-        Ok(BlobRead { size, range, body })
+        })
     }
 
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {

@@ -117,3 +117,29 @@ cluster_start() {
         return 1
     fi
 }
+
+# pull_check N REPO TAG DIGEST: node N, asked directly, names REPO:TAG's manifest DIGEST,
+# and a skopeo pull from it gives the same manifest bytes and verified blobs.
+pull_check() {
+    local n=$1 repo=$2 tag=$3 digest=$4 host dir
+    host=$(node_host "$n")
+    dir=pulled/node$n/${repo//\//_}-$tag
+    assert_eq "node $n: digest of $repo:$tag" "$digest" \
+        "$(REGISTRY_HOST=$host manifest_digest "$repo" "$tag")"
+    rm -rf "$dir"
+    mkdir -p "${dir%/*}"
+    REGISTRY_HOST=$host skopeo_pull "$repo:$tag" "dir:$dir"
+    dir_check_image "$dir" "$digest"
+    rm -rf "$dir"
+}
+
+# pull_check_all FILE N...: pull_check on every node N for every `REPO TAG DIGEST` line.
+pull_check_all() {
+    local file=$1 repo tag digest n
+    shift
+    while read -r repo tag digest; do
+        for n in "$@"; do
+            pull_check "$n" "$repo" "$tag" "$digest" </dev/null
+        done
+    done <"$file"
+}

@@ -119,31 +119,6 @@ all_peers() {
 
 # ---------------------------------------------------------------- images and blobs
 
-# pull_check N REPO TAG DIGEST: node N names REPO:TAG's manifest DIGEST, and a skopeo pull
-# from it gives the same manifest bytes and verified blobs.
-pull_check() {
-    local n=$1 repo=$2 tag=$3 digest=$4 host dir
-    host=$(node_host "$n")
-    dir=pulled/node$n/${repo//\//_}-$tag
-    assert_eq "node $n: digest of $repo:$tag" "$digest" \
-        "$(REGISTRY_HOST=$host manifest_digest "$repo" "$tag")"
-    rm -rf "$dir"
-    mkdir -p "${dir%/*}"
-    REGISTRY_HOST=$host skopeo_pull "$repo:$tag" "dir:$dir"
-    dir_check_image "$dir" "$digest"
-    rm -rf "$dir"
-}
-
-# pull_check_all N...: pull_check on every node N for every recorded image.
-pull_check_all() {
-    local repo tag digest n
-    while read -r repo tag digest; do
-        for n in "$@"; do
-            pull_check "$n" "$repo" "$tag" "$digest" </dev/null
-        done
-    done <"$CLUSTER_DIR/images"
-}
-
 # push_image N LAYOUT TAG REPO: pushes LAYOUT:TAG to node N and records it.
 push_image() {
     local n=$1 layout=$2 tag=$3 repo=$4 digest
@@ -325,7 +300,7 @@ scenario_recover_restart() {
         cluster_agrees 1 "$(node_host "$survivor")" -- "$survivor" ||
         die "node $survivor is not a one-node cluster: $(node_status "$survivor" 2>&1)"
     scenario_note "node $survivor led a one-node cluster $((SECONDS - start))s after its start"
-    pull_check_all "$survivor"
+    pull_check_all "$CLUSTER_DIR/images" "$survivor"
     make_image src-alone v1 amd64 2
     push_image "$survivor" src-alone v1 e2e/recover-alone
     pull_check "$survivor" e2e/recover-alone v1 "$(layout_digest src-alone v1)"
@@ -362,7 +337,7 @@ scenario_recover_rejoin() {
         die "repair unfinished after ${E2E_REPAIR_TIMEOUT}s: $(replication_figures "${live[@]}")"
     scenario_note "repair done $((SECONDS - start))s after the empty nodes started: $(replication_figures "${live[@]}")"
 
-    pull_check_all "${live[@]}"
+    pull_check_all "$CLUSTER_DIR/images" "${live[@]}"
     make_image src-after v1 amd64 2
     push_image "${live[1]}" src-after v1 e2e/recover-after
     for n in "${live[@]}"; do

@@ -494,6 +494,9 @@ async fn a_stopping_leader_hands_leadership_to_a_caught_up_member() {
     let config_bytes = b"{}".to_vec();
     let config = Blob::new(OCI_CONFIG, sha256(&config_bytes), config_bytes.len());
     cluster.nodes[0].push_blob("h/app", &config_bytes).await;
+    // Voters refuse other candidates for an election timeout (2 s) after they
+    // heard from a leader, the leader too after its election.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let leader = cluster.leader_index().expect("a leader");
     let old = cluster.nodes[leader].server().cluster().id();
     let to = cluster.nodes[leader]

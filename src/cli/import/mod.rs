@@ -11,7 +11,7 @@
 mod layout;
 mod node;
 mod plan;
-mod progress;
+pub(crate) mod progress;
 mod verify;
 
 use std::collections::{HashMap, HashSet};

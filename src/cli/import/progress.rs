@@ -107,6 +107,23 @@ impl Counters {
     }
 }
 
+/// What a [`Reporter`] shows: a line of where the work is, and the
+/// problems so far. Any long command's counters can implement it.
+pub(crate) trait Progress: Send + Sync + 'static {
+    fn line(&self, elapsed: Duration) -> String;
+    fn problems(&self) -> Vec<String>;
+}
+
+impl Progress for Counters {
+    fn line(&self, elapsed: Duration) -> String {
+        Counters::line(self, elapsed)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        Counters::problems(self)
+    }
+}
+
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressMode {
@@ -122,12 +139,12 @@ pub enum ProgressMode {
 pub struct Reporter {
     task: Option<tokio::task::JoinHandle<()>>,
     bar: bool,
-    counters: Arc<Counters>,
+    counters: Arc<dyn Progress>,
     started: Instant,
 }
 
 impl Reporter {
-    pub fn start(counters: Arc<Counters>, mode: ProgressMode, started: Instant) -> Reporter {
+    pub fn start(counters: Arc<dyn Progress>, mode: ProgressMode, started: Instant) -> Reporter {
         let bar = mode == ProgressMode::Auto && std::io::stderr().is_terminal();
         let every = match bar {
             true => Duration::from_millis(250),
