@@ -27,8 +27,9 @@
 #   ui-tags
 # and, only when named: a scrub pass against openssl over the same files, and berth
 # import of a Distribution storage root against skopeo copying between the two
-# registries, see bench/measurements/scrub.sh and import.sh
-#   scrub import
+# registries, see bench/measurements/scrub.sh and import.sh; and berth backup of a
+# 3-node cluster against cp -r of one node's data directory, see backup.sh
+#   scrub import backup
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -36,7 +37,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
 CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
-EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get ui-tags scrub import)
+EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get ui-tags scrub import backup)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
 WRK_AUTH=

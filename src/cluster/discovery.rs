@@ -115,7 +115,23 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
             BTreeMap::from([(cluster.id, cluster.addr.clone())]),
         )
         .await;
-        return;
+        // A node restored or recovered elsewhere may be listed at an address
+        // it no longer has; alone, it corrects its own entry once it leads.
+        loop {
+            let (settled, leads) = standing(&cluster);
+            if settled {
+                return;
+            }
+            if leads {
+                if let Err(e) = cluster.join(cluster.id, cluster.addr.clone(), 0).await {
+                    tracing::warn!(error = %e, "could not correct this node's own address");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(ROUND) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
     }
     loop {
         if let Err(e) = round(&cluster).await {
@@ -153,19 +169,23 @@ struct Answers {
     unknown: Vec<String>,
 }
 
+/// Whether this node is settled (a voter at the address it advertises, with
+/// a leader known), and whether it leads.
+fn standing(cluster: &Cluster) -> (bool, bool) {
+    let metrics = cluster.raft.metrics().borrow().clone();
+    let m = metrics.membership_config.membership();
+    let settled = m.voter_ids().any(|v| v == cluster.id)
+        && m.get_node(&cluster.id) == Some(&cluster.addr)
+        && metrics.current_leader.is_some();
+    (settled, metrics.current_leader == Some(cluster.id))
+}
+
 /// One discovery round. Nothing to do while this node is a voter at the
 /// address it advertises and a leader is known. Without a leader it may have
 /// been removed while it was away (its own log still lists it), so it asks
 /// to join again; for a member that is a no-op.
 async fn round(cluster: &Cluster) -> Result<(), String> {
-    let (settled, leads) = {
-        let metrics = cluster.raft.metrics().borrow().clone();
-        let m = metrics.membership_config.membership();
-        let settled = m.voter_ids().any(|v| v == cluster.id)
-            && m.get_node(&cluster.id) == Some(&cluster.addr)
-            && metrics.current_leader.is_some();
-        (settled, metrics.current_leader == Some(cluster.id))
-    };
+    let (settled, leads) = standing(cluster);
     if settled {
         return Ok(());
     }
