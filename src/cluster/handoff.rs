@@ -217,7 +217,7 @@ impl Cluster {
     fn answers(&self, id: NodeId) -> bool {
         self.pool()
             .last_heard(id)
-            .is_some_and(|d| d < Duration::from_secs(1))
+            .is_some_and(|d| d < Duration::from_millis(ELECTION_MAX_MS))
     }
 
     fn leads(&self) -> bool {

@@ -444,7 +444,8 @@ SIGTERM; $during pulls overlapped its restart; longest wait for a write: \
 $(roll_unavailable "$stopped" "$ready")s"
         if ((led)); then
             grep -q "handed leadership over before stopping" "${NODE_DATA[n]}.log" ||
-                die "node $n led but its log does not say it handed leadership over"
+                die "node $n led but its log does not say it handed leadership over: \
+$(grep -E "handover|hand leadership" "${NODE_DATA[n]}.log" | tail -n 2)"
         fi
         ((during > 0)) || die "no pull ran while node $n restarted"
     done <roll/windows
