@@ -107,6 +107,20 @@ impl Actor {
     }
 }
 
+/// The caller of an administrators-only call, refused (and the refusal
+/// audited) unless it is one; its name for the audit log.
+pub(super) async fn administrator_only(
+    reg: &Registry,
+    authn: &Authn,
+    source: std::net::IpAddr,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<String, Error> {
+    let actor = actor(reg, authn, source, headers).await?;
+    actor.require(authn, source, what, |p, c| p.is_admin(c))?;
+    Ok(actor.name())
+}
+
 pub(super) async fn actor(
     reg: &Registry,
     authn: &Authn,

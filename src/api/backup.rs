@@ -13,30 +13,17 @@ use axum::response::Response;
 use axum::Extension;
 use http::{header, HeaderMap, HeaderValue};
 
-use super::access::actor;
+use super::access::administrator_only;
 use super::authn::Authn;
 use super::ClientAddr;
 use crate::oci::Digest;
 use crate::registry::{Error, Registry};
 
+/// What the refusal says a caller may not do.
+const BACK_UP: &str = "back up the registry (administrators only)";
+
 /// The header carrying the snapshot's Raft metadata, as JSON.
 pub const SNAPSHOT_META_HEADER: &str = "x-berth-snapshot-meta";
-
-async fn admin_only(
-    reg: &Registry,
-    authn: &Authn,
-    source: std::net::IpAddr,
-    headers: &HeaderMap,
-) -> Result<String, Error> {
-    let actor = actor(reg, authn, source, headers).await?;
-    actor.require(
-        authn,
-        source,
-        "back up the registry (administrators only)",
-        |p, c| p.is_admin(c),
-    )?;
-    Ok(actor.name())
-}
 
 pub async fn snapshot(
     State(reg): State<Arc<Registry>>,
@@ -44,7 +31,7 @@ pub async fn snapshot(
     ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let actor = admin_only(&reg, &authn, source.ip(), &headers).await?;
+    let actor = administrator_only(&reg, &authn, source.ip(), &headers, BACK_UP).await?;
     let snap = reg.backup_snapshot().await?;
     tracing::info!(
         target: "berth::audit",
@@ -78,7 +65,7 @@ pub async fn blob(
     Path(digest): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    admin_only(&reg, &authn, source.ip(), &headers).await?;
+    administrator_only(&reg, &authn, source.ip(), &headers, BACK_UP).await?;
     let digest: Digest = digest.parse().map_err(Error::DigestInvalid)?;
     let read = reg.backup_blob(&digest).await?;
     let mut resp = Response::new(Body::from_stream(read.body));

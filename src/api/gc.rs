@@ -12,28 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use http::HeaderMap;
 
-use super::access::actor;
+use super::access::administrator_only;
 use super::authn::Authn;
 use super::ClientAddr;
 use crate::gc::RunRequest;
 use crate::registry::{Error, Registry};
 
-/// Who may collect: the actor's name for the audit log.
-async fn collector(
-    reg: &Registry,
-    authn: &Authn,
-    source: std::net::IpAddr,
-    headers: &HeaderMap,
-) -> Result<String, Error> {
-    let actor = actor(reg, authn, source, headers).await?;
-    actor.require(
-        authn,
-        source,
-        "run garbage collection (administrators only)",
-        |p, c| p.is_admin(c),
-    )?;
-    Ok(actor.name())
-}
+/// What the refusal says a caller may not do.
+const COLLECT: &str = "run garbage collection (administrators only)";
 
 pub async fn run(
     State(reg): State<Arc<Registry>>,
@@ -42,7 +28,7 @@ pub async fn run(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let actor = collector(&reg, &authn, source.ip(), &headers).await?;
+    let actor = administrator_only(&reg, &authn, source.ip(), &headers, COLLECT).await?;
     let req: RunRequest = super::optional_json(body, "a collection request").await?;
     tracing::info!(target: "berth::audit", %source, %actor, dry_run = req.dry_run, "garbage collection requested");
     Ok(Json(reg.collect_garbage(&req).await?).into_response())
@@ -54,6 +40,6 @@ pub async fn status(
     ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    collector(&reg, &authn, source.ip(), &headers).await?;
+    administrator_only(&reg, &authn, source.ip(), &headers, COLLECT).await?;
     Ok(Json(reg.gc_status().await?).into_response())
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use http::HeaderMap;
 
-use super::access::actor;
+use super::access::administrator_only;
 use super::authn::Authn;
 use super::ClientAddr;
 use crate::registry::{Error, Registry};
@@ -21,12 +21,13 @@ pub async fn status(
     ConnectInfo(ClientAddr(source)): ConnectInfo<ClientAddr>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let actor = actor(&reg, &authn, source.ip(), &headers).await?;
-    actor.require(
+    administrator_only(
+        &reg,
         &authn,
         source.ip(),
+        &headers,
         "see the mirrors' status (administrators only)",
-        |p, c| p.is_admin(c),
-    )?;
+    )
+    .await?;
     Ok(Json(reg.mirror_status().await?).into_response())
 }
