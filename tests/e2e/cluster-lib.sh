@@ -143,3 +143,55 @@ pull_check_all() {
         done
     done <"$file"
 }
+
+# data_dir_blobs N FILE: how many digests of FILE node N's data directory holds, intact.
+data_dir_blobs() {
+    local data=${NODE_DATA[$1]} file=$2 digest hex count=0
+    while read -r digest; do
+        hex=${digest#sha256:}
+        if [[ -f $data/blobs/sha256/${hex:0:2}/$hex &&
+            $(sha256_hex <"$data/blobs/sha256/${hex:0:2}/$hex") == "$hex" ]]; then
+            count=$((count + 1))
+        fi
+    done <"$file"
+    printf '%s\n' "$count"
+}
+
+# cli_status N: `berth cluster status --json` of node N.
+cli_status() {
+    bounded "$BERTH_BIN" cluster status --node "http://$(node_host "$1")" --json 2>/dev/null
+}
+
+# push_image N LAYOUT TAG REPO [LIST]: pushes LAYOUT:TAG to node N and records it in LIST
+# (default images) and its blobs in LIST.blobs.
+push_image() {
+    local n=$1 layout=$2 tag=$3 repo=$4 list=${5:-images} digest
+    REGISTRY_HOST=$(node_host "$n") skopeo_push "oci:$layout:$tag" "$repo:$tag" >/dev/null
+    digest=$(layout_digest "$layout" "$tag")
+    printf '%s %s %s\n' "$repo" "$tag" "$digest" >>"$CLUSTER_DIR/$list"
+    layout_blob "$layout" "$digest" | jq -r '.config.digest, .layers[].digest' >>"$CLUSTER_DIR/$list.blobs"
+    sort -u -o "$CLUSTER_DIR/$list.blobs" "$CLUSTER_DIR/$list.blobs"
+}
+
+# replicated N...: every node N holds every blob of the recorded images, and reports
+# (through `berth cluster status`) no under-replicated and no unavailable blob.
+replicated() {
+    local total n status
+    total=$(wc -l <"$CLUSTER_DIR/images.blobs")
+    for n in "$@"; do
+        (($(data_dir_blobs "$n" "$CLUSTER_DIR/images.blobs") == total)) || return 1
+        status=$(cli_status "$n") || return 1
+        jq -e '.repair != null and .repair.under_replicated == 0 and .repair.unavailable == 0' \
+            <<<"$status" >/dev/null || return 1
+    done
+}
+
+# replication_figures N...: what each node N holds of those blobs, and its repair report.
+replication_figures() {
+    local n
+    for n in "$@"; do
+        printf 'node %s: %s of %s blobs, repair %s; ' "$n" \
+            "$(data_dir_blobs "$n" "$CLUSTER_DIR/images.blobs")" \
+            "$(wc -l <"$CLUSTER_DIR/images.blobs")" "$(cli_status "$n" | jq -c .repair)"
+    done
+}

@@ -154,19 +154,6 @@ lb_server_down() {
 
 # ---------------------------------------------------------------- pulling and checking
 
-# data_dir_blobs N FILE: how many digests of FILE node N's data directory holds, intact.
-data_dir_blobs() {
-    local data=${NODE_DATA[$1]} file=$2 digest hex count=0
-    while read -r digest; do
-        hex=${digest#sha256:}
-        if [[ -f $data/blobs/sha256/${hex:0:2}/$hex &&
-            $(sha256_hex <"$data/blobs/sha256/${hex:0:2}/$hex") == "$hex" ]]; then
-            count=$((count + 1))
-        fi
-    done <"$file"
-    printf '%s\n' "$count"
-}
-
 # ---------------------------------------------------------------- cluster-lb-push-pull
 
 lb_push_docker() {

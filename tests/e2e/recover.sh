@@ -119,54 +119,6 @@ all_peers() {
 
 # ---------------------------------------------------------------- images and blobs
 
-# push_image N LAYOUT TAG REPO: pushes LAYOUT:TAG to node N and records it.
-push_image() {
-    local n=$1 layout=$2 tag=$3 repo=$4 digest
-    REGISTRY_HOST=$(node_host "$n") skopeo_push "oci:$layout:$tag" "$repo:$tag"
-    digest=$(layout_digest "$layout" "$tag")
-    printf '%s %s %s\n' "$repo" "$tag" "$digest" >>"$CLUSTER_DIR/images"
-    layout_blob "$layout" "$digest" | jq -r '.config.digest, .layers[].digest' >>"$CLUSTER_DIR/blobs"
-    sort -u -o "$CLUSTER_DIR/blobs" "$CLUSTER_DIR/blobs"
-}
-
-# data_dir_blobs N: how many recorded blobs node N's data directory holds, intact.
-data_dir_blobs() {
-    local data=${NODE_DATA[$1]} digest hex count=0
-    while read -r digest; do
-        hex=${digest#sha256:}
-        if [[ -f $data/blobs/sha256/${hex:0:2}/$hex &&
-            $(sha256_hex <"$data/blobs/sha256/${hex:0:2}/$hex") == "$hex" ]]; then
-            count=$((count + 1))
-        fi
-    done <"$CLUSTER_DIR/blobs"
-    printf '%s\n' "$count"
-}
-
-# replicated N...: every node N holds every recorded blob, and reports (through
-# `berth cluster status`) no under-replicated and no unavailable blob.
-replicated() {
-    local total n status
-    total=$(wc -l <"$CLUSTER_DIR/blobs")
-    for n in "$@"; do
-        (($(data_dir_blobs "$n") == total)) || return 1
-        status=$(cli_status "$n") || return 1
-        jq -e '.repair != null and .repair.under_replicated == 0 and .repair.unavailable == 0' \
-            <<<"$status" >/dev/null || return 1
-    done
-}
-
-cli_status() {
-    bounded "$BERTH_BIN" cluster status --node "http://$(node_host "$1")" --json 2>/dev/null
-}
-
-replication_figures() {
-    local n
-    for n in "$@"; do
-        printf 'node %s: %s of %s blobs, repair %s; ' "$n" "$(data_dir_blobs "$n")" \
-            "$(wc -l <"$CLUSTER_DIR/blobs")" "$(cli_status "$n" | jq -c .repair)"
-    done
-}
-
 # ---------------------------------------------------------------- recover
 
 # recover N [--yes]: runs `berth cluster recover` on node N's data directory; its exit
@@ -200,7 +152,7 @@ raft_view() {
 scenario_recover_push() {
     local i n
     : >"$CLUSTER_DIR/images"
-    : >"$CLUSTER_DIR/blobs"
+    : >"$CLUSTER_DIR/images.blobs"
     for i in 0 1 2; do
         n=$((i + 1))
         make_image "src$n" v1 amd64 $((i + 2)) 1048576
@@ -208,7 +160,7 @@ scenario_recover_push() {
     done
     wait_until "$E2E_REPAIR_TIMEOUT" "every node to hold every blob" replicated 1 2 3 ||
         die "not fully replicated: $(replication_figures 1 2 3)"
-    scenario_note "$(wc -l <"$CLUSTER_DIR/images") images, $(wc -l <"$CLUSTER_DIR/blobs") blobs on all 3 nodes"
+    scenario_note "$(wc -l <"$CLUSTER_DIR/images") images, $(wc -l <"$CLUSTER_DIR/images.blobs") blobs on all 3 nodes"
 }
 
 scenario_recover_majority_loss() {
