@@ -5,12 +5,15 @@
 #
 # Usage: bench/run.sh [MEASUREMENT...]     (default: all, in the order below)
 #   upload get manifest head skopeo rss
-# and, only when named (or all five as "cluster"): berth as a 3-node cluster against
-# itself, see bench/measurements/cluster.sh and cluster_reads.sh
-#   cluster-push cluster-relay cluster-spread cluster-head cluster-digest
+# and, only when named (or all six as "cluster"): berth as a 3-node cluster against
+# itself, see bench/measurements/cluster.sh, cluster_reads.sh and flight.sh
+#   cluster-push cluster-relay cluster-spread cluster-head cluster-digest cluster-flight
 # and, only when named (or both as "secure"): berth with authentication or HTTPS against
 # plain berth, see bench/measurements/secure.sh
 #   auth-manifest tls-get
+# and, only when named: a single-node upload against dd conv=fsync of the same file on
+# the same disk, see bench/measurements/upload.sh
+#   upload-dd
 # and, only when named: garbage collection on a 3-node cluster against Distribution's
 # offline garbage-collect, see bench/measurements/gc.sh
 #   gc
@@ -30,14 +33,25 @@
 # registries, see bench/measurements/scrub.sh and import.sh; and berth backup of a
 # 3-node cluster against cp -r of one node's data directory, see backup.sh
 #   scrub import backup
+# and, only when named: replicated writes on a 3-node cluster against a 3-member etcd
+# 3.4, the write rate and the time from a leader's kill -9 to the next acknowledged
+# write, see bench/measurements/raft.sh
+#   puts failover
+# and, only when named: how metadata costs grow with the registry, 1k to 1M tags on a
+# 3-node cluster, with plots, see bench/measurements/scale.sh
+#   scale
+# and, only when named: five hosts (network namespaces, links shaped with tc tbf) pull
+# one image at once, each from its own node of a 5-node cluster, against all from one
+# Distribution, see bench/measurements/fanout.sh
+#   fanout
 set -euo pipefail
 shopt -s inherit_errexit
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_MEASUREMENTS=(upload get manifest head skopeo rss)
-CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest)
+CLUSTER_MEASUREMENTS=(cluster-push cluster-relay cluster-spread cluster-head cluster-digest cluster-flight)
 SECURE_MEASUREMENTS=(auth-manifest tls-get)
-EXTRA_MEASUREMENTS=(gc mirror webhooks metrics-scrape metrics-get ui-tags scrub import backup)
+EXTRA_MEASUREMENTS=(upload-dd gc mirror webhooks metrics-scrape metrics-get ui-tags scrub import backup puts failover scale fanout)
 # Extra curl options and wrk's Authorization header, for the secure measurements.
 CURL_EXTRA=()
 WRK_AUTH=
@@ -69,6 +83,8 @@ source "$BENCH_DIR/lib/data.sh"
 source "$BENCH_DIR/lib/client.sh"
 # shellcheck source=bench/lib/report.sh
 source "$BENCH_DIR/lib/report.sh"
+# shellcheck source=bench/lib/etcd.sh
+source "$BENCH_DIR/lib/etcd.sh"
 for measurement_file in "$BENCH_DIR"/measurements/*.sh; do
     # shellcheck source=/dev/null
     source "$measurement_file"
@@ -78,15 +94,20 @@ usage() {
     cat <<USAGE
 usage: bench/run.sh [MEASUREMENT...]
 measurements: ${ALL_MEASUREMENTS[*]} (default: all)
-              ${CLUSTER_MEASUREMENTS[*]} (only when named; "cluster" names all five)
+              ${CLUSTER_MEASUREMENTS[*]} (only when named; "cluster" names all six)
               ${SECURE_MEASUREMENTS[*]} (only when named; "secure" names both)
-              ${EXTRA_MEASUREMENTS[*]} (only when named: gc, garbage collection, 3-node cluster vs offline
-                Distribution; mirror, pull-through cache, 3-node cluster vs 3 Distribution proxies;
+              ${EXTRA_MEASUREMENTS[*]} (only when named: upload-dd, a one-node upload vs
+                dd conv=fsync; gc, garbage collection, 3-node cluster vs offline Distribution;
+                mirror, pull-through cache, 3-node cluster vs 3 Distribution proxies;
                 webhooks, push rate with endpoints, event latency and delivery rate, 3-node
                 cluster vs Distribution's notifications; metrics-scrape, /metrics with many
                 blobs vs Distribution's; metrics-get, manifest GET rate with metrics off vs on;
                 ui-tags, the web UI's page of a repository with many tags vs Distribution's
-                tags/list?n=50)
+                tags/list?n=50; puts, manifest PUTs a second on 3 nodes vs etcd's writes;
+                failover, leader kill -9 to the next acknowledged write vs etcd;
+                scale, listings, memory, idle repair, join and restart from 1k to 1M tags;
+                fanout, 5 shaped hosts pull one image at once from their own berth node vs
+                from one Distribution; needs root)
 environment:
   BERTH_BIN            berth binary ($BERTH_BIN)
   BENCH_BASELINE_BIN   cluster-head, cluster-digest: the earlier berth build they compare with (BERTH_BIN)
@@ -101,6 +122,8 @@ environment:
   BENCH_DATA_DIR       keep generated inputs here between runs (default: temp, removed)
   BENCH_RESULTS        also append the table to this file
   BENCH_CLUSTER_TIMEOUT  seconds to wait for a blob's copies on every node ($BENCH_CLUSTER_TIMEOUT)
+  BENCH_FLIGHT_MIB     cluster-flight: the blob's size in MiB ($BENCH_FLIGHT_MIB)
+  BENCH_FLIGHT_READERS cluster-flight: GETs at once ($BENCH_FLIGHT_READERS)
   BENCH_GC_BLOBS       gc: small blobs to collect, and to keep referenced; a multiple of 100 ($BENCH_GC_BLOBS)
   BENCH_GC_IDLE_SECONDS  gc: seconds of idle probes before the collection ($BENCH_GC_IDLE_SECONDS)
   BENCH_GC_TIMEOUT     gc: bound in seconds on each wait and on each collection ($BENCH_GC_TIMEOUT)
@@ -117,6 +140,17 @@ environment:
   BENCH_UI_TAGS        ui-tags: tags of the repository shown ($BENCH_UI_TAGS)
   BENCH_UI_REQUESTS    ui-tags: GETs timed of each page ($BENCH_UI_REQUESTS)
   BENCH_UI_CLIENTS     ui-tags: concurrent clients tagging ($BENCH_UI_CLIENTS)
+  BENCH_PUTS_CONNECTIONS  puts: wrk connections over the three members ($BENCH_PUTS_CONNECTIONS)
+  BENCH_PUTS_DURATION  puts: wrk duration per run ($BENCH_PUTS_DURATION)
+  BENCH_FAILOVER_RUNS  failover: kills per side ($BENCH_FAILOVER_RUNS)
+  BENCH_SCALE_SIZES    scale: the numbers of tags measured at ($BENCH_SCALE_SIZES)
+  BENCH_SCALE_REQUESTS scale: GETs timed of each page at each size ($BENCH_SCALE_REQUESTS)
+  BENCH_SCALE_CLIENTS  scale: concurrent writers while loading ($BENCH_SCALE_CLIENTS)
+  BENCH_SCALE_IDLE_SECONDS  scale: seconds of idle repair rounds timed ($BENCH_SCALE_IDLE_SECONDS)
+  BENCH_SCALE_PLOTS    scale: where the PNG plots go ($BENCH_SCALE_PLOTS)
+  BENCH_FANOUT_RATE    fanout: each host's link speed, tc's syntax ($BENCH_FANOUT_RATE)
+  BENCH_FANOUT_MIB     fanout: the image's layer in MiB ($BENCH_FANOUT_MIB)
+  BENCH_FANOUT_TIMEOUT fanout: bound in seconds on each request of a pull ($BENCH_FANOUT_TIMEOUT)
 USAGE
 }
 
@@ -156,6 +190,10 @@ tools_for() {
         cluster-*) printf 'haproxy\n' ;;
         webhooks | metrics-scrape | ui-tags) printf 'python3\n' ;;
         metrics-get) printf 'wrk\n' ;;
+        puts) printf 'wrk\netcd\n' ;;
+        failover) printf 'python3\netcd\n' ;;
+        scale) printf 'python3\ngnuplot\n' ;;
+        fanout) printf 'tc\nnsenter\n' ;;
     esac
 }
 

@@ -16,6 +16,7 @@ pub mod db;
 pub mod events;
 pub mod gc;
 pub mod logging;
+pub mod memory;
 pub mod meta;
 pub mod metrics;
 pub mod oci;

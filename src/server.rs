@@ -69,6 +69,7 @@ pub struct Server {
     repair: JoinHandle<()>,
     scrub: JoinHandle<()>,
     tally: JoinHandle<()>,
+    trim: JoinHandle<()>,
     collection: JoinHandle<()>,
     delivery: JoinHandle<()>,
     metrics_task: Option<JoinHandle<()>>,
@@ -185,8 +186,9 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     let blobs = BlobStore::new(layout.clone(), db.clone())
         .with_max_size(config.max_blob_size)
         .with_read_checks(config.verify_reads);
+    let peer_flights = crate::replication::Flights::default();
     let blob_service = tonic::service::interceptor::InterceptedService::new(
-        BlobService::new(blobs.clone()),
+        BlobService::new(blobs.clone(), peer_flights.clone(), metrics.clone()),
         secret_check(secret.clone()),
     );
     let late = crate::registry::mirror::service::Late::default();
@@ -225,6 +227,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
                 metrics: metrics.clone(),
             },
             metrics: metrics.clone(),
+            peer_flights,
         },
     );
     let _ = late.set(Arc::downgrade(&registry));
@@ -275,6 +278,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
     let repair = tokio::spawn(registry.repair(config.repair, stop.clone()));
     let scrub = tokio::spawn(registry.scrub(config.scrub, stop.clone()));
     let tally = tokio::spawn(registry.tally_local_blobs(stop.clone()));
+    let trim = tokio::spawn(crate::memory::return_freed(stop.clone()));
     let collection = tokio::spawn(registry.collection(stop.clone()));
     let delivery = tokio::spawn(registry.deliver(stop.clone()));
     let limits = config.conn;
@@ -308,6 +312,7 @@ pub async fn start(config: &ServeConfig) -> Result<Server, ServeError> {
         repair,
         scrub,
         tally,
+        trim,
         collection,
         delivery,
         metrics_addr,
@@ -462,6 +467,7 @@ impl Server {
             self.repair,
             self.scrub,
             self.tally,
+            self.trim,
             self.collection,
             self.delivery,
         ];

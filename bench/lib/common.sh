@@ -15,8 +15,11 @@ die() {
 # package_of TOOL : the Debian package that ships TOOL.
 package_of() {
     case $1 in
-        ss) printf 'iproute2\n' ;;
+        ss | tc | ip) printf 'iproute2\n' ;;
+        nsenter) printf 'util-linux\n' ;;
         htpasswd) printf 'apache2-utils\n' ;;
+        etcd) printf 'etcd-server\n' ;;
+        gnuplot) printf 'gnuplot-nox\n' ;;
         *) printf '%s\n' "$1" ;;
     esac
 }
@@ -110,6 +113,46 @@ vm_hwm_mib() {
     kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$1/status")
     [[ -n $kib ]] || die "no VmHWM for pid $1"
     calc "$kib / 1024"
+}
+
+# cpu_seconds PID... : CPU time (user and system) the running processes have used.
+cpu_seconds() {
+    local pid ticks=0
+    for pid in "$@"; do
+        ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    calc "$ticks / $(getconf CLK_TCK)"
+}
+
+# children_cpu_seconds SHELL_PID : CPU time of the finished children of that shell (curl,
+# awk and the like, with theirs). Pass $BASHPID from the measuring shell itself: a command
+# substitution runs in a child of it.
+children_cpu_seconds() {
+    calc "$(awk '{ print $16 + $17 }' "/proc/$1/stat") / $(getconf CLK_TCK)"
+}
+
+# recycle_memory MIB : writes MIB of zeros to a scratch file and removes it. On a virtual
+# machine whose host backs guest memory on first touch, growing the page cache into
+# memory never touched costs ten times the system time of reusing freed pages (here a
+# 1 GiB dd took 2.7-3.1 s of system time instead of 0.22-0.25 s); this leaves that much
+# freed, already backed memory for the next files, so a figure measures the program and
+# not the host. first_touch_cost shows the effect.
+recycle_memory() {
+    dd if=/dev/zero of="$WORK_DIR/recycle" bs=1M count="$1" status=none
+    rm -f "$WORK_DIR/recycle"
+}
+
+# first_touch_cost MIB : "<fresh> <recycled>", the system seconds of writing MIB of
+# zeros into new page-cache pages, first while the file before it stays cached (fresh
+# memory, unless the machine has reused all of it already), then into the pages it freed.
+first_touch_cost() {
+    local fresh recycled TIMEFORMAT=%S
+    dd if=/dev/zero of="$WORK_DIR/touch-a" bs=1M count="$1" status=none
+    fresh=$( { time dd if=/dev/zero of="$WORK_DIR/touch-b" bs=1M count="$1" status=none; } 2>&1)
+    rm -f "$WORK_DIR/touch-a" "$WORK_DIR/touch-b"
+    recycled=$( { time dd if=/dev/zero of="$WORK_DIR/touch-c" bs=1M count="$1" status=none; } 2>&1)
+    rm -f "$WORK_DIR/touch-c"
+    printf '%s %s\n' "$fresh" "$recycled"
 }
 
 # median NUMBER... : the median (mean of the middle two for an even count).

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Fills a registry with small distinct blobs, for bench/measurements/metrics.sh.
 
-  fill.py URL REPO COUNT CLIENTS
+  fill.py URL REPO COUNT CLIENTS [FIRST]
 
-COUNT blobs of 64 bytes (each unique), uploaded into REPO by CLIENTS threads over
+COUNT blobs of 64 bytes (each unique; numbered from FIRST, default 0, so that later
+fills add new ones), uploaded into REPO by CLIENTS threads over
 keep-alive connections: POST a session, then PUT ?digest= with the bytes, as every
 registry accepts. Prints "<blobs> <seconds>".
 """
@@ -15,8 +16,9 @@ import time
 import urllib.parse
 
 url, repo, count, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+first = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 host = urllib.parse.urlsplit(url).netloc
-next_i = [0]
+next_i = [first]
 lock = threading.Lock()
 failed = []
 
@@ -27,7 +29,7 @@ def worker():
         with lock:
             i = next_i[0]
             next_i[0] += 1
-        if i >= count:
+        if i >= first + count:
             return
         body = (b"bench-metrics-%d-" % i).ljust(64, b".")
         digest = "sha256:" + hashlib.sha256(body).hexdigest()

@@ -14,6 +14,7 @@ CLUSTER_PID=() CLUSTER_URL=() CLUSTER_PEER_PORT=() CLUSTER_DIR=() CLUSTER_LOG_FO
 LB_PID='' LB_URL=''
 CLUSTER_ARGS=()
 CLUSTER_COUNT=0
+CLUSTER_PEERS='' CLUSTER_FACTOR=default
 
 measure_cluster_push() {
     local run side file url what seconds rate digest
@@ -51,7 +52,7 @@ measure_cluster_push() {
 }
 
 measure_cluster_relay() {
-    local run holder reader file digest order what node side seconds rate
+    local run holder reader file digest order what node side seconds rate cpu gib started fresh recycled serving me=$BASHPID
     for ((run = 1; run <= BENCH_REPEAT; run++)); do
         blob_file "$BENCH_SIZE_MIB" "$run" >/dev/null
     done
@@ -66,20 +67,44 @@ measure_cluster_relay() {
         put_blob "${CLUSTER_URL[holder]}" bench/cluster-relay "$file" >/dev/null
         expect_only_holder "$digest" "$holder"
         sync
+        gib=$(calc "$(size_of "$file") / 1073741824")
+        # The relaying node's copy grows the page cache: into memory already backed.
+        recycle_memory $((2 * BENCH_SIZE_MIB))
         if ((run % 2)); then order='relay local'; else order='local relay'; fi
         for what in $order; do
             if [[ $what == relay ]]; then node=$reader side=cand; else node=$holder side=ref; fi
+            # The CPU every node and the client used for the read, and the serving node's.
+            cpu=$(calc "$(cpu_seconds "${CLUSTER_PID[@]}") + $(children_cpu_seconds "$me")")
+            serving=$(cpu_seconds "${CLUSTER_PID[node]}")
             seconds=$(get_blob "${CLUSTER_URL[node]}" bench/cluster-relay "$file")
+            cpu=$(calc "($(cpu_seconds "${CLUSTER_PID[@]}") + $(children_cpu_seconds "$me") - $cpu) / $gib")
+            serving=$(calc "($(cpu_seconds "${CLUSTER_PID[node]}") - $serving) / $gib")
             rate=$(mb_per_s "$(size_of "$file")" "$seconds")
             samples_add get "$side" "$rate"
-            log "run $run, $what read from node $((node + 1)) (node $((holder + 1)) holds the blob): $(fmt "$rate") MB/s"
+            samples_add cpu "$side" "$cpu"
+            samples_add serving "$side" "$serving"
+            # What two cores could move at that CPU cost, every process on this machine.
+            samples_add ceiling "$side" "$(calc "$(nproc) * 1073.741824 / $cpu")"
+            log "run $run, $what read from node $((node + 1)) (node $((holder + 1)) holds the blob): $(fmt "$rate") MB/s, $(fmt "$cpu") CPU s/GiB in all, $(fmt "$serving") on node $((node + 1))"
             [[ $what == local ]] || expect_kept_copy "$digest" "$reader"
         done
+        # One core's SHA-256 over the same bytes (SHA-NI through OpenSSL), from the page cache.
+        started=$(now)
+        openssl dgst -sha256 "$file" >/dev/null
+        samples_add sha ref "$(mb_per_s "$(size_of "$file")" "$(calc "$(now) - $started")")"
         sync
     done
     cluster_rss_samples
     cluster_stop
+    read -r fresh recycled <<<"$(first_touch_cost "$BENCH_SIZE_MIB")"
+    log "this machine: writing $(size_label "$BENCH_SIZE_MIB") into the page cache beside a cached file (fresh memory, while any is left untouched) took $fresh s of system time, into memory just freed $recycled s"
     record_samples "cluster GET $(size_label "$BENCH_SIZE_MIB"), relayed by a node without it vs local" MB/s get 'ratio>=0.7'
+    record "cluster GET relayed vs min(local GET, one core's SHA-256 at $(fmt "$(samples_median sha ref)") MB/s)" MB/s \
+        "$(awk -v a="$(samples_median get ref)" -v b="$(samples_median sha ref)" 'BEGIN { print (a < b) ? a : b }')" \
+        "$(samples_median get cand)" 'ratio>=0.7'
+    record_samples "cluster GET: CPU seconds per GiB, all nodes and the client, relayed vs local" s/GiB cpu report
+    record_samples "cluster GET: CPU seconds per GiB of the node the client reads from, relayed vs local" s/GiB serving report
+    record_samples "cluster GET: what $(nproc) cores move at that CPU cost, relayed vs local" MB/s ceiling report
     record_cluster_rss relay - ""
 }
 
@@ -225,7 +250,7 @@ cluster_start() {
 # cluster_launch FACTOR : starts every node in the background, on fresh ports and dirs,
 # from CLUSTER_BIN (default BERTH_BIN), with CLUSTER_ARGS added to each command line.
 cluster_launch() {
-    local factor=$1 ports i peers=() extra=() secret
+    local factor=$1 ports i peers=() secret
     mapfile -t ports < <(pick_ports $((CLUSTER_NODES * 2)))
     secret="$WORK_DIR/cluster.secret"
     [[ -s $secret ]] || (umask 077 && openssl rand -hex 24 >"$secret")
@@ -235,18 +260,44 @@ cluster_launch() {
         CLUSTER_DIR[i]="$WORK_DIR/cluster-$CLUSTER_COUNT-node$((i + 1))"
         peers+=("127.0.0.1:${CLUSTER_PEER_PORT[i]}")
     done
-    [[ $factor == default ]] || extra=(--replication-factor "$factor")
-    extra+=("${CLUSTER_ARGS[@]}")
+    CLUSTER_PEERS=$(IFS=, && printf '%s' "${peers[*]}")
+    CLUSTER_FACTOR=$factor
     for ((i = 0; i < CLUSTER_NODES; i++)); do
         rm -rf "${CLUSTER_DIR[i]}"
         mkdir -p "${CLUSTER_DIR[i]}/data"
-        RUST_LOG=$BENCH_RUST_LOG "${CLUSTER_BIN:-$BERTH_BIN}" serve --plain-http --data-dir "${CLUSTER_DIR[i]}/data" \
-            --listen "${CLUSTER_URL[i]#http://}" --peer-listen "127.0.0.1:${CLUSTER_PEER_PORT[i]}" \
-            --cluster-secret-file "$secret" --peers "$(IFS=, && printf '%s' "${peers[*]}")" \
-            --bootstrap-expect "$CLUSTER_NODES" "${extra[@]}" >"${CLUSTER_DIR[i]}/server.log" 2>&1 &
-        CLUSTER_PID[i]=$!
-        STARTED_PIDS+=("${CLUSTER_PID[i]}")
+        node_launch "$i"
     done
+}
+
+# node_launch INDEX : starts node INDEX of the launched cluster in the background, on
+# its ports and data dir (again, after node_kill); its log grows.
+node_launch() {
+    local i=$1 extra=()
+    [[ $CLUSTER_FACTOR == default ]] || extra=(--replication-factor "$CLUSTER_FACTOR")
+    extra+=("${CLUSTER_ARGS[@]}")
+    RUST_LOG=$BENCH_RUST_LOG "${CLUSTER_BIN:-$BERTH_BIN}" serve --plain-http --data-dir "${CLUSTER_DIR[i]}/data" \
+        --listen "${CLUSTER_URL[i]#http://}" --peer-listen "127.0.0.1:${CLUSTER_PEER_PORT[i]}" \
+        --cluster-secret-file "$WORK_DIR/cluster.secret" --peers "$CLUSTER_PEERS" \
+        --bootstrap-expect "$CLUSTER_NODES" "${extra[@]}" >>"${CLUSTER_DIR[i]}/server.log" 2>&1 &
+    CLUSTER_PID[i]=$!
+    STARTED_PIDS+=("${CLUSTER_PID[i]}")
+}
+
+# cluster_leader : the index of the node the running nodes agree leads.
+cluster_leader() {
+    local i status ids=() leader=''
+    for ((i = 0; i < CLUSTER_NODES; i++)); do
+        ids[i]=''
+        pid_gone "${CLUSTER_PID[i]}" && continue
+        status=$(curl -sf -m 2 "${CLUSTER_URL[i]}/_berth/cluster/status") || continue
+        ids[i]=$(jq -r '.node_id' <<<"$status")
+        leader=$(jq -r '.leader_id // empty' <<<"$status")
+    done
+    [[ -n $leader ]] || return 1
+    for ((i = 0; i < CLUSTER_NODES; i++)); do
+        [[ ${ids[i]} == "$leader" ]] && { printf '%s\n' "$i"; return 0; }
+    done
+    return 1
 }
 
 # await_cluster : true once every node reports three voters and a leader, within 60 s;
@@ -305,7 +356,8 @@ report_node_logs() {
         lines=$(($(log_lines "$i") - from))
         ((lines > 0)) || continue
         log "node $((i + 1)) logged $lines lines after the cluster formed; the first ones:"
-        tail -n "+$((from + 1))" "${CLUSTER_DIR[i]}/server.log" | head -n 5 | cut -c1-400 >&2
+        # sed, not tail | head: under pipefail, tail killed by SIGPIPE would fail the run.
+        sed -n "$((from + 1)),$((from + 5))p" "${CLUSTER_DIR[i]}/server.log" | cut -c1-400 >&2
     done
 }
 

@@ -19,3 +19,36 @@ measure_upload() {
     pair_stop
     record_samples "upload $(size_label "$BENCH_SIZE_MIB"), one PUT" MB/s upload 'ratio>=3.5'
 }
+
+# upload-dd: the same monolithic upload into one berth node (hashed, verified, fsynced
+# and indexed before the 201) against dd writing the same file to the same disk with
+# conv=fsync: how close an upload comes to what the disk takes.
+measure_upload_dd() {
+    local run side file seconds start out
+    for ((run = 1; run <= BENCH_REPEAT; run++)); do
+        blob_file "$BENCH_SIZE_MIB" "$run" >/dev/null
+    done
+    samples_reset
+    start_side single berth
+    out="$WORK_DIR/dd.out"
+    for ((run = 1; run <= BENCH_REPEAT; run++)); do
+        file=$(blob_file "$BENCH_SIZE_MIB" "$run")
+        for side in $(sides_in_turn "$run"); do
+            sync
+            # Both sides write into memory this machine has already backed.
+            recycle_memory $((2 * BENCH_SIZE_MIB))
+            if [[ $side == ref ]]; then
+                start=$(now)
+                dd if="$file" of="$out" bs=1M conv=fsync status=none
+                seconds=$(calc "$(now) - $start")
+                rm -f "$out"
+            else
+                seconds=$(put_blob "${REG_URL[single]}" bench/upload-dd "$file")
+            fi
+            samples_add upload "$side" "$(mb_per_s "$(size_of "$file")" "$seconds")"
+            log "run $run, $([[ $side == ref ]] && echo dd || echo berth): $(fmt "$(mb_per_s "$(size_of "$file")" "$seconds")") MB/s"
+        done
+    done
+    stop_side single
+    record_samples "upload $(size_label "$BENCH_SIZE_MIB") into one node vs dd conv=fsync of the same file, same disk" MB/s upload 'ratio>=0.9'
+}

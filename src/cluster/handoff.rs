@@ -26,6 +26,11 @@ use super::peer::DEFAULT_RPC_TIMEOUT;
 use super::types::{NodeAddr, NodeId};
 use super::{pb, Cluster, ClusterError, ELECTION_MAX_MS};
 
+/// A member whose last answer is older than this counts as down. Wider than
+/// the heartbeat: on a loaded machine answers come late, and a member that
+/// answers late can still take over.
+const ANSWERED_WITHIN: Duration = Duration::from_secs(2);
+
 /// Longest wait for a voter to catch up before it is asked to campaign.
 const CATCH_UP: Duration = Duration::from_secs(2);
 /// Longest wait for the new leader after the request.
@@ -217,7 +222,7 @@ impl Cluster {
     fn answers(&self, id: NodeId) -> bool {
         self.pool()
             .last_heard(id)
-            .is_some_and(|d| d < Duration::from_millis(ELECTION_MAX_MS))
+            .is_some_and(|d| d < ANSWERED_WITHIN)
     }
 
     fn leads(&self) -> bool {

@@ -1,5 +1,7 @@
 //! The Raft log and vote in the node's RocksDB, in column families of their
-//! own. Appends are acknowledged only after the WAL is synced.
+//! own. Appends are acknowledged only after the WAL is synced; appends that
+//! arrive while a sync runs share the next one (group commit), so many
+//! concurrent writes cost one fsync, not one each.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -9,9 +11,10 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
+use tokio::sync::mpsc;
 
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
-use crate::db::{self, Cf, Db};
+use crate::db::{self, Cf, Db, WeakDb};
 
 const VOTE: &[u8] = b"vote";
 const LAST_PURGED: &[u8] = b"last_purged";
@@ -40,11 +43,22 @@ impl Committed {
 pub struct LogStore {
     db: Db,
     committed: Committed,
+    /// Appends written but not yet synced, to [`sync_appends`].
+    unsynced: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
+    /// The log in `db`; starts the task that syncs appends. The task holds
+    /// no handle of its own, so the database closes when its owners drop it
+    /// even if the task has not run since; the task ends with the store.
     pub fn new(db: Db, committed: Committed) -> LogStore {
-        LogStore { db, committed }
+        let (unsynced, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(sync_appends(db.downgrade(), waiting));
+        LogStore {
+            db,
+            committed,
+            unsynced,
+        }
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -87,6 +101,33 @@ impl LogStore {
                     db::decode("raft log entry", &v).map_err(|e| StorageIOError::read_logs(&e))?;
                 Ok(Some(entry.log_id))
             }
+        }
+    }
+}
+
+/// Syncs the WAL once for every append waiting, then acknowledges them in
+/// the order they were appended. While one sync runs, the next appends
+/// queue up for the one after.
+async fn sync_appends(db: WeakDb, mut waiting: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = waiting.recv().await {
+        let mut acks = vec![first];
+        while let Ok(more) = waiting.try_recv() {
+            acks.push(more);
+        }
+        let synced = match db.upgrade() {
+            // An append holds the store, and so the database, until it is
+            // acknowledged; a closed database means the node stopped.
+            None => Err("the raft log's database is closed".to_string()),
+            Some(db) => match tokio::task::spawn_blocking(move || db.sync_wal()).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("raft log sync task: {e}")),
+            },
+        };
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "syncing the raft log failed");
+        }
+        for ack in acks {
+            ack.log_io_completed(synced.clone().map_err(std::io::Error::other));
         }
     }
 }
@@ -214,14 +255,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(cf, index_key(entry.log_id.index), db::encode(&entry));
         }
-        // Acknowledge only once the entries are on disk.
-        let result = self.write(batch).await;
-        let io = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(io);
-        result.map_err(|e| StorageIOError::write_logs(&e).into())
+        // Readable once written; acknowledged once synced, by sync_appends.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.write(batch))
+            .await
+            .map_err(|e| db::DbError::Corrupt {
+                what: "raft log write task",
+                reason: e.to_string(),
+            })
+            .and_then(|written| written)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        if let Err(mpsc::error::SendError(callback)) = self.unsynced.send(callback) {
+            callback.log_io_completed(Err(std::io::Error::other("the raft log is closed")));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

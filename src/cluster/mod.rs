@@ -14,7 +14,9 @@
 // openraft's error types are large and its trait signatures dictate them.
 #![allow(clippy::result_large_err)]
 
+pub mod changes;
 mod codec;
+mod compaction;
 pub mod discovery;
 mod eviction;
 mod handoff;
@@ -23,6 +25,7 @@ mod membership;
 mod network;
 pub mod pb;
 pub mod peer;
+mod proposer;
 mod reads;
 pub mod recover;
 pub mod service;
@@ -49,21 +52,30 @@ use types::{NodeAddr, NodeId, Raft};
 const MAX_HOPS: u32 = 3;
 /// Longest a readiness check waits for this node's metadata to catch up.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause before retrying a write or read that reached no leader.
+/// Longest pause before retrying a write or read that reached no leader;
+/// a retry goes at once when this node hears of another leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+// Failover timing. openraft 0.9 lets a follower that has heard from a
+// leader stand for election only after the leader lease (the longest
+// election timeout) plus its own random election timeout, with no word
+// from the leader: 800 + 400..800 ms here, 1.2-1.6 s. Add a vote round and
+// the new leader's first entry, and a write waits about 1.5 s after a
+// leader's kill -9 (etcd's defaults, 100 ms heartbeats and a 1 s election
+// timeout, give about 2 s). A busy 2-core machine stalls a node for tens of
+// milliseconds, not the 1.2 s of heartbeats (12 of them) a needless election
+// takes. See docs/architecture.md, "Failover".
 /// Heartbeats go out this often (ms).
-const HEARTBEAT_MS: u64 = 250;
-/// Followers wait at least this long without a leader's word before they
-/// elect another (ms).
-const ELECTION_MIN_MS: u64 = 1000;
-/// ... and at most this long; also how long a voter that has heard from a
-/// leader refuses other candidates (openraft's leader lease).
-const ELECTION_MAX_MS: u64 = 2000;
+const HEARTBEAT_MS: u64 = 100;
+/// A follower's random election timeout is at least this (ms) ...
+const ELECTION_MIN_MS: u64 = 400;
+/// ... and below this; also the leader lease: how long a voter that has
+/// heard from a leader refuses other candidates.
+const ELECTION_MAX_MS: u64 = 800;
 /// A leader whose last quorum acknowledgement is younger than this (as its
 /// metrics, republished at least every heartbeat, report it) reads without
-/// a round: the real age is then under two heartbeats, half the election
-/// timeout, so no other leader can have been elected meanwhile; the other
-/// half is margin for clock drift and a busy node.
+/// a round: the real age is then under two heartbeats, a quarter of the
+/// leader lease, so no other leader can have been elected meanwhile; the
+/// rest is margin for clock drift and a busy node.
 const LEASE_MS: u64 = HEARTBEAT_MS;
 
 /// Settings of this node's membership in a cluster.
@@ -139,6 +151,10 @@ pub struct Cluster {
     stopping: std::sync::atomic::AtomicBool,
     /// When this node last became leader, while it leads.
     leader_since: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Blobs whose holders the applied log changed, for repair.
+    blob_changes: changes::BlobChanges,
+    /// Batches the commands this node proposes while it leads.
+    proposer: proposer::Proposer,
 }
 
 impl Cluster {
@@ -157,7 +173,11 @@ impl Cluster {
             election_timeout_min: ELECTION_MIN_MS,
             election_timeout_max: ELECTION_MAX_MS,
             install_snapshot_timeout: 60_000,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+            // A backstop: `compaction` asks for snapshots by commands,
+            // which are at least as many as entries.
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                compaction::MAX_SNAPSHOT_COMMANDS,
+            ),
             max_in_snapshot_log_to_keep: 1000,
             // Bounds a replication message: entries can hold manifests.
             max_payload_entries: 32,
@@ -172,6 +192,8 @@ impl Cluster {
         let committed = log_store::Committed::default();
         let sm = state_machine::StateMachineStore::open(db.clone(), layout.clone())
             .map_err(|e| ClusterError::Start(e.to_string()))?;
+        let blob_changes = sm.blob_changes();
+        let snapshot_due = sm.snapshot_due();
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -182,6 +204,7 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Start(e.to_string()))?;
         let stop = CancellationToken::new();
+        let proposer = proposer::Proposer::start(raft.clone());
         let cluster = Arc::new(Cluster {
             id: config.node_id,
             addr: config.advertise.clone(),
@@ -196,11 +219,18 @@ impl Cluster {
             handing_off: Default::default(),
             stopping: Default::default(),
             leader_since: Default::default(),
+            blob_changes,
+            proposer,
         });
         let mut tasks = vec![
             tokio::spawn(reads::run(cluster.clone(), stop.clone())),
             tokio::spawn(discovery::run(cluster.clone(), stop.clone())),
             tokio::spawn(handoff::watch_tenure(cluster.clone(), stop.clone())),
+            tokio::spawn(compaction::run(
+                cluster.raft.clone(),
+                snapshot_due,
+                stop.clone(),
+            )),
         ];
         if let Some(after) = cluster.config.remove_after {
             tasks.push(tokio::spawn(eviction::run(
@@ -260,6 +290,16 @@ impl Cluster {
         &self.pool
     }
 
+    /// Entries this node has proposed as leader, and the commands they held.
+    pub fn proposed(&self) -> (u64, u64) {
+        self.proposer.proposed()
+    }
+
+    /// The blobs whose holders changed in entries this node applied.
+    pub fn blob_changes(&self) -> &changes::BlobChanges {
+        &self.blob_changes
+    }
+
     /// Voters of the cluster with their addresses, in id order.
     pub fn members(&self) -> Vec<(NodeId, NodeAddr)> {
         let metrics = self.raft.metrics();
@@ -302,12 +342,17 @@ impl Cluster {
     ) -> Result<(u64, Applied), ClusterError> {
         let deadline = tokio::time::Instant::now() + self.config.write_timeout;
         loop {
+            let before = self.known_leader();
             match self.write_once(cmd.clone(), hops).await {
                 // Not applied anywhere (no leader yet, or the leader could
-                // not be reached): try again while the election settles.
-                Err(e) if e.retryable() && tokio::time::Instant::now() < deadline => {
+                // not be reached), or applying it again changes nothing:
+                // try again while the election settles.
+                Err(e)
+                    if (e.retryable() || (e.maybe_sent() && cmd.inner().is_idempotent()))
+                        && tokio::time::Instant::now() < deadline =>
+                {
                     tracing::debug!(error = %e, "write not delivered yet; retrying");
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                    self.pause_for_leader(before).await;
                 }
                 result => return result,
             }
@@ -322,10 +367,10 @@ impl Cluster {
             ));
         }
         if leader.0 == self.id {
-            let write = self.raft.client_write(cmd);
+            let write = self.proposer.propose(cmd);
             return match tokio::time::timeout(self.config.write_timeout, write).await {
                 Err(_) => Err(ClusterError::NoQuorum(self.config.write_timeout)),
-                Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
+                Ok(Ok(done)) => Ok(done),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
                     ClusterError::NoLeader("leadership moved during the write".into()),
                 ),
@@ -350,6 +395,21 @@ impl Cluster {
             .await
             .map_err(|s| service::status_to_error(s, leader, &node))?;
         service::decode_forward_reply(&reply.into_inner())
+    }
+
+    /// The leader this node knows of, if any.
+    fn known_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Waits [`RETRY_PAUSE`], or less if this node hears of a leader other
+    /// than `before` meanwhile: after a leader dies, the retry then goes
+    /// to its successor as soon as it is known.
+    async fn pause_for_leader(&self, before: Option<NodeId>) {
+        let mut metrics = self.raft.metrics();
+        let changed =
+            metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != before);
+        let _ = tokio::time::timeout(RETRY_PAUSE, changed).await;
     }
 
     /// The current leader, waiting a little for an election to finish.
@@ -435,11 +495,16 @@ impl Cluster {
     pub(crate) async fn read_index_now(&self) -> Result<Option<u64>, ClusterError> {
         let deadline = tokio::time::Instant::now() + self.config.write_timeout;
         loop {
+            let before = self.known_leader();
             let attempt = self.read_index_once().await;
             self.reads.note(&attempt);
             match attempt {
-                Err(e) if e.retryable() && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                // Reads have no side effects: any failure may be retried.
+                Err(e)
+                    if (e.retryable() || e.maybe_sent())
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    self.pause_for_leader(before).await;
                 }
                 result => return result,
             }
@@ -564,6 +629,12 @@ impl ClusterError {
             self,
             ClusterError::NoLeader(_) | ClusterError::LeaderUnreachable { sent: false, .. }
         )
+    }
+
+    /// Whether the leader went away after the request may have reached it:
+    /// it may or may not have been applied.
+    pub fn maybe_sent(&self) -> bool {
+        matches!(self, ClusterError::LeaderUnreachable { sent: true, .. })
     }
 
     /// Whether the operation failed because this node cannot reach a

@@ -106,6 +106,10 @@ impl PeerTls {
 pub struct PeerClient {
     pub addr: String,
     channel: Channel,
+    /// Blob bytes go over a connection of their own: on one connection,
+    /// Raft's heartbeats would queue behind megabytes of a blob in flight and
+    /// a busy link would look like a dead leader.
+    bulk: Channel,
     secret: Secret,
 }
 
@@ -127,11 +131,17 @@ impl PeerClient {
     }
 
     pub fn blobs(&self) -> BlobsClient<Channel> {
+        BlobsClient::new(self.bulk.clone())
+    }
+
+    /// `Blobs` calls that carry no blob bytes (`Offer`), beside Raft's, so
+    /// they are not held up by a transfer under way.
+    pub fn blob_queries(&self) -> BlobsClient<Channel> {
         BlobsClient::new(self.channel.clone())
     }
 
     pub fn mirrors(&self) -> MirrorsClient<Channel> {
-        MirrorsClient::new(self.channel.clone())
+        MirrorsClient::new(self.bulk.clone())
     }
 
     pub fn cluster(&self) -> ClusterClient<Channel> {
@@ -183,15 +193,15 @@ impl PeerPool {
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.client.clone())?;
         }
-        let channel = endpoint
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
         let client = PeerClient {
             addr: addr.to_owned(),
-            channel,
+            channel: endpoint.clone().connect_lazy(),
+            bulk: endpoint.connect_lazy(),
             secret: self.secret.clone(),
         };
         clients.insert(addr.to_owned(), client.clone());

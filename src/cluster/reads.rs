@@ -33,8 +33,8 @@ struct RoundFailed {
 }
 
 /// How long read index attempts must keep failing, with none succeeding,
-/// before the node counts as cut off: Raft's shortest election timeout, the
-/// time after which a follower stops waiting for its leader too.
+/// before the node counts as cut off: about the time a follower waits for a
+/// silent leader before it elects another (1.2 s at least).
 pub const GRACE: Duration = Duration::from_millis(1000);
 
 /// How long the last failure keeps the node cut off when no attempt follows.

@@ -61,6 +61,13 @@ pub struct RepairReport {
     pub bytes_to_copy: u64,
     /// Bytes per second this node copied in its last repair round.
     pub copy_rate: f64,
+    /// Blobs the last round read: every blob on a full pass, else those
+    /// whose holders changed since the round before.
+    #[serde(default)]
+    pub examined: u64,
+    /// Whether the last round was a pass over every blob.
+    #[serde(default)]
+    pub full_pass: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -350,6 +357,7 @@ mod tests {
                 unavailable: 1,
                 bytes_to_copy: 10,
                 copy_rate: 0.0,
+                ..Default::default()
             }),
             scrub: Some(ScrubReport {
                 corrupt: 1,

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::meta::{Applied, Command};
+use crate::meta::{Command, Outcome};
 
 /// How to reach a member: its peer (gRPC) address and its client API address.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ pub struct SnapshotFile {
 openraft::declare_raft_types!(
     pub TypeConfig:
         D = Command,
-        R = Applied,
+        R = Outcome,
         NodeId = u64,
         Node = NodeAddr,
         SnapshotData = SnapshotFile,

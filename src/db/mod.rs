@@ -6,7 +6,14 @@ pub mod keys;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+
+/// Memtables of all families together; the largest is flushed beyond this.
+const MEMTABLES: usize = 48 << 20;
+/// One family's memtable.
+const FAMILY_MEMTABLE: usize = 8 << 20;
+/// Blocks read from disk, shared by every family.
+const BLOCK_CACHE: usize = 32 << 20;
 
 pub use keys::Cf;
 
@@ -27,6 +34,17 @@ pub struct Db {
     inner: Arc<DB>,
 }
 
+/// A [`Db`] handle that lets RocksDB close when every [`Db`] is dropped.
+#[derive(Clone)]
+pub struct WeakDb(std::sync::Weak<DB>);
+
+impl WeakDb {
+    /// The database, if it is still open.
+    pub fn upgrade(&self) -> Option<Db> {
+        self.0.upgrade().map(|inner| Db { inner })
+    }
+}
+
 impl Db {
     pub fn open(path: &Path) -> Result<Db, DbError> {
         let mut opts = Options::default();
@@ -36,13 +54,34 @@ impl Db {
         // bytes never enter RocksDB.
         opts.set_compression_type(rocksdb::DBCompressionType::None);
         opts.increase_parallelism(2);
-        let cfs = Cf::ALL
-            .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        // Memory is bounded for the whole database, not per family: with
+        // RocksDB's defaults each of the families would keep its own 64 MiB
+        // memtables and 8 MiB block cache, hundreds of MiB once a registry
+        // holds a million tags.
+        opts.set_db_write_buffer_size(MEMTABLES);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE));
+        // Table files' index blocks are charged to that cache too: outside
+        // it, they grow with every file a registry's write history leaves.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let cfs = Cf::ALL.iter().map(|cf| {
+            let mut family = Options::default();
+            family.set_compression_type(rocksdb::DBCompressionType::None);
+            family.set_write_buffer_size(FAMILY_MEMTABLE);
+            family.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(cf.name(), family)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Db {
             inner: Arc::new(db),
         })
+    }
+
+    /// A handle that does not keep the database open, for tasks that must
+    /// not outlive its owner.
+    pub fn downgrade(&self) -> WeakDb {
+        WeakDb(Arc::downgrade(&self.inner))
     }
 
     /// Waits (bounded) until this is the last handle to the database, so
@@ -80,6 +119,17 @@ impl Db {
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
         Ok(self.inner.get_cf(self.cf(cf), key)?)
+    }
+
+    /// Writes a batch without waiting for the disk: a crash may lose it
+    /// until the next [`Db::sync_wal`] or durable write.
+    pub fn write(&self, batch: rocksdb::WriteBatch) -> Result<(), DbError> {
+        Ok(self.inner.write(batch)?)
+    }
+
+    /// Brings every write so far to the disk.
+    pub fn sync_wal(&self) -> Result<(), DbError> {
+        Ok(self.inner.flush_wal(true)?)
     }
 
     /// Writes a batch, waiting for the WAL to reach the disk.

@@ -79,6 +79,9 @@ pub enum Command {
     /// What the leader's webhook delivery did: positions, parked events,
     /// attempts.
     Delivered(super::webhooks::Progress),
+    /// Commands proposed together in one log entry: applied in order, each
+    /// seeing the ones before it, each with its own result.
+    Batch(Vec<Command>),
 }
 
 /// A command and its [`super::events::Origin`].
@@ -95,6 +98,20 @@ impl Command {
             command: self,
             origin,
         }))
+    }
+
+    /// Whether applying the command a second time changes nothing and
+    /// answers as the first did: such a write may be sent again when the
+    /// leader died before saying whether it took the first. The repeat may
+    /// emit its events again, under the new entry's ids.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self.inner(),
+            Command::LinkBlob { .. }
+                | Command::AddHolders { .. }
+                | Command::PutManifest(_)
+                | Command::CacheManifest(_)
+        )
     }
 
     /// The command itself, without its origin.
@@ -177,5 +194,55 @@ impl Command {
 
     pub fn decode(bytes: &[u8]) -> Result<Command, crate::db::DbError> {
         crate::db::decode("command", bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::testing::{image_body, link, put, state};
+
+    /// What the writes that claim [`Command::is_idempotent`] promise: the
+    /// second application answers as the first and changes no figure.
+    #[test]
+    fn idempotent_commands_applied_twice_answer_alike_and_change_nothing() {
+        let (_dir, sm) = state();
+        let config = link(&sm, "acme/app", b"config", 1);
+        let layer = link(&sm, "acme/app", b"layer", 1);
+        let body = image_body(&[(&config, 6), (&layer, 5)]);
+        let again = [
+            Command::LinkBlob {
+                repo: "acme/app".parse().unwrap(),
+                digest: layer.clone(),
+                size: 5,
+                at: 2,
+                holders: vec![1, 2],
+            },
+            Command::AddHolders {
+                digest: layer.clone(),
+                nodes: vec![3],
+            },
+            put("acme/app", &body, Some("v1"), &[&config, &layer], 3),
+        ];
+        let repo: RepoName = "acme/app".parse().unwrap();
+        for cmd in again {
+            assert!(cmd.is_idempotent(), "{cmd:?}");
+            let first = sm.apply(&cmd).unwrap();
+            let usage = sm.usage("acme").unwrap();
+            let holders = sm.holders(&layer).unwrap();
+            let tag = sm.tag(&repo, &"v1".parse().unwrap()).unwrap();
+            assert_eq!(sm.apply(&cmd).unwrap(), first, "{cmd:?}");
+            assert_eq!(sm.usage("acme").unwrap(), usage, "{cmd:?}");
+            assert_eq!(sm.holders(&layer).unwrap(), holders, "{cmd:?}");
+            assert_eq!(sm.tag(&repo, &"v1".parse().unwrap()).unwrap(), tag);
+        }
+        let delete = Command::DeleteTag {
+            repo,
+            tag: "v1".parse().unwrap(),
+        };
+        assert!(!delete
+            .clone()
+            .by(crate::meta::events::Origin::default())
+            .is_idempotent());
     }
 }

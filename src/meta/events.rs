@@ -309,27 +309,28 @@ pub enum Change {
 
 impl StateMachine {
     /// The events of one applied command, from the changes its staging
-    /// recorded, written to the journal in `batch` under `index`. Nothing
-    /// is written while no endpoint exists: nobody would read it.
+    /// recorded, written to the journal in `batch` under `index` and
+    /// numbered from `first` (a batched entry's commands number theirs on
+    /// from the one before); how many there were. Nothing is written while
+    /// no endpoint exists: nobody would read it.
     pub(crate) fn journal(
         &self,
         batch: &mut WriteBatch,
         index: u64,
+        first: u32,
         cmd: &Command,
         changes: Vec<Change>,
-    ) -> Result<(), DbError> {
+    ) -> Result<u32, DbError> {
         if !self.has_endpoints()? {
-            return Ok(());
+            return Ok(0);
         }
         let events = derive(cmd, changes);
-        for (position, event) in events.into_iter().enumerate() {
-            let id = EventId {
-                index,
-                position: position as u32,
-            };
+        let count = events.len() as u32;
+        for (position, event) in (first..).zip(events) {
+            let id = EventId { index, position };
             batch.put_cf(self.db.cf(Cf::Events), id.key(), db::encode(&event));
         }
-        Ok(())
+        Ok(count)
     }
 
     /// Up to `limit` journal events after `after`, in order.

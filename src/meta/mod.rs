@@ -61,7 +61,14 @@ pub enum Rejection {
     },
     #[error("no webhook endpoint {0:?}")]
     WebhookUnknown(String),
+    /// A command no node proposes.
+    #[error("malformed command: {0}")]
+    Malformed(String),
 }
 
 /// The result of applying one command.
 pub type Applied = Result<(), Rejection>;
+
+/// The results of applying one log entry: one per command it holds (none
+/// for a blank or membership entry).
+pub type Outcome = Vec<Applied>;

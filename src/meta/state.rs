@@ -50,7 +50,7 @@ impl StateMachine {
         let applied = self.stage(cmd, &mut batch, index)?;
         if applied.is_ok() {
             let (mut writes, changes) = batch.into_parts();
-            self.journal(&mut writes, index, cmd, changes)?;
+            self.journal(&mut writes, index, 0, cmd, changes)?;
             self.db.write_durable(writes)?;
         }
         Ok(applied)
@@ -71,6 +71,10 @@ impl StateMachine {
     fn stage_inner(&self, cmd: &Command, batch: &mut Batch, index: u64) -> Result<(), Staged> {
         match cmd {
             Command::Attributed(a) => self.stage_inner(&a.command, batch, index)?,
+            // The state machine store applies a batch command by command.
+            Command::Batch(_) => {
+                return Err(Rejection::Malformed("a batch inside a batch".into()).into())
+            }
             Command::Webhook(change) => self.stage_webhook(batch, change, index)?,
             Command::Delivered(progress) => self.stage_progress(batch, progress, index)?,
             Command::LinkBlob {

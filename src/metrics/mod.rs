@@ -42,6 +42,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FromLabels {
+    pub from: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -65,8 +70,11 @@ pub struct Metrics {
     /// Webhook requests: `delivered`, `failed`, `parked`.
     pub webhook_requests: Family<OutcomeLabels, Counter>,
     pub webhook_events: Counter,
-    /// Blob bytes this node asked other nodes for, to serve its clients.
+    /// Blob bytes this node fetched from other nodes, to serve its clients.
     pub relayed_bytes: Counter,
+    /// Blob bytes this node sent to other nodes that fetched them, `from`
+    /// its `store` or from a `flight` it was itself still receiving.
+    pub fetch_sent_bytes: Family<FromLabels, Counter>,
     /// Uploads refused because too few nodes took a copy.
     pub quorum_failures: Counter,
     state: Arc<StateCollector>,
@@ -153,9 +161,19 @@ impl Metrics {
         let relayed_bytes = Counter::default();
         registry.register(
             "replication_relayed_bytes",
-            "Blob bytes this node asked other nodes for, to serve blobs it does not hold",
+            "Blob bytes this node fetched from other nodes, to serve blobs it does not hold",
             relayed_bytes.clone(),
         );
+        let fetch_sent_bytes = Family::<FromLabels, Counter>::default();
+        registry.register(
+            "replication_fetch_sent_bytes",
+            "Blob bytes this node sent to other nodes that fetched them, from its store or from a blob it was still receiving",
+            fetch_sent_bytes.clone(),
+        );
+        // Both series exist from the start, so a rate over them has a base.
+        for from in ["store", "flight"] {
+            let _ = fetch_sent_bytes.get_or_create(&FromLabels { from });
+        }
         let quorum_failures = Counter::default();
         registry.register(
             "replication_quorum_failures",
@@ -177,6 +195,7 @@ impl Metrics {
             webhook_requests,
             webhook_events,
             relayed_bytes,
+            fetch_sent_bytes,
             quorum_failures,
             state,
         }
@@ -197,10 +216,21 @@ impl Metrics {
         }
     }
 
-    /// Counts blob bytes asked of other nodes for a client.
+    /// Counts blob bytes fetched from other nodes for a client; a client
+    /// that follows a fetch under way adds nothing.
     pub fn relayed(&self, bytes: u64) {
         if self.enabled {
             self.relayed_bytes.inc_by(bytes);
+        }
+    }
+
+    /// Counts blob bytes sent to a node that fetched them, `from` the
+    /// store or a flight.
+    pub fn fetch_sent(&self, from: &'static str, bytes: u64) {
+        if self.enabled {
+            self.fetch_sent_bytes
+                .get_or_create(&FromLabels { from })
+                .inc_by(bytes);
         }
     }
 

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub commit_index: u64,
     pub applied_index: u64,
     pub members: u64,
+    /// Entries this node proposed as leader, and the commands they held.
+    pub proposed: (u64, u64),
     /// (member id, entries behind the leader's log), as the leader sees it.
     pub lags: Vec<(u64, u64)>,
     pub under_replicated: u64,
@@ -96,6 +98,17 @@ where
     g.encode(metric)
 }
 
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+    c.encode(metric)
+}
+
 impl Collector for StateCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(source) = self.source.get().and_then(|s| s.0.upgrade()) else {
@@ -132,6 +145,18 @@ impl Collector for StateCollector {
             "raft_applied_index",
             "Highest index this node applied",
             s.applied_index as i64,
+        )?;
+        counter(
+            &mut e,
+            "raft_proposed_entries",
+            "Log entries this node proposed as leader",
+            s.proposed.0,
+        )?;
+        counter(
+            &mut e,
+            "raft_proposed_commands",
+            "Commands in the log entries this node proposed: concurrent writes share an entry",
+            s.proposed.1,
         )?;
         gauge(
             &mut e,

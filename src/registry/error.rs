@@ -222,6 +222,8 @@ impl From<Rejection> for Error {
             r @ Rejection::TagImmutable { .. } => Error::Immutable(r.to_string()),
             r @ Rejection::QuotaExceeded { .. } => Error::Denied(r.to_string()),
             r @ Rejection::WebhookUnknown(_) => Error::AccessUnknown(r.to_string()),
+            // Only a node's own proposer builds batches.
+            r @ Rejection::Malformed(_) => Error::Internal(r.to_string()),
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct Settings {
     pub mirrors: mirror::Mirrors,
     pub events: crate::events::Settings,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The blobs this node is fetching from peers, shared with the peer
+    /// `Blobs` service.
+    pub peer_flights: crate::replication::Flights,
 }
 
 /// Whether a read must be provably fresh, or may be answered from what this
@@ -157,6 +160,7 @@ impl Registry {
                 blobs.clone(),
                 cluster.clone(),
                 settings.replication_factor,
+                settings.peer_flights,
             ),
             repair_stats: RepairStats::default(),
             scrub_stats: Default::default(),
@@ -379,8 +383,11 @@ impl Registry {
             Some(_) => self.blobs.read(digest, offset, len)?,
             None => {
                 let holders = self.meta.holders(digest)?;
-                self.metrics.relayed(len);
-                self.replicator.relay(digest, size, range, holders).await?
+                let relay = self.replicator.relay(digest, size, range, holders).await?;
+                if relay.fetched {
+                    self.metrics.relayed(len);
+                }
+                relay.body
             }
         })
     }

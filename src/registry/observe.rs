@@ -20,6 +20,7 @@ impl State for Registry {
             commit_index: status.committed_index.unwrap_or(0),
             applied_index: status.applied_index.unwrap_or(0),
             members: status.members.iter().filter(|m| m.voter).count() as u64,
+            proposed: self.cluster.proposed(),
             lags: match leads {
                 true => status
                     .members

@@ -154,7 +154,8 @@ impl Registry {
             .replicator
             .relay(digest, size, None, holders)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .body;
         while let Some(chunk) = stream.next().await {
             chunk.map_err(|e| e.to_string())?;
         }

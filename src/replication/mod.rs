@@ -6,8 +6,9 @@
 //!   Where the replica set is known before the bytes arrive, the copies
 //!   stream while the client uploads ([`Replicator::mirror`]); otherwise
 //!   they start from the stored file once it is committed.
-//! - A node asked for a blob it does not hold streams it from a holder to the
-//!   client while keeping a verified local copy ([`relay`]).
+//! - A node asked for a blob it does not hold fetches it from a holder once,
+//!   however many ask, and streams it to every reader while keeping a
+//!   verified local copy ([`relay`]).
 //! - Peers receive and serve bytes through the `Blobs` gRPC service
 //!   ([`service`]), which verifies every pushed byte before indexing it.
 
@@ -32,6 +33,7 @@ use crate::meta::Command;
 use crate::oci::Digest;
 use crate::storage::{BlobStore, Mirror, MirrorSink, Mirrored};
 pub use placement::ReplicationFactor;
+pub use relay::{Flights, Pace, Relay};
 
 /// Bytes per chunk of a blob pushed to a peer.
 const PUSH_CHUNK: usize = 1 << 20;
@@ -63,15 +65,24 @@ pub struct Replicator {
     cluster: Arc<Cluster>,
     factor: ReplicationFactor,
     mirrored: Arc<Semaphore>,
+    flights: Flights,
 }
 
 impl Replicator {
-    pub fn new(blobs: BlobStore, cluster: Arc<Cluster>, factor: ReplicationFactor) -> Replicator {
+    /// `flights` is shared with the peer `Blobs` service, which lets peers
+    /// fetch what this node is still receiving.
+    pub fn new(
+        blobs: BlobStore,
+        cluster: Arc<Cluster>,
+        factor: ReplicationFactor,
+        flights: Flights,
+    ) -> Replicator {
         Replicator {
             blobs,
             cluster,
             factor,
             mirrored: Arc::new(Semaphore::new(MIRRORED_UPLOADS)),
+            flights,
         }
     }
 

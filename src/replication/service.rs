@@ -2,23 +2,56 @@
 //! are indexed) and serving blob bytes to peers.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::Flights;
 use crate::cluster::pb::blobs_server::{Blobs, BlobsServer};
-use crate::cluster::pb::{BlobChunk, Empty, FetchRequest};
+use crate::cluster::pb::{BlobChunk, Empty, FetchRequest, OfferReply, OfferRequest};
+use crate::metrics::Metrics;
 use crate::oci::{Algorithm, Digest};
 use crate::storage::{BlobStore, ByteStream, StorageError};
 
 pub struct BlobService {
     blobs: BlobStore,
+    /// What this node is receiving, which peers may fetch while it arrives.
+    flights: Flights,
+    metrics: Arc<Metrics>,
+    /// Fetch streams being served now.
+    sending: Arc<AtomicU32>,
 }
 
 impl BlobService {
-    pub fn new(blobs: BlobStore) -> BlobsServer<BlobService> {
-        BlobsServer::new(BlobService { blobs })
+    pub fn new(
+        blobs: BlobStore,
+        flights: Flights,
+        metrics: Arc<Metrics>,
+    ) -> BlobsServer<BlobService> {
+        BlobsServer::new(BlobService {
+            blobs,
+            flights,
+            metrics,
+            sending: Arc::default(),
+        })
+    }
+}
+
+/// Counts a fetch stream as being served until it is dropped.
+struct Sending(Arc<AtomicU32>);
+
+impl Sending {
+    fn start(count: &Arc<AtomicU32>) -> Sending {
+        count.fetch_add(1, Ordering::Relaxed);
+        Sending(count.clone())
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -101,29 +134,61 @@ impl Blobs for BlobService {
     ) -> Result<Response<Self::FetchStream>, Status> {
         let req = req.into_inner();
         let digest = digest_of(&req.digest)?;
-        let blob = self
-            .blobs
-            .stat(&digest)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("{digest} is not stored here")))?;
-        if req.offset > blob.size {
+        let (size, from) = match self.blobs.stat(&digest).map_err(internal)? {
+            Some(blob) => (blob.size, Source::Store),
+            None => match self.flights.offer(&digest) {
+                Some((follow, _)) => (follow.size(), Source::Flight(follow)),
+                None => return Err(Status::not_found(format!("{digest} is not stored here"))),
+            },
+        };
+        if req.offset > size {
             return Err(Status::out_of_range("offset beyond the blob"));
         }
-        let len = req.length.min(blob.size - req.offset);
-        let body = self
-            .blobs
-            .read(&digest, req.offset, len)
-            .map_err(internal)?;
-        let chunks = body.map(|r| {
-            r.map(|data| BlobChunk {
-                digest: String::new(),
-                size: 0,
-                data,
+        let end = req.offset + req.length.min(size - req.offset);
+        let (body, label) = match from {
+            Source::Store => (
+                self.blobs
+                    .read(&digest, req.offset, end - req.offset)
+                    .map_err(internal)?,
+                "store",
+            ),
+            Source::Flight(follow) => (follow.read(req.offset, end), "flight"),
+        };
+        let metrics = self.metrics.clone();
+        let sending = Sending::start(&self.sending);
+        let chunks = body.map(move |r| {
+            let _serving = &sending;
+            r.map(|data| {
+                metrics.fetch_sent(label, data.len() as u64);
+                BlobChunk {
+                    digest: String::new(),
+                    size: 0,
+                    data,
+                }
             })
             .map_err(|e| Status::internal(e.to_string()))
         });
         Ok(Response::new(Box::pin(chunks)))
     }
+
+    async fn offer(&self, req: Request<OfferRequest>) -> Result<Response<OfferReply>, Status> {
+        let digest = digest_of(&req.into_inner().digest)?;
+        let held = self.blobs.stat(&digest).map_err(internal)?.is_some();
+        let flight = (!held).then(|| self.flights.offer(&digest)).flatten();
+        Ok(Response::new(OfferReply {
+            held,
+            receiving: flight.is_some(),
+            depth: flight.map_or(0, |(_, depth)| depth),
+            sending: self.sending.load(Ordering::Relaxed),
+        }))
+    }
+}
+
+/// Where a fetch's bytes come from.
+enum Source {
+    Store,
+    /// A blob this node is still receiving.
+    Flight(crate::storage::Follow),
 }
 
 /// Why a pushed copy was not kept, as the sender sees it.
@@ -153,7 +218,7 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
 
     use bytes::Bytes;
 
@@ -177,7 +242,12 @@ mod tests {
         layout.create().unwrap();
         let blobs =
             BlobStore::new(layout.clone(), Db::open(&layout.db()).unwrap()).with_max_size(10);
-        let service = BlobService { blobs };
+        let service = BlobService {
+            blobs,
+            flights: Flights::default(),
+            metrics: Arc::default(),
+            sending: Arc::default(),
+        };
         let data = [7u8; 20];
         let digest = Digest::sha256(&data).to_string();
 

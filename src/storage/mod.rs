@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod format;
+pub mod hashing;
 pub mod identity;
 pub mod layout;
 pub mod mirror;

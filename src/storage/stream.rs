@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::hashing::{HashPipe, SideHasher};
 use super::mirror::Mirror;
 use super::{ByteStream, StorageError};
 use crate::oci::{Digest, Hasher};
@@ -23,7 +24,7 @@ const WRITE_BATCH: usize = 1 << 20;
 const WRITE_QUEUE: usize = 4;
 /// Written bytes after which the kernel is asked to start writeback, so the
 /// final fsync finds little left to do.
-const WRITEBACK_WINDOW: u64 = 16 << 20;
+pub(super) const WRITEBACK_WINDOW: u64 = 16 << 20;
 /// Size of each chunk read ahead when serving a blob.
 const READ_CHUNK: usize = 1 << 20;
 const READ_AHEAD: usize = 4;
@@ -35,18 +36,21 @@ pub struct Written {
 }
 
 /// Appends `body` to `file` (positioned at its end), feeding every byte to
-/// `hasher` as it arrives and every batch to `mirror`. Stops with
+/// `hasher` (on a thread of its own) and every batch to `mirror`. Stops with
 /// [`StorageError::TooLarge`] after `limit` bytes. On error the file may hold
 /// part of the body (callers truncate) and the mirror is abandoned.
 pub async fn write_body(
     file: File,
-    mut hasher: Option<&mut Hasher>,
+    hasher: Option<&mut Hasher>,
     mut body: ByteStream,
     limit: Option<u64>,
     mut mirror: Option<&mut Mirror>,
 ) -> Result<Written, StorageError> {
     let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer = tokio::task::spawn_blocking(move || write_batches(file, rx));
+    // Hashing runs on a thread of its own, beside the writer's, so that
+    // receiving, hashing and writing overlap.
+    let pipe = hasher.as_deref().map(|h| HashPipe::new(h.clone()));
     let mut batch = BytesMut::with_capacity(WRITE_BATCH);
     let mut total: u64 = 0;
     let mut failure = None;
@@ -63,18 +67,25 @@ pub async fn write_body(
             failure = Some(StorageError::TooLarge { limit });
             break;
         }
-        if let Some(h) = hasher.as_deref_mut() {
-            h.update(&frame);
-        }
         batch.extend_from_slice(&frame);
-        if batch.len() >= WRITE_BATCH && !hand_on(&tx, mirror.as_deref_mut(), &mut batch).await {
+        if batch.len() >= WRITE_BATCH
+            && !hand_on(&tx, pipe.as_ref(), mirror.as_deref_mut(), &mut batch).await
+        {
             break; // the writer failed; its error is reported below
         }
     }
     if failure.is_none() && !batch.is_empty() {
-        hand_on(&tx, mirror.as_deref_mut(), &mut batch).await;
+        hand_on(&tx, pipe.as_ref(), mirror.as_deref_mut(), &mut batch).await;
     }
     drop(tx);
+    if let (Some(h), Some(pipe)) = (hasher, pipe) {
+        match pipe.into_hasher().await {
+            Ok(state) => *h = state,
+            Err(e) => {
+                failure.get_or_insert(StorageError::from(e));
+            }
+        }
+    }
     let written = writer
         .await
         .map_err(|e| io::Error::other(format!("writer thread: {e}")).into())
@@ -89,14 +100,20 @@ pub async fn write_body(
     written
 }
 
-/// Sends a batch to the writer thread and the mirror. False once the writer
-/// is gone.
+/// Sends a batch to the hasher, the mirror and the writer thread. False once
+/// the writer or the hasher is gone.
 async fn hand_on(
     tx: &mpsc::Sender<Bytes>,
+    pipe: Option<&HashPipe>,
     mirror: Option<&mut Mirror>,
     batch: &mut BytesMut,
 ) -> bool {
     let batch = batch.split().freeze();
+    if let Some(p) = pipe {
+        if p.update(batch.clone()).await.is_err() {
+            return false;
+        }
+    }
     if let Some(m) = mirror {
         m.data(&batch).await;
     }
@@ -118,7 +135,7 @@ fn write_batches(mut file: File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<Fi
 }
 
 /// Asks the kernel to begin writing a range back without waiting for it.
-fn start_writeback(file: &File, offset: u64, len: u64) {
+pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
     // SAFETY: sync_file_range only reads its integer arguments; the fd is
     // valid for the lifetime of `file`. Failure is harmless: fsync follows.
     unsafe {
@@ -188,7 +205,7 @@ pub fn read_verified(
 ) -> ByteStream {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
-        let mut hasher = digest.algorithm().hasher();
+        let mut hasher = SideHasher::new(digest.algorithm(), len);
         let mut held: Option<Bytes> = None;
         let result = (|| -> io::Result<bool> {
             let mut left = len;
@@ -197,8 +214,9 @@ pub fn read_verified(
                 let mut buf = BytesMut::zeroed(want);
                 file.read_exact(&mut buf)?;
                 left -= want as u64;
-                hasher.update(&buf);
-                if let Some(previous) = held.replace(buf.freeze()) {
+                let buf = buf.freeze();
+                hasher.update(&buf)?;
+                if let Some(previous) = held.replace(buf) {
                     if tx.blocking_send(Ok(previous)).is_err() {
                         return Ok(false); // the client went away
                     }
@@ -206,14 +224,18 @@ pub fn read_verified(
             }
             Ok(true)
         })();
-        match result {
-            Ok(false) => {}
-            Ok(true) if hasher.finish() == digest => {
+        let verdict = result.and_then(|whole| match whole {
+            false => Ok(None), // the client went away
+            true => hasher.finish().map(|d| Some(d == digest)),
+        });
+        match verdict {
+            Ok(None) => {}
+            Ok(Some(true)) => {
                 if let Some(last) = held {
                     let _ = tx.blocking_send(Ok(last));
                 }
             }
-            Ok(true) => {
+            Ok(Some(false)) => {
                 on_mismatch();
                 let _ = tx.blocking_send(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -256,36 +278,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_verified_read_never_yields_a_bad_copy_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("blob");
-        // Three chunks, the flipped byte in the first.
-        let mut bytes = vec![5u8; 2 * READ_CHUNK + 10];
-        let digest = Digest::sha256(&bytes);
-        std::fs::write(&path, &bytes).unwrap();
-        let (out, err) = collect(read_verified(
-            File::open(&path).unwrap(),
-            bytes.len() as u64,
-            digest.clone(),
-            || {},
-        ))
-        .await;
-        assert!(err.is_none());
-        assert_eq!(out, bytes);
+        // Small copies are hashed inline, large ones beside the reader.
+        for len in [2 * READ_CHUNK + 10, 9 * READ_CHUNK + 10] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("blob");
+            // The flipped byte is in the first chunk.
+            let mut bytes = vec![5u8; len];
+            let digest = Digest::sha256(&bytes);
+            std::fs::write(&path, &bytes).unwrap();
+            let (out, err) = collect(read_verified(
+                File::open(&path).unwrap(),
+                bytes.len() as u64,
+                digest.clone(),
+                || {},
+            ))
+            .await;
+            assert!(err.is_none());
+            assert_eq!(out, bytes);
 
-        bytes[7] ^= 0x20;
-        std::fs::write(&path, &bytes).unwrap();
-        let flagged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let seen = flagged.clone();
-        let (out, err) = collect(read_verified(
-            File::open(&path).unwrap(),
-            bytes.len() as u64,
-            digest,
-            move || seen.store(true, std::sync::atomic::Ordering::SeqCst),
-        ))
-        .await;
-        assert_eq!(err.unwrap().kind(), io::ErrorKind::InvalidData);
-        assert!(out.len() < bytes.len(), "the bad copy was read whole");
-        assert!(flagged.load(std::sync::atomic::Ordering::SeqCst));
+            bytes[7] ^= 0x20;
+            std::fs::write(&path, &bytes).unwrap();
+            let flagged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen = flagged.clone();
+            let (out, err) = collect(read_verified(
+                File::open(&path).unwrap(),
+                bytes.len() as u64,
+                digest,
+                move || seen.store(true, std::sync::atomic::Ordering::SeqCst),
+            ))
+            .await;
+            assert_eq!(err.unwrap().kind(), io::ErrorKind::InvalidData);
+            assert!(out.len() < bytes.len(), "the bad copy was read whole");
+            assert!(flagged.load(std::sync::atomic::Ordering::SeqCst));
+        }
     }
 
     #[tokio::test]

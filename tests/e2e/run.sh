@@ -20,7 +20,7 @@ e2e_scripts() {
     local script
     for script in "$E2E_DIR"/*.sh; do
         case ${script##*/} in
-        lib.sh | run.sh | swarm-lib.sh | cluster-lib.sh) ;;
+        lib.sh | run.sh | swarm-lib.sh | cluster-lib.sh | netns-lib.sh) ;;
         *) printf '%s\n' "$script" ;;
         esac
     done

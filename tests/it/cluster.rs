@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::common::*;
+use crate::metrics::{sample, scrape};
 
 /// Nodes on loopback sharing a cluster secret: the first forms the cluster,
 /// the others join it.
@@ -190,6 +191,62 @@ async fn a_write_on_any_node_is_read_on_any_other() {
         misses.len(),
         misses.first()
     );
+}
+
+/// Concurrent writes share log entries on the leader, and each client still
+/// gets its own answer: accepted manifests are readable everywhere, and a
+/// refused one in the same rush is refused alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_entries_and_each_gets_its_own_answer() {
+    const WRITES: usize = 120;
+    let cluster = TestCluster::start(3).await;
+    let config_bytes = b"{}".to_vec();
+    let config = Blob::new(OCI_CONFIG, sha256(&config_bytes), config_bytes.len());
+    cluster.nodes[0].push_blob("b/app", &config_bytes).await;
+    let leader = cluster.leader_index().expect("a leader");
+    let proposed = |text: &str| {
+        let entries = sample(text, "berth_raft_proposed_entries_total").unwrap_or(0.0);
+        let commands = sample(text, "berth_raft_proposed_commands_total").unwrap_or(0.0);
+        (entries, commands)
+    };
+    let before = proposed(&scrape(&cluster.nodes[leader]).await);
+    let missing = Blob::new(OCI_CONFIG, sha256(b"not pushed"), 10);
+    let writes = (0..WRITES).map(|i| {
+        let node = &cluster.nodes[i % 3];
+        // Every tenth manifest names a blob the repository lacks.
+        let body = match i % 10 {
+            9 => manifest(&missing, i),
+            _ => manifest(&config, i),
+        };
+        async move {
+            let resp = node
+                .put(&format!("/v2/b/app/manifests/t{i}"))
+                .header("content-type", OCI_MANIFEST)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (i, resp.status())
+        }
+    });
+    for (i, status) in futures_util::future::join_all(writes).await {
+        match i % 10 {
+            9 => assert_eq!(status, StatusCode::BAD_REQUEST, "PUT {i}"),
+            _ => assert_eq!(status, StatusCode::CREATED, "PUT {i}"),
+        }
+    }
+    let after = proposed(&scrape(&cluster.nodes[leader]).await);
+    let (entries, commands) = (after.0 - before.0, after.1 - before.1);
+    assert!(commands >= WRITES as f64, "{commands} commands proposed");
+    assert!(
+        entries < commands,
+        "{WRITES} concurrent writes took {entries} entries for {commands} commands"
+    );
+    for (n, node) in cluster.nodes.iter().enumerate() {
+        let list = node.get("/v2/b/app/tags/list").send().await.unwrap();
+        let tags = json_body(list).await["tags"].as_array().unwrap().len();
+        assert_eq!(tags, WRITES - WRITES / 10, "tags on node {n}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -537,4 +594,55 @@ async fn a_stopping_leader_hands_leadership_to_a_caught_up_member() {
         .unwrap();
     let none = follower.server().cluster().hand_off_leadership().await;
     assert!(matches!(none, Ok(None)), "a follower handed over: {none:?}");
+}
+
+/// Polls node `i`'s last repair report every 50 ms, for at most 30 s, until
+/// `done` accepts it.
+async fn until_repair(
+    cluster: &TestCluster,
+    i: usize,
+    what: &str,
+    done: impl Fn(&berth::cluster::status::RepairReport) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = cluster.nodes[i].server().registry.cluster_status().repair;
+        if report.as_ref().is_some_and(&done) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within 30 s: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_repair_round_reads_no_blob_and_a_busy_one_only_those_that_changed() {
+    const BLOBS: usize = 20;
+    let cluster = TestCluster::start(3).await;
+    for i in 0..BLOBS {
+        cluster.nodes[i % 3]
+            .push_blob("feed/app", &random_blob(1000 + i))
+            .await;
+    }
+    // The first rounds read everything; once every copy is in place and
+    // recorded, a round reads only what changed: nothing, when idle.
+    until_repair(&cluster, 0, "idle round", |r| {
+        !r.full_pass && r.examined == 0
+    })
+    .await;
+    cluster.nodes[1]
+        .push_blob("feed/app", &random_blob(5000))
+        .await;
+    // Its link and its third copy may land in one round or two.
+    until_repair(&cluster, 0, "round over the new blob alone", |r| {
+        !r.full_pass && r.examined == 1
+    })
+    .await;
+    until_repair(&cluster, 0, "idle round", |r| {
+        !r.full_pass && r.examined == 0
+    })
+    .await;
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -264,6 +265,18 @@ fn client(config: &berth::config::ServeConfig) -> reqwest::Client {
 /// Sends a request, failing the test on a transport error.
 pub async fn send(req: RequestBuilder) -> Response {
     req.send().await.expect("request reaches the node")
+}
+
+/// Polls `done` every 200 ms for up to `limit`.
+pub async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    done()
 }
 
 pub fn random_blob(n: usize) -> Vec<u8> {

@@ -4,7 +4,7 @@
 //! lead to (layers, signatures, an index's children) survives.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -25,18 +25,6 @@ fn stored(dir: &Path, digest: &str) -> bool {
     files_under(&dir.join("blobs"))
         .iter()
         .any(|f| f.file_name().is_some_and(|n| n == hex))
-}
-
-/// Polls `done` for up to `limit`.
-async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    done()
 }
 
 fn blobs_of(image: &PushedImage) -> Vec<String> {

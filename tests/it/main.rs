@@ -25,6 +25,7 @@ mod referrers;
 mod replication;
 mod restart;
 mod reuse;
+mod scale;
 mod tls;
 mod ui;
 mod uploads;

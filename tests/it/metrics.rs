@@ -4,12 +4,12 @@
 use crate::common::*;
 
 /// The value of the sample `name` (with its labels, exactly as exposed).
-fn sample(text: &str, name: &str) -> Option<f64> {
+pub fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-async fn scrape(node: &TestNode) -> String {
+pub async fn scrape(node: &TestNode) -> String {
     let resp = send(
         node.get("/metrics")
             .header("accept", "application/openmetrics-text"),
@@ -77,10 +77,13 @@ async fn metrics_show_consensus_storage_and_requests_without_repository_names() 
         sample(&after, "berth_replication_quorum_failures_total"),
         Some(0.0)
     );
-    assert_eq!(
-        sample(&after, "berth_replication_relayed_bytes_total"),
-        Some(0.0)
-    );
+    for family in [
+        "berth_replication_relayed_bytes_total",
+        r#"berth_replication_fetch_sent_bytes_total{from="store"}"#,
+        r#"berth_replication_fetch_sent_bytes_total{from="flight"}"#,
+    ] {
+        assert_eq!(sample(&after, family), Some(0.0), "{family}");
+    }
 
     // A collection's figures appear once there was one: v1's tag deleted,
     // its manifest and unshared blobs go.

@@ -8,6 +8,13 @@ use reqwest::StatusCode;
 
 use crate::cluster::TestCluster;
 use crate::common::*;
+use crate::metrics::{sample, scrape};
+
+/// Whether `node` comes to store the blob within a few seconds: a reader gets
+/// the last byte once the copy is verified, before the node has kept it.
+async fn comes_to_hold(node: &TestNode, digest: &str) -> bool {
+    eventually(Duration::from_secs(10), || holds(node, digest)).await
+}
 
 /// Whether `node` stores the blob's bytes in its own data directory.
 fn holds(node: &TestNode, digest: &str) -> bool {
@@ -74,7 +81,10 @@ async fn a_node_without_the_blob_relays_it_and_keeps_a_verified_copy() {
     let (status, body) = get_bytes(reader, &format!("/v2/r/app/blobs/{digest}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.unwrap(), data);
-    assert!(holds(reader, &digest), "the relaying node keeps the copy");
+    assert!(
+        comes_to_hold(reader, &digest).await,
+        "the relaying node keeps the copy"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -401,4 +411,75 @@ async fn a_node_that_lost_a_recorded_copy_fetches_it_back() {
         .join(&hex[..2])
         .join(hex);
     assert_eq!(sha256(&std::fs::read(path).unwrap()), digest);
+}
+
+/// Blob bytes `node` has sent to peers that fetched them.
+async fn fetch_sent(node: &TestNode) -> f64 {
+    let text = scrape(node).await;
+    ["store", "flight"]
+        .iter()
+        .map(|from| {
+            let name = format!(r#"berth_replication_fetch_sent_bytes_total{{from="{from}"}}"#);
+            sample(&text, &name).expect("both series are exposed")
+        })
+        .sum()
+}
+
+/// The digest of a GET's body, hashed as it streams: 20 bodies of 256 MiB
+/// are never held whole.
+async fn streamed_digest(node: &TestNode, path: &str) -> Result<String, String> {
+    use futures_util::StreamExt;
+    use sha2::Digest as _;
+    let resp = node.get(path).send().await.map_err(|e| e.to_string())?;
+    if resp.status() != StatusCode::OK {
+        return Err(format!("status {}", resp.status()));
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        hasher.update(chunk.map_err(|e| e.to_string())?);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_reads_on_a_node_without_the_blob_fetch_it_from_peers_once() {
+    const SIZE: usize = 256 << 20;
+    const READERS: usize = 20;
+    let cluster = TestCluster::with_factor(3, ReplicationFactor::Copies(1)).await;
+    let digest = cluster.nodes[0]
+        .push_blob("fan/app", &random_blob(SIZE))
+        .await;
+    let reader = cluster
+        .nodes
+        .iter()
+        .find(|n| !holds(n, &digest))
+        .expect("factor 1 leaves a node without the blob");
+    let mut sent_before = 0.0;
+    for node in &cluster.nodes {
+        sent_before += fetch_sent(node).await;
+    }
+    let path = format!("/v2/fan/app/blobs/{digest}");
+    let reads = (0..READERS).map(|_| streamed_digest(reader, &path));
+    let digests = futures_util::future::join_all(reads).await;
+    for (i, got) in digests.iter().enumerate() {
+        assert_eq!(got.as_deref(), Ok(digest.as_str()), "read {i}");
+    }
+    let mut sent = -sent_before;
+    for node in &cluster.nodes {
+        sent += fetch_sent(node).await;
+    }
+    assert_eq!(
+        sent, SIZE as f64,
+        "peers sent {sent} bytes for {READERS} reads of a {SIZE}-byte blob"
+    );
+    let relayed = sample(
+        &scrape(reader).await,
+        "berth_replication_relayed_bytes_total",
+    );
+    assert_eq!(relayed, Some(SIZE as f64), "the reader's relay counter");
+    assert!(
+        comes_to_hold(reader, &digest).await,
+        "the fetched copy was kept"
+    );
 }

@@ -1,6 +1,10 @@
 //! openraft's state machine over [`meta::StateMachine`]: entries are applied
 //! one by one, each command's writes and the new `last_applied` in one
 //! RocksDB batch, so a restart resumes exactly after the last applied entry.
+//! An entry holding a batch of commands is applied command by command, each
+//! write carrying how far the entry has come (`applying`), so a restart
+//! resumes after the last command applied; a snapshot is never built from
+//! part of an entry.
 //!
 //! Snapshots live in `snapshots/` as `<id>.snap` (the records) and
 //! `<id>.meta` (their Raft metadata). A `.meta` is written last and durably,
@@ -10,18 +14,21 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
+use super::changes::BlobChanges;
+use super::compaction::SnapshotDue;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotFile, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use super::{log_store, snapshot};
 use crate::db::{self, Cf, Db, DbError};
-use crate::meta::{self, Applied};
+use crate::meta::{self, Applied, Command, Outcome};
 use crate::storage::Layout;
 
 const LAST_APPLIED: &[u8] = b"last_applied";
@@ -29,12 +36,30 @@ const MEMBERSHIP: &[u8] = b"membership";
 /// Present while a snapshot is being loaded, naming it; a node that finds
 /// it at start holds half a state, and loads that snapshot again.
 const INSTALLING: &[u8] = b"installing";
+/// Present while a batched entry is part applied: how far it has come.
+const APPLYING: &[u8] = b"applying";
+
+/// How far the entry at `index` has been applied: its first `next`
+/// commands, which journalled `events` events.
+#[derive(Serialize, Deserialize)]
+struct Applying {
+    index: u64,
+    next: usize,
+    events: u32,
+}
 
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Db,
     sm: meta::StateMachine,
     layout: Layout,
+    /// Blobs whose holders the applied entries changed, for repair.
+    changes: BlobChanges,
+    /// Held while a batched entry is applied, and while a snapshot's view is
+    /// taken: a snapshot holds whole entries only.
+    whole: Arc<Mutex<()>>,
+    /// Commands applied since the last snapshot.
+    due: SnapshotDue,
 }
 
 /// What the sidecar `.meta` file of a snapshot holds.
@@ -61,6 +86,9 @@ impl StateMachineStore {
             sm: meta::StateMachine::new(db.clone()),
             db,
             layout,
+            changes: BlobChanges::default(),
+            whole: Arc::default(),
+            due: SnapshotDue::default(),
         };
         let interrupted = match store.db.get(Cf::SmMeta, INSTALLING)? {
             None => false,
@@ -88,6 +116,16 @@ impl StateMachineStore {
         }
         store.complete_indexes()?;
         Ok(store)
+    }
+
+    /// How many commands were applied since the last snapshot.
+    pub fn snapshot_due(&self) -> SnapshotDue {
+        self.due.clone()
+    }
+
+    /// What repair follows: the blobs whose holders applied entries changed.
+    pub fn blob_changes(&self) -> BlobChanges {
+        self.changes.clone()
     }
 
     /// Rebuilds the derived families when they are incomplete: data an
@@ -154,36 +192,99 @@ impl StateMachineStore {
         Ok(self.get::<Option<LogId>>(LAST_APPLIED)?.flatten())
     }
 
-    fn apply_one(&self, entry: &Entry) -> Result<Applied, DbError> {
-        let index = entry.log_id.index;
-        let (mut batch, applied) = match &entry.payload {
-            EntryPayload::Blank => (WriteBatch::default(), Ok(())),
+    fn apply_one(&self, entry: &Entry) -> Result<Outcome, DbError> {
+        let (batch, outcome) = match &entry.payload {
+            EntryPayload::Blank => (WriteBatch::default(), vec![]),
+            EntryPayload::Normal(Command::Batch(cmds)) => return self.apply_batch(entry, cmds),
             EntryPayload::Normal(cmd) => {
-                let mut staged = meta::Batch::default();
-                let applied = self.sm.stage(cmd, &mut staged, index)?;
-                let (mut batch, changes) = staged.into_parts();
-                if applied.is_ok() {
-                    // Its events, in the same batch: they exist exactly
-                    // when the change does.
-                    self.sm.journal(&mut batch, index, cmd, changes)?;
-                }
-                (batch, applied)
+                let (batch, applied, _) = self.stage(entry, cmd, 0)?;
+                (batch, vec![applied])
             }
             EntryPayload::Membership(m) => {
                 let mut batch = WriteBatch::default();
                 let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                 batch.put_cf(self.db.cf(Cf::SmMeta), MEMBERSHIP, db::encode(&stored));
-                (batch, Ok(()))
+                (batch, vec![])
             }
         };
+        self.finish_entry(entry, batch)?;
+        if let (EntryPayload::Normal(cmd), [Ok(())]) = (&entry.payload, &outcome[..]) {
+            self.changes.applied(cmd);
+        }
+        Ok(outcome)
+    }
+
+    /// The writes of `cmd`, in `entry`, with its events numbered from
+    /// `first`; its result, and how many events it journalled.
+    fn stage(
+        &self,
+        entry: &Entry,
+        cmd: &Command,
+        first: u32,
+    ) -> Result<(WriteBatch, Applied, u32), DbError> {
+        let index = entry.log_id.index;
+        let mut staged = meta::Batch::default();
+        let applied = self.sm.stage(cmd, &mut staged, index)?;
+        let (mut batch, changes) = staged.into_parts();
+        // Its events, in the same batch: they exist exactly when the
+        // change does.
+        let events = match applied {
+            Ok(()) => self.sm.journal(&mut batch, index, first, cmd, changes)?,
+            Err(_) => 0,
+        };
+        Ok((batch, applied, events))
+    }
+
+    /// Writes an entry's last batch, which marks it applied.
+    fn finish_entry(&self, entry: &Entry, mut batch: WriteBatch) -> Result<(), DbError> {
         batch.put_cf(
             self.db.cf(Cf::SmMeta),
             LAST_APPLIED,
             db::encode(&Some(entry.log_id)),
         );
         // Not synced: the Raft log is, and replays anything lost here.
-        self.db.raw().write(batch)?;
-        Ok(applied)
+        Ok(self.db.raw().write(batch)?)
+    }
+
+    /// Applies a batched entry command by command: each command sees the
+    /// ones before it. Each write records how far the entry has come, so an
+    /// entry replayed after a crash skips what was applied; those commands
+    /// answer `Ok` (nobody waits for a replayed entry's results).
+    fn apply_batch(&self, entry: &Entry, cmds: &[Command]) -> Result<Outcome, DbError> {
+        let _whole = self.whole.lock().unwrap_or_else(|p| p.into_inner());
+        let index = entry.log_id.index;
+        let sm_meta = self.db.cf(Cf::SmMeta);
+        let (start, mut events) = match self.get::<Applying>(APPLYING)? {
+            Some(a) if a.index == index => (a.next, a.events),
+            _ => (0, 0),
+        };
+        let mut outcome = vec![Ok(()); start.min(cmds.len())];
+        for (i, cmd) in cmds.iter().enumerate().skip(start) {
+            let (mut batch, applied, journalled) = self.stage(entry, cmd, events)?;
+            events += journalled;
+            if i + 1 < cmds.len() {
+                let next = Applying {
+                    index,
+                    next: i + 1,
+                    events,
+                };
+                batch.put_cf(sm_meta, APPLYING, db::encode(&next));
+                self.db.raw().write(batch)?;
+            } else {
+                batch.delete_cf(sm_meta, APPLYING);
+                self.finish_entry(entry, batch)?;
+            }
+            if applied.is_ok() {
+                self.changes.applied(cmd);
+            }
+            outcome.push(applied);
+        }
+        if cmds.len() <= start {
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(sm_meta, APPLYING);
+            self.finish_entry(entry, batch)?;
+        }
+        Ok(outcome)
     }
 
     fn snapshot_paths(&self, id: &str) -> (PathBuf, PathBuf) {
@@ -269,7 +370,11 @@ impl StateMachineStore {
     }
 
     fn build(&self) -> io::Result<Snapshot> {
-        let view = self.db.raw().snapshot();
+        let view = {
+            let _whole = self.whole.lock().unwrap_or_else(|p| p.into_inner());
+            self.due.began();
+            self.db.raw().snapshot()
+        };
         let read = |key: &[u8]| -> io::Result<Option<Vec<u8>>> {
             view.get_cf(self.db.cf(Cf::SmMeta), key)
                 .map_err(io::Error::other)
@@ -294,6 +399,7 @@ impl StateMachineStore {
         };
         let (path, _) = self.snapshot_paths(&id);
         let records = snapshot::write(&self.db, &view, &path)?;
+        self.due.built(records);
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
@@ -329,7 +435,10 @@ impl StateMachineStore {
         done.put_cf(sm, LAST_APPLIED, db::encode(&meta.last_log_id));
         done.put_cf(sm, MEMBERSHIP, db::encode(&meta.last_membership));
         done.delete_cf(sm, INSTALLING);
+        // A part-applied entry the snapshot replaces starts afresh.
+        done.delete_cf(sm, APPLYING);
         self.db.write_durable(done).map_err(io::Error::other)?;
+        self.changes.lose_track();
         tracing::info!(snapshot = %meta.snapshot_id, records, "installed a snapshot from the leader");
         Ok(())
     }
@@ -373,14 +482,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((last, membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let this = self.clone();
-        blocking(move || {
+        let outcomes: Vec<Outcome> = blocking(move || {
             entries
                 .iter()
                 .map(|e| {
@@ -389,7 +498,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 })
                 .collect()
         })
-        .await
+        .await?;
+        let commands = outcomes.iter().map(|o| o.len() as u64).sum();
+        self.due.applied(commands);
+        Ok(outcomes)
     }
 
     async fn get_snapshot_builder(&mut self) -> StateMachineStore {
@@ -417,221 +529,4 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use openraft::storage::RaftLogStorage;
-    use openraft::CommittedLeaderId;
-
-    use super::*;
-    use crate::cluster::log_store::LogStore;
-    use crate::cluster::network::Network;
-    use crate::cluster::peer::{PeerPool, Secret};
-    use crate::cluster::types::{Raft, Vote};
-
-    struct Node {
-        db: Db,
-        layout: Layout,
-        _dir: tempfile::TempDir,
-    }
-
-    fn node() -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path());
-        layout.create().unwrap();
-        let db = Db::open(&layout.db()).unwrap();
-        Node {
-            db,
-            layout,
-            _dir: dir,
-        }
-    }
-
-    fn log_id(term: u64, index: u64) -> LogId {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
-    }
-
-    fn store(n: &Node) -> StateMachineStore {
-        StateMachineStore {
-            sm: meta::StateMachine::new(n.db.clone()),
-            db: n.db.clone(),
-            layout: n.layout.clone(),
-        }
-    }
-
-    /// Starts openraft on the node's storage, as a restarted node does.
-    async fn start(n: &Node) -> Result<Raft, String> {
-        let sm =
-            StateMachineStore::open(n.db.clone(), n.layout.clone()).map_err(|e| e.to_string())?;
-        let config = Arc::new(openraft::Config::default().validate().unwrap());
-        let network = Network::new(PeerPool::new(Secret::none()));
-        let log = LogStore::new(n.db.clone(), Default::default());
-        Raft::new(1, config, network, log, sm)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// A complete snapshot at `last`, as a build or an install leaves it.
-    fn snapshot_at(n: &Node, id: &str, last: LogId) -> SnapshotMeta {
-        let meta = SnapshotMeta {
-            last_log_id: Some(last),
-            last_membership: StoredMembership::default(),
-            snapshot_id: id.into(),
-        };
-        let (snap, meta_path) = store(n).snapshot_paths(id);
-        std::fs::write(snap, b"records").unwrap();
-        std::fs::write(
-            meta_path,
-            db::encode(&StoredSnapshot { meta: meta.clone() }),
-        )
-        .unwrap();
-        meta
-    }
-
-    fn files(n: &Node) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(n.layout.snapshots_dir())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    #[tokio::test]
-    async fn a_node_killed_while_installing_starts_empty_and_waits_for_a_snapshot() {
-        let n = node();
-        let vote = Vote::new(3, 2);
-        let mut log = LogStore::new(n.db.clone(), Default::default());
-        log.save_vote(&vote).await.unwrap();
-        // openraft purges the log up to the snapshot while it is loaded.
-        log_store::restart_from(&n.db, Some(log_id(2, 6000))).unwrap();
-        let mut half = WriteBatch::default();
-        half.put_cf(n.db.cf(Cf::SmMeta), INSTALLING, [1u8]);
-        half.put_cf(n.db.cf(Cf::Repos), b"half", b"loaded");
-        n.db.write_durable(half).unwrap();
-        snapshot_at(&n, "1-5000-old", log_id(1, 5000));
-        std::fs::write(n.layout.snapshots_dir().join("2-6000-x.snap"), b"rec").unwrap();
-
-        let raft = start(&n).await.expect("the node starts");
-        raft.shutdown().await.unwrap();
-
-        let sm = store(&n);
-        assert_eq!(sm.last_applied().unwrap(), None);
-        assert_eq!(n.db.get(Cf::Repos, b"half").unwrap(), None);
-        assert!(log_store::reaches(&n.db, None).unwrap());
-        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
-        assert_eq!(log.read_committed().await.unwrap(), None);
-        assert!(files(&n).is_empty(), "{:?}", files(&n));
-    }
-
-    #[tokio::test]
-    async fn an_install_killed_midway_loads_its_file_again_and_keeps_the_log() {
-        let n = node();
-        let at = log_id(2, 6000);
-        let mut state = WriteBatch::default();
-        state.put_cf(n.db.cf(Cf::Repos), b"kept", b"1");
-        state.put_cf(n.db.cf(Cf::SmMeta), LAST_APPLIED, db::encode(&Some(at)));
-        n.db.write_durable(state).unwrap();
-        let built = store(&n).build().unwrap();
-        // Killed while loading it: half a state, the marker naming it, and
-        // the log purged up to it, with entries after it acknowledged.
-        let mut half = WriteBatch::default();
-        half.delete_cf(n.db.cf(Cf::Repos), b"kept");
-        half.put_cf(n.db.cf(Cf::Repos), b"half", b"loaded");
-        half.put_cf(n.db.cf(Cf::SmMeta), INSTALLING, db::encode(&built.meta));
-        half.delete_cf(n.db.cf(Cf::SmMeta), LAST_APPLIED);
-        n.db.write_durable(half).unwrap();
-        log_store::restart_from(&n.db, Some(at)).unwrap();
-
-        let sm = StateMachineStore::open(n.db.clone(), n.layout.clone()).unwrap();
-        assert_eq!(sm.last_applied().unwrap(), Some(at));
-        assert_eq!(
-            n.db.get(Cf::Repos, b"kept").unwrap().as_deref(),
-            Some(&b"1"[..])
-        );
-        assert_eq!(n.db.get(Cf::Repos, b"half").unwrap(), None);
-        assert_eq!(n.db.get(Cf::SmMeta, INSTALLING).unwrap(), None);
-        let mut log = LogStore::new(n.db.clone(), Default::default());
-        let state = log.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(at), "the log was kept");
-        let current = sm.current().unwrap().expect("the snapshot is served");
-        assert_eq!(current.meta.snapshot_id, built.meta.snapshot_id);
-    }
-
-    #[tokio::test]
-    async fn a_log_purged_past_the_state_machine_restarts_from_it() {
-        // Killed after openraft purged the log for an install, before the
-        // install began: the state machine is whole but behind the log.
-        let n = node();
-        let applied = log_id(1, 40);
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            n.db.cf(Cf::SmMeta),
-            LAST_APPLIED,
-            db::encode(&Some(applied)),
-        );
-        n.db.write_durable(batch).unwrap();
-        log_store::restart_from(&n.db, Some(log_id(2, 6000))).unwrap();
-
-        let raft = start(&n).await.expect("the node starts");
-        raft.shutdown().await.unwrap();
-
-        assert_eq!(store(&n).last_applied().unwrap(), Some(applied));
-        let mut log = LogStore::new(n.db.clone(), Default::default());
-        let state = log.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(applied));
-        assert_eq!(state.last_log_id, Some(applied));
-        // openraft rebuilt a snapshot of what the node holds, to serve.
-        let current = store(&n).current().unwrap().expect("a snapshot");
-        assert_eq!(current.meta.last_log_id, Some(applied));
-    }
-
-    #[test]
-    fn a_new_snapshot_leaves_a_part_being_received() {
-        let n = node();
-        let sm = store(&n);
-        let part = snapshot::incoming_path(&n.layout.snapshots_dir());
-        std::fs::write(&part, b"half received").unwrap();
-        let first = sm.build().unwrap();
-        let second = sm.build().unwrap();
-        assert!(part.exists(), "a part being received was removed");
-        let id = &second.meta.snapshot_id;
-        let mut want = vec![format!("{id}.meta"), format!("{id}.snap")];
-        want.push(part.file_name().unwrap().to_string_lossy().into_owned());
-        want.sort();
-        assert_eq!(
-            files(&n),
-            want,
-            "{} was not removed",
-            first.meta.snapshot_id
-        );
-    }
-
-    #[test]
-    fn a_crash_before_old_snapshots_go_leaves_the_newest_readable() {
-        let n = node();
-        let sm = store(&n);
-        let old = snapshot_at(&n, "1-5000-a", log_id(1, 5000));
-        let new = snapshot_at(&n, "2-10000-b", log_id(2, 10000));
-        // The old `.meta` looks newer on disk (copied, or the clock moved).
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
-        let (_, old_meta) = sm.snapshot_paths(&old.snapshot_id);
-        std::fs::File::options()
-            .write(true)
-            .open(&old_meta)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
-        // A newer `.meta` whose `.snap` is gone names nothing to send.
-        let gone = snapshot_at(&n, "2-15000-c", log_id(2, 15000));
-        std::fs::remove_file(sm.snapshot_paths(&gone.snapshot_id).0).unwrap();
-        let current = sm.current().unwrap().expect("a snapshot");
-        assert_eq!(current.meta.snapshot_id, new.snapshot_id);
-
-        // At start, everything but the newest complete snapshot goes.
-        std::fs::write(n.layout.snapshots_dir().join("2-20000-d.tmp"), b"m").unwrap();
-        drop(StateMachineStore::open(n.db.clone(), n.layout.clone()).unwrap());
-        let id = &new.snapshot_id;
-        assert_eq!(files(&n), vec![format!("{id}.meta"), format!("{id}.snap")]);
-    }
-}
+mod tests;
