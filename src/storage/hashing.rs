@@ -15,17 +15,19 @@ use crate::oci::{Algorithm, Digest, Hasher};
 const QUEUE: usize = 4;
 
 pub struct HashPipe {
-    chunks: mpsc::Sender<Bytes>,
+    chunks: mpsc::Sender<Vec<Bytes>>,
     state: JoinHandle<Hasher>,
 }
 
 impl HashPipe {
     pub fn new(hasher: Hasher) -> HashPipe {
-        let (chunks, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+        let (chunks, mut rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
         let state = tokio::task::spawn_blocking(move || {
             let mut hasher = hasher;
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
+            while let Some(parts) = rx.blocking_recv() {
+                for part in parts {
+                    hasher.update(&part);
+                }
             }
             hasher
         });
@@ -34,7 +36,12 @@ impl HashPipe {
 
     /// Queues `data` (a cheap clone of the caller's bytes) for hashing.
     pub async fn update(&self, data: Bytes) -> io::Result<()> {
-        self.chunks.send(data).await.map_err(|_| stopped())
+        self.update_parts(vec![data]).await
+    }
+
+    /// Queues consecutive pieces, hashed in order, as one item.
+    pub async fn update_parts(&self, parts: Vec<Bytes>) -> io::Result<()> {
+        self.chunks.send(parts).await.map_err(|_| stopped())
     }
 
     /// The hasher, once it has taken everything queued: its state carries
@@ -51,7 +58,7 @@ impl HashPipe {
 
     /// As [`HashPipe::update`], from a blocking thread.
     pub fn update_blocking(&self, data: Bytes) -> io::Result<()> {
-        self.chunks.blocking_send(data).map_err(|_| stopped())
+        self.chunks.blocking_send(vec![data]).map_err(|_| stopped())
     }
 
     /// As [`HashPipe::finish`], from a blocking thread.

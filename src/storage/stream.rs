@@ -1,15 +1,16 @@
 //! Moving bytes between sockets and files without holding a blob in memory.
 //!
-//! Writes hash on the receiving task while a blocking thread writes the
-//! previous batch, so hashing, receiving and disk I/O overlap. Reads run a
-//! blocking read-ahead thread that feeds large chunks to the response.
+//! A write gathers the frames it receives, without copying them, into
+//! batches that a hashing thread and a writing thread take in turn, so
+//! receiving, hashing and disk I/O overlap. Reads run a blocking read-ahead
+//! thread that feeds large chunks to the response.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -20,6 +21,9 @@ use crate::oci::{Digest, Hasher};
 
 /// Bytes handed to the writer thread at a time.
 const WRITE_BATCH: usize = 1 << 20;
+/// Frames in one batch at most: a body of tiny frames still gets bounded
+/// batches (and `writev` calls within the kernel's limit of 1,024 slices).
+const WRITE_PARTS: usize = 64;
 /// Batches in flight between the receiving task and the writer thread.
 const WRITE_QUEUE: usize = 4;
 /// Written bytes after which the kernel is asked to start writeback, so the
@@ -46,12 +50,12 @@ pub async fn write_body(
     limit: Option<u64>,
     mut mirror: Option<&mut Mirror>,
 ) -> Result<Written, StorageError> {
-    let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let (tx, rx) = mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
     let writer = tokio::task::spawn_blocking(move || write_batches(file, rx));
     // Hashing runs on a thread of its own, beside the writer's, so that
     // receiving, hashing and writing overlap.
     let pipe = hasher.as_deref().map(|h| HashPipe::new(h.clone()));
-    let mut batch = BytesMut::with_capacity(WRITE_BATCH);
+    let mut batch = Batch::default();
     let mut total: u64 = 0;
     let mut failure = None;
     while let Some(frame) = body.next().await {
@@ -67,14 +71,13 @@ pub async fn write_body(
             failure = Some(StorageError::TooLarge { limit });
             break;
         }
-        batch.extend_from_slice(&frame);
-        if batch.len() >= WRITE_BATCH
-            && !hand_on(&tx, pipe.as_ref(), mirror.as_deref_mut(), &mut batch).await
+        batch.push(frame);
+        if batch.is_full() && !hand_on(&tx, pipe.as_ref(), mirror.as_deref_mut(), &mut batch).await
         {
             break; // the writer failed; its error is reported below
         }
     }
-    if failure.is_none() && !batch.is_empty() {
+    if failure.is_none() && batch.len > 0 {
         hand_on(&tx, pipe.as_ref(), mirror.as_deref_mut(), &mut batch).await;
     }
     drop(tx);
@@ -100,38 +103,105 @@ pub async fn write_body(
     written
 }
 
+/// Frames received since the last hand-on, as they came: gathering them
+/// costs no copy of their bytes.
+#[derive(Default)]
+struct Batch {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, frame: Bytes) {
+        if !frame.is_empty() {
+            self.len += frame.len();
+            self.parts.push(frame);
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len >= WRITE_BATCH || self.parts.len() >= WRITE_PARTS
+    }
+}
+
 /// Sends a batch to the hasher, the mirror and the writer thread. False once
 /// the writer or the hasher is gone.
 async fn hand_on(
-    tx: &mpsc::Sender<Bytes>,
+    tx: &mpsc::Sender<Vec<Bytes>>,
     pipe: Option<&HashPipe>,
     mirror: Option<&mut Mirror>,
-    batch: &mut BytesMut,
+    batch: &mut Batch,
 ) -> bool {
-    let batch = batch.split().freeze();
+    let parts = std::mem::take(&mut batch.parts);
+    batch.len = 0;
     if let Some(p) = pipe {
-        if p.update(batch.clone()).await.is_err() {
+        if p.update_parts(parts.clone()).await.is_err() {
             return false;
         }
     }
     if let Some(m) = mirror {
-        m.data(&batch).await;
+        // Peers take the batch as one chunk of the push; only a mirrored
+        // write pays for joining its frames.
+        m.data(&joined(&parts)).await;
     }
-    tx.send(batch).await.is_ok()
+    tx.send(parts).await.is_ok()
 }
 
-fn write_batches(mut file: File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<File> {
+fn joined(parts: &[Bytes]) -> Bytes {
+    match parts {
+        [one] => one.clone(),
+        _ => {
+            let mut all = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            for part in parts {
+                all.extend_from_slice(part);
+            }
+            all.freeze()
+        }
+    }
+}
+
+fn write_batches(mut file: File, mut rx: mpsc::Receiver<Vec<Bytes>>) -> io::Result<File> {
     let mut start = file.stream_position()?;
     let mut pos = start;
-    while let Some(batch) = rx.blocking_recv() {
-        file.write_all(&batch)?;
-        pos += batch.len() as u64;
+    while let Some(parts) = rx.blocking_recv() {
+        pos += write_parts(&mut file, &parts)?;
         if pos - start >= WRITEBACK_WINDOW {
             start_writeback(&file, start, pos - start);
             start = pos;
         }
     }
     Ok(file)
+}
+
+/// Writes every part, in order, with as few `writev` calls as the kernel
+/// allows. Returns the bytes written.
+fn write_parts(file: &mut File, parts: &[Bytes]) -> io::Result<u64> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut left = &mut slices[..];
+    let mut written = 0u64;
+    while !left.is_empty() {
+        match file.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n as u64;
+                IoSlice::advance_slices(&mut left, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Reads the next `want` bytes of `file` into a new buffer, without first
+/// zeroing it. A file that ends early is an error.
+fn read_chunk(file: &mut File, want: usize) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(want);
+    file.take(want as u64).read_to_end(&mut buf)?;
+    if buf.len() < want {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Asks the kernel to begin writing a range back without waiting for it.
@@ -177,10 +247,9 @@ pub fn read_range(mut file: File, offset: u64, len: u64) -> ByteStream {
             let mut left = len;
             while left > 0 {
                 let want = left.min(READ_CHUNK as u64) as usize;
-                let mut buf = BytesMut::zeroed(want);
-                file.read_exact(&mut buf)?;
+                let buf = read_chunk(&mut file, want)?;
                 left -= want as u64;
-                if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                if tx.blocking_send(Ok(buf)).is_err() {
                     return Ok(()); // the client went away
                 }
             }
@@ -211,10 +280,8 @@ pub fn read_verified(
             let mut left = len;
             while left > 0 {
                 let want = left.min(READ_CHUNK as u64) as usize;
-                let mut buf = BytesMut::zeroed(want);
-                file.read_exact(&mut buf)?;
+                let buf = read_chunk(&mut file, want)?;
                 left -= want as u64;
-                let buf = buf.freeze();
                 hasher.update(&buf)?;
                 if let Some(previous) = held.replace(buf) {
                     if tx.blocking_send(Ok(previous)).is_err() {
@@ -318,10 +385,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let chunks = data
-            .chunks(70_000)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
+        // Frames as a client may send them: large, tiny and empty, so that
+        // batches end on their size and on their count of frames.
+        let sizes = [70_000, 0, 1, 13, 4096, 300_000, 7, 65_536];
+        let (mut chunks, mut at) = (Vec::new(), 0);
+        for size in sizes.iter().cycle() {
+            let end = (at + size).min(data.len());
+            chunks.push(Ok(Bytes::copy_from_slice(&data[at..end])));
+            at = end;
+            if at == data.len() {
+                break;
+            }
+        }
         let mut h = Algorithm::Sha256.hasher();
         let w = write_body(
             File::create(&path).unwrap(),
@@ -334,6 +409,7 @@ mod tests {
         .unwrap();
         assert_eq!(w.bytes, data.len() as u64);
         assert_eq!(h.finish(), Digest::sha256(&data));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
 
         let mut s = read_range(File::open(&path).unwrap(), 10, 2_000_000);
         let mut got = Vec::new();

@@ -158,6 +158,23 @@ listed_at() {
     jq -e --arg peer "$2:5001" '.members[] | select(.voter and .peer_addr == $peer)' <<<"$status" >/dev/null
 }
 
+# berth_state_notes [CID...]: keeps, as scenario notes, node 1's view of the cluster and
+# the last lines each node's berth (and each given container) logged: what a failed
+# recovery needs to be diagnosed after the swarm is gone.
+berth_state_notes() {
+    local i cid
+    scenario_note "cluster status on node 1: $(berth_status 1 2>&1 | jq -c '{leader_id, members}' 2>&1)"
+    for ((i = 1; i <= NODES; i++)); do
+        for cid in $(swarm_task_containers "$i" "$SERVICE") "$@"; do
+            swarm_docker "$i" inspect "$cid" >/dev/null 2>&1 || continue
+            scenario_note "--- node $i, container ${cid:0:12}:"
+            while IFS= read -r line; do
+                scenario_note "$line"
+            done < <(swarm_docker "$i" logs --tail 40 "$cid" 2>&1)
+        done
+    done
+}
+
 # ---------------------------------------------------------------- scenarios
 
 scenario_swarm_deploy() {
@@ -197,9 +214,10 @@ scenario_swarm_task_restart() {
     new_cid=$(swarm_task_containers "$node" "$SERVICE" | head -n 1)
     new_ip=$(overlay_ip "$node" "$new_cid")
     scenario_note "node $node's berth restarted at $new_ip (was $old_ip)"
-    wait_until "$E2E_SWARM_TIMEOUT" "node $node's berth to be ready again" node_http "$node" /readyz
-    wait_until 60 "the cluster to list node $node at $new_ip" listed_at 1 "$new_ip"
-    wait_until 30 "three voters and a leader" voters_are 1 3
+    wait_until "$E2E_SWARM_TIMEOUT" "node $node's berth to be ready again" node_http "$node" /readyz &&
+        wait_until 60 "the cluster to list node $node at $new_ip" listed_at 1 "$new_ip" &&
+        wait_until 30 "three voters and a leader" voters_are 1 3 ||
+        { berth_state_notes "$old_cid" || true; die "node $node did not rejoin at $new_ip"; }
     # Nothing was lost: the restarted node serves the image pushed before the kill...
     want=$(image_id 1 "$APP:1")
     swarm_docker "$node" image rm -f "$APP:1" >/dev/null

@@ -68,6 +68,7 @@ async fn every_v2_request_needs_a_known_user_and_password() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     // Probes need no credentials.
+    node.until_ready().await;
     for probe in ["/healthz", "/readyz"] {
         assert_eq!(
             node.get(probe).send().await.unwrap().status(),

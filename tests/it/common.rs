@@ -80,6 +80,23 @@ impl TestNode {
         &mut self.config
     }
 
+    /// Returns once the node passes `/readyz`: a new node forms its
+    /// one-member cluster just after it starts listening.
+    pub async fn until_ready(&self) {
+        let ready = || async {
+            let resp = self.get("/readyz").send().await;
+            resp.is_ok_and(|r| r.status() == StatusCode::OK)
+        };
+        let start = Instant::now();
+        while !ready().await {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "node not ready within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.server.as_ref().expect("node is running").addr
     }

@@ -214,6 +214,7 @@ async fn the_health_command_trusts_the_nodes_own_certificate_only() {
     let (files, _) = ca.issue(certs.path(), "node");
     let (other, _) = ca.issue(certs.path(), "other");
     let node = tls_node(&files).await;
+    node.until_ready().await;
     let out = tokio::task::block_in_place(|| health_check(&node, Some(&files)));
     assert!(
         out.status.success(),
