@@ -5,7 +5,6 @@ use clap::Parser;
 use berth::cli::Cli;
 
 fn main() -> ExitCode {
-    berth::memory::tune();
     let cli = Cli::parse();
     berth::logging::init(cli.log.as_deref(), cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
