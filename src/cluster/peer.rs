@@ -23,13 +23,6 @@ pub const SECRET_HEADER: &str = "x-berth-cluster-secret";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of calls that name none of their own.
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest HTTP/2 frame a peer may send this node, either way. Blob chunks
-/// are 1 MiB: in frames of the default 16 KiB, each chunk is split into 64
-/// frames, each accounted for and handed on by itself.
-pub(super) const MAX_FRAME: u32 = 1 << 20;
-/// HTTP/2 flow-control windows: a few blob chunks in flight on a stream.
-pub(super) const STREAM_WINDOW: u32 = 4 << 20;
-pub(super) const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// The shared secret every peer call carries.
 #[derive(Clone)]
@@ -202,9 +195,6 @@ impl PeerPool {
         }
         let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
-            .max_frame_size(MAX_FRAME)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));

@@ -15,7 +15,7 @@ use super::codec::{decode, encode};
 use super::pb::cluster_server::{Cluster as ClusterRpc, ClusterServer};
 use super::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use super::pb::{self, Empty, Payload};
-use super::peer::{self, Secret, SECRET_HEADER};
+use super::peer::{Secret, SECRET_HEADER};
 use super::types::{NodeAddr, NodeId, SnapshotFile, SnapshotMeta, Vote};
 use super::{Cluster, ClusterError};
 use crate::meta::{Applied, Command};
@@ -59,9 +59,6 @@ pub async fn serve(
     }
     let serving = server
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .max_frame_size(peer::MAX_FRAME)
-        .initial_stream_window_size(peer::STREAM_WINDOW)
-        .initial_connection_window_size(peer::CONNECTION_WINDOW)
         .add_routes(extra)
         .add_service(raft)
         .add_service(admin)
