@@ -150,23 +150,11 @@ netns_fw_close() {
 
 # ---------------------------------------------------------------- processes
 
-# netns_pids NAME: every process whose network namespace is the named one.
-netns_pids() {
-    local ns_file=/run/netns/$1 inode link proc
-    [[ -e $ns_file ]] || return 0
-    inode=$(stat -L -c %i "$ns_file" 2>/dev/null) || return 0
-    for proc in /proc/[0-9]*; do
-        link=$(readlink "$proc/ns/net" 2>/dev/null) || continue
-        [[ $link == "net:[$inode]" ]] && printf '%s\n' "${proc#/proc/}"
-    done
-    return 0
-}
-
 # netns_all_pids: the processes in every namespace of ours.
 netns_all_pids() {
     local ns
     for ns in $(netns_names); do
-        netns_pids "$ns"
+        swarm_netns_pids "$ns"
     done | sort -un
 }
 
@@ -335,7 +323,7 @@ netns_leftovers() {
     local ns backend pid
     for ns in $(netns_names); do
         echo "netns $ns"
-        for pid in $(netns_pids "$ns"); do
+        for pid in $(swarm_netns_pids "$ns"); do
             echo "process $pid in $ns: $(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | cut -c1-120)"
         done
     done
@@ -356,7 +344,7 @@ netns_status() {
         i=${ns#"$NETNS_PREFIX"}
         qdisc=$(tc -n "$ns" qdisc show dev eth0 2>/dev/null |
             awk '$2 == "tbf" { for (f = 3; f < NF; f++) if ($f == "rate") print "tbf rate", $(f + 1) }')
-        echo "host $i: $ns $(netns_ip "$i") ${qdisc:-unshaped}, $(netns_pids "$ns" | wc -l) process(es)"
+        echo "host $i: $ns $(netns_ip "$i") ${qdisc:-unshaped}, $(swarm_netns_pids "$ns" | wc -l) process(es)"
     done
 }
 
